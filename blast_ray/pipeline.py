@@ -1,0 +1,221 @@
+"""The stage DAG and its driver: resolve fingerprints, skip committed stages, run the rest.
+
+Each stage is a function ``run(ctx: StageContext, out: StageOutput) -> dict`` living in its own
+sub-package (``blast_ray.<stage>.stage``). The dict may hold ``row_counts``, ``timings``, ``extra``
+and ``metrics``; the driver commits the manifest with them. A stage's fingerprint covers its own
+config sections and the fingerprints of the upstream outputs it consumed, so changing a config key
+re-runs exactly the stages downstream of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from blast_ray.config import STAGES, PipelineConfig
+from blast_ray.store import ArtifactStore, StageOutput
+
+log = logging.getLogger("blast_ray.pipeline")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    entrypoint: str  # "module:function"
+    depends: tuple[str, ...]  # upstream stages whose outputs it reads when present
+    sections: tuple[str, ...]  # config sections that shape its output
+    cached: bool = True  # False: runs every time (the per-run report)
+
+
+STAGE_SPECS: dict[str, StageSpec] = {
+    s.name: s
+    for s in (
+        StageSpec("etl", "blast_ray.etl.stage:run", (), ("dataset", "etl")),
+        StageSpec("profiles", "blast_ray.profiles.stage:run", ("etl",), ("profiles",)),
+        StageSpec("features", "blast_ray.features.stage:run", ("etl", "profiles"), ("features",)),
+        StageSpec("graphs", "blast_ray.graphs.stage:run", ("etl", "features"), ("graphs",)),
+        StageSpec("augment", "blast_ray.augment.stage:run", ("etl", "graphs"), ("augment",)),
+        StageSpec("train", "blast_ray.train.stage:run", ("etl", "features", "graphs", "augment"), ("train", "evaluate")),
+        StageSpec("evaluate", "blast_ray.evaluate.stage:run", ("etl", "train"), ("evaluate",)),
+        StageSpec("recommend", "blast_ray.recommend.stage:run", ("etl", "train"), ("recommend",)),
+        StageSpec("report", "blast_ray.report.stage:run", STAGES[:-1], (), cached=False),
+    )
+}
+assert tuple(STAGE_SPECS) == STAGES
+
+
+class StageNotImplemented(RuntimeError):
+    pass
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, cause: BaseException):
+        super().__init__(f"stage '{stage}' failed: {type(cause).__name__}: {cause}")
+        self.stage = stage
+        self.cause = cause
+
+
+@dataclass
+class StageContext:
+    """What a stage sees: the config, the store, the run, and the committed upstream outputs."""
+
+    cfg: PipelineConfig
+    store: ArtifactStore
+    run_id: str
+    outputs: dict[str, StageOutput] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-stage manifests of this run
+
+    @property
+    def dataset(self) -> str:
+        return self.cfg.dataset.name
+
+    def run_parts(self, *sub: str) -> tuple[str, ...]:
+        return (self.dataset, "runs", self.run_id, *sub)
+
+    def require(self, stage: str) -> StageOutput:
+        """The committed output of an upstream stage, or a clear error naming how to get it."""
+        if stage not in self.outputs:
+            raise RuntimeError(
+                f"this stage needs the output of '{stage}', which is not in this run; "
+                f"add it to --stages (or run `blast {stage} --config ...` first)"
+            )
+        return self.outputs[stage]
+
+
+def load_stage_fn(spec: StageSpec) -> Callable[[StageContext, StageOutput], dict[str, Any]]:
+    module_name, fn_name = spec.entrypoint.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise StageNotImplemented(f"stage '{spec.name}' is not implemented yet ({module_name})") from None
+        raise
+    fn = getattr(module, fn_name, None)
+    if fn is None:
+        raise StageNotImplemented(f"stage '{spec.name}' is not implemented yet ({spec.entrypoint})")
+    return fn
+
+
+def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {s: d[s] for s in spec.sections}
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    status: dict[str, str]  # stage -> ran | skipped | not-implemented | failed | not-selected
+    manifests: dict[str, dict[str, Any]]
+    failed_stage: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_stage is None
+
+    def metrics(self) -> dict[str, Any]:
+        for stage in ("evaluate", "train"):
+            m = self.manifests.get(stage, {}).get("extra", {}).get("metrics")
+            if m:
+                return m
+        return {}
+
+
+def resolve_output(ctx: StageContext, spec: StageSpec) -> StageOutput:
+    inputs = {d: ctx.outputs[d].fingerprint for d in spec.depends if d in ctx.outputs}
+    config = stage_config(ctx.cfg, spec)
+    if not spec.cached:
+        config = {"run_id": ctx.run_id}
+    return StageOutput.open(ctx.store, ctx.dataset, spec.name, config=config, inputs=inputs)
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    stages: tuple[str, ...] | None = None,
+    from_stage: str | None = None,
+    force: tuple[str, ...] = (),
+    run_id: str | None = None,
+    store: ArtifactStore | None = None,
+) -> PipelineResult:
+    """Run the selected stages in DAG order, skipping those whose manifest matches.
+
+    ``stages``: which stages to consider (default: ``cfg.stages``). ``from_stage``: stages before it
+    must already be committed (they are resolved, never re-run) and it and the stages after it are
+    recomputed. ``force``: stages to recompute even when committed. Returns a PipelineResult; never raises for a stage failure (see ``failed_stage``).
+    """
+    stages = tuple(stages or cfg.stages)
+    for s in stages:
+        if s not in STAGE_SPECS:
+            raise ValueError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
+    if from_stage is not None and from_stage not in STAGES:
+        raise ValueError(f"unknown --from-stage {from_stage!r}; stages are {', '.join(STAGES)}")
+    store = store or ArtifactStore(cfg.store)
+    ctx = StageContext(cfg=cfg, store=store, run_id=run_id or new_run_id())
+    status: dict[str, str] = {}
+    from_idx = STAGES.index(from_stage) if from_stage else 0
+    forced = set(force) | (set(STAGES[from_idx:]) if from_stage else set())
+
+    from blast_ray.runs import RunRecord
+
+    record = RunRecord.start(store, cfg, ctx.run_id, stages)
+    for idx, name in enumerate(STAGES):
+        spec = STAGE_SPECS[name]
+        if name not in stages:
+            status[name] = "not-selected"
+            continue
+        out = resolve_output(ctx, spec)
+        must_exist = idx < from_idx
+        if out.done and spec.cached and name not in forced:
+            log.info("stage %-9s skipped: committed output %s matches its inputs", name, out.fingerprint)
+            ctx.outputs[name] = out
+            ctx.results[name] = out.manifest
+            status[name] = "skipped"
+            record.stage(name, "skipped", ctx.results[name])
+            continue
+        if must_exist:
+            msg = f"--from-stage {from_stage}: upstream stage '{name}' has no committed output for this config"
+            status[name] = "failed"
+            record.finish(status, failed=name, error=msg)
+            return PipelineResult(ctx.run_id, status, ctx.results, name, msg)
+        try:
+            fn = load_stage_fn(spec)
+        except StageNotImplemented as e:
+            log.warning("%s: skipping it", e)
+            status[name] = "not-implemented"
+            record.stage(name, "not-implemented", {})
+            continue
+        if out.done:  # forced: drop the committed output first
+            store.delete_dir(*out.parts)
+        out.begin()
+        log.info("stage %-9s running -> %s", name, out.uri())
+        t0 = time.time()
+        try:
+            result = fn(ctx, out) or {}
+            timings = dict(result.get("timings", {}))
+            timings.setdefault("total_s", round(time.time() - t0, 3))
+            extra = dict(result.get("extra", {}))
+            if "metrics" in result:
+                extra["metrics"] = result["metrics"]
+            manifest = out.commit(row_counts=result.get("row_counts"), timings=timings, extra=extra)
+        except Exception as e:  # noqa: BLE001 - reported with the stage name, run marked failed
+            log.error("stage %s failed:\n%s", name, traceback.format_exc())
+            status[name] = "failed"
+            err = f"stage '{name}' failed: {type(e).__name__}: {e}"
+            record.finish(status, failed=name, error=err)
+            return PipelineResult(ctx.run_id, status, ctx.results, name, err)
+        ctx.outputs[name] = out
+        ctx.results[name] = manifest
+        status[name] = "ran"
+        record.stage(name, "ran", manifest)
+        log.info("stage %-9s done in %.1fs", name, time.time() - t0)
+    record.finish(status)
+    return PipelineResult(ctx.run_id, status, ctx.results)

@@ -1,0 +1,173 @@
+"""One artifact store for local disk and S3, on ``pyarrow.fs``.
+
+``ArtifactStore("./blast-data")`` or ``ArtifactStore("s3://bucket/prefix")``. For S3 the endpoint
+and credentials come from the standard AWS environment variables (``AWS_ENDPOINT_URL`` or
+``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``).
+
+Paths inside the store are given as parts (``store.uri("ml-100k", "stages", "etl")``); ``uri``
+returns what Ray Data / pandas / Spark accept, ``path`` the path for ``store.fs``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs["endpoint_override"] = host or endpoint
+        kwargs["scheme"] = scheme if host else "https"
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    if region:
+        kwargs["region"] = region
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        kwargs["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    return pafs.S3FileSystem(**kwargs)
+
+
+class ArtifactStore:
+    """A root URI (local folder or ``s3://bucket/prefix``) with atomic small-object writes."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        root = str(root)
+        if root.startswith("s3://"):
+            self.is_s3 = True
+            self.fs: pafs.FileSystem = _s3_filesystem()
+            self._base = root[len("s3://"):].rstrip("/")
+            if not self._base:
+                raise ValueError("store URI s3:// needs a bucket, e.g. s3://my-bucket/blast")
+        elif "://" in root and not root.startswith("file://"):
+            raise ValueError(f"store {root!r}: only local paths and s3://bucket/prefix are supported")
+        else:
+            self.is_s3 = False
+            self.fs = pafs.LocalFileSystem()
+            self._base = os.path.abspath(root.removeprefix("file://"))
+            os.makedirs(self._base, exist_ok=True)
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.root!r})"
+
+    def __reduce__(self):  # picklable for Ray tasks: rebuild the filesystem on the worker
+        return (ArtifactStore, (self.root,))
+
+    # ---- paths -------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        """Filesystem path (for ``self.fs``) of ``parts`` under the root."""
+        return posixpath.join(self._base, *[p.strip("/") for p in parts if p])
+
+    def uri(self, *parts: str) -> str:
+        """Full URI of ``parts`` (``s3://...`` or an absolute local path)."""
+        p = self.path(*parts)
+        return f"s3://{p}" if self.is_s3 else p
+
+    # ---- queries -----------------------------------------------------------------------------
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def list_dir(self, *parts: str) -> list[str]:
+        """Names directly under ``parts`` (empty when it does not exist)."""
+        sel = pafs.FileSelector(self.path(*parts), allow_not_found=True, recursive=False)
+        return sorted(posixpath.basename(i.path) for i in self.fs.get_file_info(sel))
+
+    def list_files(self, *parts: str) -> list[str]:
+        """Paths (relative to ``parts``) of all files below ``parts``, recursively."""
+        base = self.path(*parts)
+        sel = pafs.FileSelector(base, allow_not_found=True, recursive=True)
+        return sorted(
+            posixpath.relpath(i.path, base) for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File
+        )
+
+    # ---- bytes / json ------------------------------------------------------------------------
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Write atomically: local files go to a temp name and are renamed; an S3 PUT is atomic."""
+        target = self.path(*parts)
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
+        if self.is_s3:
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+            return
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.fs.open_input_stream(self.path(*parts)) as f:
+            return f.read()
+
+    def write_json(self, obj: Any, *parts: str) -> None:
+        self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), *parts)
+
+    def read_json(self, *parts: str) -> Any:
+        return json.loads(self.read_bytes(*parts))
+
+    def write_text(self, text: str, *parts: str) -> None:
+        self.write_bytes(text.encode("utf-8"), *parts)
+
+    def read_text(self, *parts: str) -> str:
+        return self.read_bytes(*parts).decode("utf-8")
+
+    # ---- tables ------------------------------------------------------------------------------
+    def write_table(self, table: pa.Table, *parts: str) -> None:
+        """Write one Parquet file at ``parts`` (a file path ending in .parquet)."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(buf.getvalue(), *parts)
+
+    def read_table(self, *parts: str, columns: list[str] | None = None) -> pa.Table:
+        """Read a Parquet file or a folder of Parquet files."""
+        return pq.read_table(self.path(*parts), filesystem=self.fs, columns=columns)
+
+    # ---- folders -----------------------------------------------------------------------------
+    def delete_dir(self, *parts: str) -> None:
+        p = self.path(*parts)
+        if self.fs.get_file_info(p).type == pafs.FileType.Directory:
+            self.fs.delete_dir(p)
+        elif self.exists(*parts):
+            self.fs.delete_file(p)
+
+    def delete_file(self, *parts: str) -> None:
+        if self.exists(*parts):
+            self.fs.delete_file(self.path(*parts))
+
+    def upload_dir(self, local_dir: str, *parts: str) -> int:
+        """Copy a local folder's files under ``parts``; returns the number of files copied."""
+        n = 0
+        for dirpath, _, files in os.walk(local_dir):
+            for name in files:
+                if name.startswith(".") or name.endswith(".crc"):
+                    continue  # Spark's checksum side files
+                src = os.path.join(dirpath, name)
+                rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
+                with open(src, "rb") as f:
+                    self.write_bytes(f.read(), *parts, rel)
+                n += 1
+        return n
+
+    def download_dir(self, local_dir: str, *parts: str) -> int:
+        n = 0
+        for rel in self.list_files(*parts):
+            dst = os.path.join(local_dir, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(dst, "wb") as f:
+                f.write(self.read_bytes(*parts, rel))
+            n += 1
+        return n
