@@ -107,8 +107,6 @@ def s3_bucket(s3_server):
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray instance sized like CI (2 CPUs), shared by the session's tests."""
-    import ray
+    from blast_ray.runtime import ensure_ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
+    yield ensure_ray(num_cpus=2)
