@@ -131,6 +131,10 @@ class ProfilesConfig:
     http_timeout_s: float = 120.0
     sample_items: Optional[int] = None  # generate only for the first n items (demos); None: all
     sample_users: Optional[int] = None
+    max_model_len: int = 4096  # vllm engine: context length the engine reserves KV cache for
+    chat_template: Literal["auto", "on", "off"] = "auto"  # vllm: auto = when the tokenizer has one
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vllm: extra vLLM engine kwargs
+    device: str = "auto"  # transformers engine: auto | cpu | cuda
 
     def validate(self, prefix: str = "profiles") -> None:
         if self.engine not in ("template", "transformers", "vllm", "http"):
@@ -144,6 +148,17 @@ class ProfilesConfig:
             _fail(f"{prefix}.max_retries", "must be >= 0")
         if not 0 < self.num_cpus_per_actor:
             _fail(f"{prefix}.num_cpus_per_actor", "must be > 0 (fractions are fine)")
+        if self.max_model_len < 256:
+            _fail(f"{prefix}.max_model_len", f"must be >= 256, got {self.max_model_len}")
+        if self.chat_template not in ("auto", "on", "off"):
+            _fail(f"{prefix}.chat_template", "must be auto, on or off")
+        if self.device not in ("auto", "cpu", "cuda"):
+            _fail(f"{prefix}.device", "must be auto, cpu or cuda")
+        for k in ("sample_items", "sample_users"):
+            if getattr(self, k) is not None and getattr(self, k) < 1:
+                _fail(f"{prefix}.{k}", "must be >= 1 or null (all)")
+        if self.http_concurrency < 1:
+            _fail(f"{prefix}.http_concurrency", "must be >= 1")
 
 
 @dataclass
