@@ -56,6 +56,7 @@ def build_vllm_processor(cfg: Any, model_source: str, keep_columns: list[str], c
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     on_gpu = cfg.num_gpus_per_actor > 0
+    stage_cpus = min(0.25, cfg.num_cpus_per_actor)
     extra: dict[str, Any] = {}
     if not on_gpu:
         # CPU backend: one CPU bundle per engine instead of the default GPU bundle.
@@ -65,9 +66,11 @@ def build_vllm_processor(cfg: Any, model_source: str, keep_columns: list[str], c
         engine_kwargs=engine_kwargs_for(cfg, on_gpu),
         concurrency=cfg.concurrency,
         batch_size=cfg.batch_size,
-        chat_template_stage=chat_template,
-        tokenize_stage=True,
-        detokenize_stage=True,
+        # Fractional CPUs for the CPU-side stages: whole-CPU actors starve the engine and the reads
+        # on small nodes (2 CPUs: tokenizer 1 + detokenizer 1 + engine bundle 1 never schedules).
+        chat_template_stage={"enabled": chat_template, "num_cpus": stage_cpus} if chat_template else False,
+        tokenize_stage={"num_cpus": stage_cpus},
+        detokenize_stage={"num_cpus": stage_cpus},
         **extra,
     )
     sampling = {"temperature": float(cfg.temperature), "max_tokens": int(cfg.max_new_tokens)}
@@ -86,6 +89,6 @@ def build_vllm_processor(cfg: Any, model_source: str, keep_columns: list[str], c
         out["generated_text"] = row.get("generated_text") or ""
         return out
 
-    small = {"num_cpus": min(0.25, cfg.num_cpus_per_actor)}
+    small = {"num_cpus": min(0.1, cfg.num_cpus_per_actor)}
     return build_processor(config, preprocess=preprocess, postprocess=postprocess,
                            preprocess_map_kwargs=small, postprocess_map_kwargs=small)
