@@ -1,5 +1,14 @@
 """Run records: every pipeline invocation has an id and a manifest under <dataset>/runs/<id>/."""
 
 from blast_ray.runs.record import RunRecord
+from blast_ray.runs.registry import (
+    LockHeld,
+    StoreLock,
+    flat_metrics,
+    get_latest,
+    list_runs,
+    load_run,
+    promote,
+)
 
-__all__ = ["RunRecord"]
+__all__ = ["RunRecord", "LockHeld", "StoreLock", "flat_metrics", "get_latest", "list_runs", "load_run", "promote"]

@@ -49,6 +49,8 @@ class RunRecord:
             "fingerprint": manifest.get("fingerprint"),
             "timings": manifest.get("timings", {}),
             "row_counts": manifest.get("row_counts", {}),
+            "inputs": manifest.get("inputs", {}),  # upstream fingerprints this output was built from
+            "uri": self.store.uri(self.dataset, "stages", name, manifest["fingerprint"]) if manifest.get("fingerprint") else None,
         }
         metrics = manifest.get("extra", {}).get("metrics")
         if metrics:
