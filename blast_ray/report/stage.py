@@ -1,0 +1,154 @@
+"""The report stage: write the run's self-contained ``report.html`` into ``<dataset>/runs/<run_id>/``.
+
+It reads only what this run resolved (``ctx.outputs``) plus, for the baselines table, the other
+committed train outputs on the same ETL fingerprint. Any missing piece renders as a "not run"
+section; no number is ever made up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from blast_ray.config import STAGES
+from blast_ray.report import html as H
+from blast_ray.store import ArtifactStore, StageOutput
+
+log = logging.getLogger(__name__)
+
+from blast_ray.store.manifest import MANIFEST_NAME as MANIFEST
+
+
+def _dataset_section(ctx) -> str:
+    if "etl" not in ctx.outputs:
+        return H.not_run("dataset statistics", "the etl stage is not in this run")
+    etl: StageOutput = ctx.outputs["etl"]
+    t = ctx.store.read_table(*etl.parts, "interactions", columns=["user_idx", "item_idx", "split"])
+    users = t.column("user_idx").to_numpy()
+    items = t.column("item_idx").to_numpy()
+    split = t.column("split").to_pylist()
+    n_u, n_i = int(users.max()) + 1 if users.size else 0, int(items.max()) + 1 if items.size else 0
+    per_user = np.bincount(users, minlength=n_u)
+    per_item = np.bincount(items, minlength=n_i)
+    counts = {s: split.count(s) for s in ("train", "valid", "test")}
+    density = users.size / max(n_u * n_i, 1)
+    stats = H.table(
+        ["statistic", "value"],
+        [
+            ["users", n_u], ["items", n_i], ["interactions", int(users.size)],
+            ["density", float(density)], *[[f"{s} interactions", c] for s, c in counts.items()],
+            ["median interactions per user", float(np.median(per_user)) if n_u else 0.0],
+            ["median interactions per item", float(np.median(per_item)) if n_i else 0.0],
+        ],
+    )
+    charts = (
+        '<div class="charts">'
+        + H.histogram_svg(per_user, "user activity (interactions per user)")
+        + H.histogram_svg(per_item, "item popularity (interactions per item)")
+        + "</div>"
+    )
+    return stats + charts
+
+
+def _history_section(ctx) -> str:
+    if "train" not in ctx.outputs:
+        return H.not_run("training curves", "the train stage is not in this run")
+    train: StageOutput = ctx.outputs["train"]
+    if not ctx.store.exists(*train.parts, "history.parquet"):
+        return H.not_run("training curves", "the train output has no history.parquet")
+    df = ctx.store.read_table(*train.parts, "history.parquet").to_pandas()
+    x = df["epoch"].to_numpy() if "epoch" in df else np.arange(len(df))
+    loss = {c: df[c].to_numpy() for c in df.columns if "loss" in c.lower()}
+    rank = {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
+    out = '<div class="charts">'
+    out += H.line_svg(x, loss, "training loss") if loss else H.not_run("loss curve", "no loss column in history")
+    out += H.line_svg(x, rank, "validation Recall/NDCG") if rank else H.not_run("validation curve", "no metric columns in history")
+    return out + "</div>"
+
+
+def find_baselines(store: ArtifactStore, dataset: str, etl_fingerprint: str) -> list[dict[str, Any]]:
+    """Committed train manifests (any model) whose ETL input is ``etl_fingerprint``."""
+    found = []
+    for fp in store.list_dir(dataset, "stages", "train"):
+        if not store.exists(dataset, "stages", "train", fp, MANIFEST):
+            continue
+        m = store.read_json(dataset, "stages", "train", fp, MANIFEST)
+        if m.get("inputs", {}).get("etl") == etl_fingerprint:
+            found.append(m)
+    return found
+
+
+def _metrics_section(ctx) -> str:
+    if "train" not in ctx.outputs or "etl" not in ctx.outputs:
+        return H.not_run("final metrics", "no train output in this run")
+    this_fp = ctx.outputs["train"].fingerprint
+    rows = []
+    for m in find_baselines(ctx.store, ctx.dataset, ctx.outputs["etl"].fingerprint):
+        model = ((m.get("config") or {}).get("train") or {}).get("model", "?")
+        metrics = (m.get("extra") or {}).get("metrics") or {}
+        tag = f"{model} (this run)" if m.get("fingerprint") == this_fp else model
+        rows.append((tag, metrics))
+    if "evaluate" in ctx.results:
+        ev = (ctx.results["evaluate"].get("extra") or {}).get("metrics") or {}
+        if ev:
+            rows.append(("evaluate stage (this run)", ev))
+    keys = sorted({k for _, m in rows for k, v in m.items() if isinstance(v, (int, float)) and "." in k})
+    if not keys:
+        return H.not_run("final metrics", "the train outputs report no metrics")
+    return H.table(["model"] + keys, [[tag] + [m.get(k, "-") for k in keys] for tag, m in rows])
+
+
+def _augment_section(ctx) -> str:
+    if "augment" not in ctx.results:
+        return H.not_run("OT augmentation summary", "the augment stage is not in this run")
+    m = ctx.results["augment"]
+    rows = [[f"row count: {k}", v] for k, v in (m.get("row_counts") or {}).items()]
+    for k, v in sorted((m.get("extra") or {}).items()):
+        if isinstance(v, (int, float, str, bool)):
+            rows.append([k, v])
+        elif isinstance(v, dict):
+            rows += [[f"{k}.{kk}", vv] for kk, vv in sorted(v.items()) if isinstance(vv, (int, float, str, bool))]
+    return H.table(["augmentation", "value"], rows) if rows else H.not_run("OT augmentation summary", "empty manifest")
+
+
+def _timings_section(ctx) -> str:
+    rows = []
+    for s in STAGES[:-1]:
+        if s in ctx.results:
+            t = ctx.results[s].get("timings") or {}
+            rows.append([s, ctx.results[s].get("fingerprint", ""), t.get("total_s", "-"),
+                         ", ".join(f"{k}={v}" for k, v in sorted(t.items()) if k != "total_s")])
+        else:
+            rows.append([s, "not run", "-", ""])
+    return H.table(["stage", "output", "seconds", "detail"], rows)
+
+
+def build_report(ctx) -> str:
+    sections = [
+        ("Dataset statistics", _dataset_section),
+        ("Training curves", _history_section),
+        ("Final metrics vs baselines (same split)", _metrics_section),
+        ("OT augmentation", _augment_section),
+        ("Stage timings", _timings_section),
+    ]
+    rendered = []
+    for title, fn in sections:
+        try:
+            rendered.append((title, fn(ctx)))
+        except Exception as e:  # noqa: BLE001 - one broken input must not hide the rest of the report
+            log.warning("report section %r failed: %s", title, e)
+            rendered.append((title, H.not_run(title, f"could not be rendered: {type(e).__name__}: {e}")))
+    sub = f"run {ctx.run_id} - generated {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())} - store {ctx.store.root}"
+    return H.page(f"blast-ray report: {ctx.dataset}", rendered, sub)
+
+
+def run(ctx, out: StageOutput) -> dict[str, Any]:
+    t0 = time.time()
+    doc = build_report(ctx)
+    ctx.store.write_text(doc, *ctx.run_parts("report.html"))
+    path = ctx.store.uri(*ctx.run_parts("report.html"))
+    log.info("report written to %s", path)
+    return {"timings": {"render_s": round(time.time() - t0, 3)}, "extra": {"report_path": path, "bytes": len(doc)}}
