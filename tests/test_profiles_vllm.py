@@ -40,7 +40,7 @@ def gemma_dir() -> str:
 def _check_rows(df, engine: str, n: int):
     assert len(df) == n and set(df["engine"]) == {engine} and set(df["prompt_version"]) == {"v1"}
     assert df["text"].str.len().min() > 0
-    assert ((~df["fallback"]) | (df["attempts"] >= 1)).all()
+    assert (df["attempts"] >= 1).all()
 
 
 def test_vllm_engine_stage_on_cpu(tmp_path, data_dir, ray_local, gemma_dir):
@@ -48,8 +48,10 @@ def test_vllm_engine_stage_on_cpu(tmp_path, data_dir, ray_local, gemma_dir):
 
     store = ArtifactStore(str(tmp_path / "store"))
     etl = write_etl(store, "ml-100k", movielens_tables(data_dir))
+    # max_retries=0 keeps this to two engine starts (items, users; ~60 s each on CPU); the strict
+    # retry passes run in benchmarks/profiles_sample.py (max_retries=1).
     cfg = make_cfg(store.root, "ml-100k", "movies", engine="vllm", model="gemma3-270m-gguf", sample_items=6,
-                   sample_users=3, batch_size=8, max_new_tokens=64, max_retries=1, max_items_per_user=3,
+                   sample_users=3, batch_size=8, max_new_tokens=64, max_retries=0, max_items_per_user=3,
                    max_model_len=2048)
     t0 = time.time()
     out, m = run_stage(cfg, store, etl)
@@ -74,7 +76,9 @@ def vllm_server(gemma_dir):
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-server-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", gemma_dir, "--host", "127.0.0.1",
-         "--port", str(port), "--max-model-len", "2048", "--enforce-eager", "--served-model-name", "gemma3-270m"],
+         "--port", str(port), "--max-model-len", "2048", "--enforce-eager",
+         # on the CPU backend this is the fraction of host RAM reserved (KV cache)
+         "--gpu-memory-utilization", "0.2", "--served-model-name", "gemma3-270m"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -103,17 +107,17 @@ def vllm_server(gemma_dir):
 def test_http_engine_concurrent_against_real_vllm_server(vllm_server):
     from blast_ray.profiles.engines.http import HttpEngineError, HttpGenerator
 
-    gen = HttpGenerator(vllm_server, model="gemma3-270m", max_new_tokens=48, concurrency=8, timeout_s=120)
+    gen = HttpGenerator(vllm_server, model="gemma3-270m", max_new_tokens=24, concurrency=8, timeout_s=120)
     prompts = [f"Write one sentence about the movie number {i}." for i in range(8)]
     t0 = time.time()
     answers = gen.generate(prompts)
     conc_s = time.time() - t0
     assert len(answers) == 8 and all(isinstance(a, str) and a for a in answers)
-    seq = HttpGenerator(vllm_server, model="gemma3-270m", max_new_tokens=48, concurrency=1, timeout_s=120)
+    seq = HttpGenerator(vllm_server, model="gemma3-270m", max_new_tokens=24, concurrency=1, timeout_s=120)
     t0 = time.time()
     seq.generate(prompts)
     seq_s = time.time() - t0
-    print(f"http engine, 8 prompts x 48 tokens: concurrent {conc_s:.1f}s, one-by-one {seq_s:.1f}s")
+    print(f"http engine, 8 prompts x 24 tokens: concurrent {conc_s:.1f}s, one-by-one {seq_s:.1f}s")
     assert conc_s < seq_s
     bad = HttpGenerator(vllm_server, model="no-such-model", max_new_tokens=8, max_attempts=1)
     with pytest.raises(HttpEngineError, match="HTTP 404"):
@@ -124,14 +128,14 @@ def test_http_engine_stage(tmp_path, data_dir, ray_local, vllm_server):
     store = ArtifactStore(str(tmp_path / "store"))
     etl = write_etl(store, "ml-100k", movielens_tables(data_dir))
     cfg = make_cfg(store.root, "ml-100k", "movies", engine="http", endpoint=vllm_server, model="gemma3-270m",
-                   sample_items=8, sample_users=4, batch_size=8, max_new_tokens=64, max_retries=1,
+                   sample_items=4, sample_users=2, batch_size=8, max_new_tokens=48, max_retries=1,
                    max_items_per_user=3, http_concurrency=8)
     out, m = run_stage(cfg, store, etl)
     df = store.read_table(*out.parts, "profiles").to_pandas()
-    _check_rows(df, "http", 12)
-    assert m["extra"]["generated"] == {"item": 8, "user": 4}
+    _check_rows(df, "http", 6)
+    assert m["extra"]["generated"] == {"item": 4, "user": 2}
     # an unchanged re-run sends nothing
     _, m2 = run_stage(make_cfg(store.root, "ml-100k", "movies", engine="http", endpoint=vllm_server,
-                               model="gemma3-270m", sample_items=8, sample_users=4, batch_size=4,
-                               max_new_tokens=64, max_retries=1, max_items_per_user=3), store, etl)
+                               model="gemma3-270m", sample_items=4, sample_users=2, batch_size=4,
+                               max_new_tokens=48, max_retries=1, max_items_per_user=3), store, etl)
     assert m2["extra"]["generated"] == {"item": 0, "user": 0}
