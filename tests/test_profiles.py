@@ -361,3 +361,16 @@ import json; print("MANIFEST", json.dumps(m["extra"]))
 
 
 from blast_ray.store import latest_output  # noqa: E402  (used above; kept near the kill test)
+
+
+def test_cache_reader_skips_unfinished_files(tmp_path, caplog):
+    from blast_ray.profiles.pipeline import PROFILE_COLUMNS, cache_parts, load_reusable, write_cache_batch
+
+    store = ArtifactStore(str(tmp_path))
+    row = {c: "" for c in PROFILE_COLUMNS} | {"kind": "item", "idx": 3, "fallback": False, "attempts": 1, "key": "k3"}
+    write_cache_batch(store, "ds", pd.DataFrame([row]))
+    store.write_bytes(b"half a parquet", *cache_parts("ds"), "item", "part-x.parquet.tmp-1234")
+    with caplog.at_level("WARNING", logger="blast_ray.profiles"):
+        got = load_reusable(store, "ds", None)
+    assert list(got) == ["k3"] and got["k3"]["_src"] == "cache"
+    assert any("skipped 1 unfinished" in r.message for r in caplog.records)

@@ -140,10 +140,16 @@ def load_reusable(store: ArtifactStore, dataset: str, prior: pd.DataFrame | None
     frames = []
     if prior is not None and len(prior):
         frames.append(prior.assign(_src="committed"))
+    skipped = 0
     for kind in ("item", "user"):
         parts = (*cache_parts(dataset), kind)
-        if store.list_files(*parts):
-            frames.append(store.read_table(*parts).to_pandas().assign(_src="cache"))
+        for name in store.list_files(*parts):
+            if not name.endswith(".parquet"):  # a temp file of a write that was killed midway
+                skipped += 1
+                continue
+            frames.append(store.read_table(*parts, name).to_pandas().assign(_src="cache"))
+    if skipped:
+        log.warning("profiles cache: skipped %d unfinished file(s) left by a killed run", skipped)
     if not frames:
         return {}
     df = pd.concat(frames, ignore_index=True)
