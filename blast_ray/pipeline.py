@@ -133,6 +133,10 @@ class PipelineResult:
 def resolve_output(ctx: StageContext, spec: StageSpec) -> StageOutput:
     inputs = {d: ctx.outputs[d].fingerprint for d in spec.depends if d in ctx.outputs}
     config = stage_config(ctx.cfg, spec)
+    if spec.name == "etl":  # raw input files have no upstream stage: their content hash is the input
+        from blast_ray.etl.stage import raw_inputs
+
+        inputs.update(raw_inputs(ctx.cfg))
     if not spec.cached:
         config = {"run_id": ctx.run_id}
     return StageOutput.open(ctx.store, ctx.dataset, spec.name, config=config, inputs=inputs)
