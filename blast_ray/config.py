@@ -192,6 +192,8 @@ class GraphsConfig:
     user_graph: bool = True
     block_rows: int = 4096
     num_blocks: int = 0  # Ray tasks for the blocked top-k; 0: one per block_rows rows
+    distributed: bool = True  # blocked top-k on Ray tasks; False: single process (same result)
+    item_cooc_fallback: bool = True  # [choice] no item feature at all: item kNN over co-occurrence (columns of train R)
 
     def validate(self, prefix: str = "graphs") -> None:
         if self.knn_k < 1:
@@ -200,6 +202,8 @@ class GraphsConfig:
             _fail(f"{prefix}.alpha_v", "alpha_v and alpha_t must be >= 0 and not both 0")
         if self.block_rows < 1:
             _fail(f"{prefix}.block_rows", "must be >= 1")
+        if self.num_blocks < 0:
+            _fail(f"{prefix}.num_blocks", f"must be >= 0, got {self.num_blocks}")
 
 
 @dataclass
