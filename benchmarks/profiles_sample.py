@@ -73,7 +73,8 @@ def main() -> None:
         part = df[df["kind"] == kind].sort_values("idx").head(args.show)
         print(f"\n===== {kind} profiles ({args.engine}, {m['extra']['model']}) =====")
         for r in part.itertuples():
-            tag = "FALLBACK" if r.fallback else f"parsed after {r.attempts} attempt(s)"
+            tag = ("template text" if r.engine == "template" else
+                   "FALLBACK" if r.fallback else f"parsed after {r.attempts} attempt(s)")
             print(f"\n[{kind} {r.idx}] {tag}")
             print(textwrap.fill(r.text, 110, initial_indent="  ", subsequent_indent="  "))
             if r.fallback and r.raw:
