@@ -3,9 +3,10 @@
 Pure functions, no I/O. Nothing here materializes an N x N dense matrix: similarities are
 computed one row block at a time (``block_rows x N``), reduced to the top-k, and discarded.
 
-Tie-breaking is deterministic (equal similarity: lower column index wins) and similarities are
-accumulated in float64, so the result does not depend on ``block_rows`` nor on how the blocks are
-spread over Ray workers: blocked == dense == distributed, exactly.
+Tie-breaking is deterministic (equal similarity: lower column index wins); similarities are
+accumulated in float64 and ranked at 1e-12 resolution (``SIM_DECIMALS``), so the result does not
+depend on ``block_rows`` nor on how the blocks are spread over Ray workers: blocked == dense ==
+distributed, exactly (ties from duplicate rows included).
 """
 
 from __future__ import annotations
@@ -22,14 +23,27 @@ log = logging.getLogger(__name__)
 # extra candidates pulled by topk so ties at the k-th place can be resolved by index without a
 # full sort; rows whose tie run reaches past them fall back to a stable sort of the whole row
 _TIE_SLACK = 8
+# similarities are ranked after rounding to this many decimals (see topk_from_sims)
+SIM_DECIMALS = 12
 
 
 def l2_normalize(x: np.ndarray, log_zero: bool = True) -> np.ndarray:
-    """Rows of ``x`` scaled to unit L2 norm, as float64; all-zero rows stay zero.
+    """Rows of ``x`` scaled to unit L2 norm, as float64 (dense, or CSR for sparse input); all-zero
+    rows stay zero.
 
     >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
     [[0.6, 0.8], [0.0, 0.0]]
     """
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float64)
+        if not np.isfinite(x.data).all():
+            raise ValueError("sparse features contain NaN/inf; clean them before building a kNN graph")
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        zero = norms == 0
+        if log_zero and zero.any():
+            warnings.warn(f"{int(zero.sum())} of {x.shape[0]} rows are all-zero: their neighbours are arbitrary (lowest indices)")
+        norms[zero] = 1.0
+        return sp.csr_matrix(sp.diags(1.0 / norms) @ x)
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D array (rows x dim), got shape {x.shape}")
@@ -58,22 +72,36 @@ def effective_k(n: int, k: int, include_self: bool) -> int:
 
 
 def topk_block(
-    xn_block: np.ndarray | torch.Tensor,
-    xn_all: np.ndarray | torch.Tensor,
+    xn_block: np.ndarray | torch.Tensor | sp.spmatrix,
+    xn_all: np.ndarray | torch.Tensor | sp.spmatrix,
     row_offset: int,
     k: int,
     include_self: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k columns (by cosine of already-normalized rows) for one row block.
 
+    ``xn_block`` / ``xn_all``: dense arrays/tensors or scipy sparse matrices (both the same kind).
     Returns ``(cols, sims)``: int64 and float64 arrays of shape (block, k), each row sorted by
     decreasing similarity, ties by increasing column. ``row_offset`` is the global index of the
     block's first row (used to exclude self when ``include_self`` is False).
     """
-    a = torch.as_tensor(xn_block, dtype=torch.float64)
-    b = torch.as_tensor(xn_all, dtype=torch.float64)
-    sims = a @ b.T  # (block, N): the only dense piece, bounded by block_rows * N
+    if sp.issparse(xn_all):
+        # sparse rows (co-occurrence): the product is sparse, only the block is densified
+        sims = torch.from_numpy(np.asarray((xn_block @ xn_all.T).toarray(), dtype=np.float64))
+    else:
+        a = torch.as_tensor(xn_block, dtype=torch.float64)
+        b = torch.as_tensor(xn_all, dtype=torch.float64)
+        sims = a @ b.T  # (block, N): the only dense piece, bounded by block_rows * N
+    return topk_from_sims(sims, row_offset, k, include_self)
+
+
+def topk_from_sims(sims: torch.Tensor, row_offset: int, k: int, include_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic top-k of each row of a (block, N) similarity tensor (see ``topk_block``)."""
     n_rows, n = sims.shape
+    # BLAS rounds a dot product differently depending on where it falls in the tiling, so two
+    # mathematically equal similarities (duplicate rows) can differ in the last bits; comparing at
+    # 1e-12 resolution makes them tie, and ties go to the lower index, whatever the block split
+    sims = torch.round(sims, decimals=SIM_DECIMALS)
     if not include_self:
         r = torch.arange(n_rows)
         sims[r, r + row_offset] = -float("inf")
@@ -117,13 +145,13 @@ def knn_topk(
     [[0, 1], [1, 0], [2, 1]]
     """
     xn = l2_normalize(x)
-    n = len(xn)
+    n = xn.shape[0]
     k = effective_k(n, k, include_self)
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
     cols = np.empty((n, k), dtype=np.int64)
     sims = np.empty((n, k), dtype=np.float64)
-    t_all = torch.from_numpy(xn)
+    t_all = xn if sp.issparse(xn) else torch.from_numpy(xn)
     for start in range(0, n, block_rows):
         stop = min(n, start + block_rows)
         cols[start:stop], sims[start:stop] = topk_block(t_all[start:stop], t_all, start, k, include_self)
@@ -135,7 +163,8 @@ def knn_graph(x: np.ndarray, k: int, include_self: bool = True, block_rows: int 
 
     Parameters
     ----------
-    x : (N, d) array of features (any float dtype; rows need not be normalized).
+    x : (N, d) array of features (any float dtype; rows need not be normalized), or a scipy
+        sparse matrix (e.g. co-occurrence rows; each block's products are densified, never N x N).
     k : neighbours per row (clamped, with a warning, to the number of candidates).
     include_self : whether row i may count itself among its k neighbours (reference code: yes).
     block_rows : rows per similarity block; peak extra memory is ``block_rows * N`` float64.

@@ -1,0 +1,150 @@
+"""The graphs stage: ``run(ctx, out)`` -> item_knn_<modality>.parquet, item_graph.parquet,
+user_graph.parquet (method doc section 2).
+
+- Item modalities come from the features output: item_text -> "text", item_visual -> "visual".
+  When there is none and ``graphs.item_cooc_fallback`` is on, the item kNN is built over item
+  co-occurrence vectors (columns of the TRAIN R, cosine) as the explicit modality "cooc" [choice].
+- Per modality: binary top-k (``include_self`` per config), D^-1/2 S D^-1/2, then
+  S_I = sum_m alpha_m S~^m with alpha_v / alpha_t from config (cooc weight 1); missing modalities
+  dropped and the rest renormalized.
+- User-user: the same construction over user_text; skipped (logged, manifest extra) when absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from blast_ray.graphs.knn import _to_csr, combine_graphs, knn_topk, sym_normalize
+
+log = logging.getLogger("blast_ray.graphs")
+
+FEATURE_MODALITY = {"item_text": "text", "item_visual": "visual"}
+
+
+def _knn(x, cfg):
+    if cfg.distributed:
+        from blast_ray.graphs.distributed import knn_topk_ray
+
+        return knn_topk_ray(x, cfg.knn_k, cfg.include_self, cfg.block_rows, cfg.num_blocks)
+    return knn_topk(x, cfg.knn_k, cfg.include_self, cfg.block_rows)
+
+
+def edges_table(cols: np.ndarray, sims: np.ndarray) -> pa.Table:
+    n, k = cols.shape
+    return pa.table({"src": np.repeat(np.arange(n, dtype=np.int64), k), "dst": cols.reshape(-1),
+                     "sim": sims.reshape(-1).astype(np.float32)})
+
+
+def matrix_table(m: sp.spmatrix) -> pa.Table:
+    c = sp.coo_matrix(m)
+    order = np.lexsort((c.col, c.row))
+    return pa.table({"row": c.row[order].astype(np.int64), "col": c.col[order].astype(np.int64),
+                     "value": c.data[order].astype(np.float32)})
+
+
+def run(ctx, out) -> dict:
+    cfg = ctx.cfg.graphs
+    etl = ctx.require("etl")
+    store = ctx.store
+    t0 = time.time()
+    counts = etl.manifest.get("row_counts", {})
+    n_items, n_users = int(counts["items"]), int(counts["users"])
+    feats: dict[str, np.ndarray] = {}
+    feat_out = ctx.outputs.get("features")
+    if feat_out is not None:
+        from blast_ray.features import load_features
+
+        feats = load_features(feat_out)
+    else:
+        log.warning("no features output in this run")
+
+    row_counts: dict[str, int] = {}
+    timings: dict[str, float] = {}
+    extra: dict = {"knn_k": cfg.knn_k, "include_self": cfg.include_self}
+    item_inputs: dict[str, object] = {}
+    for name, modality in FEATURE_MODALITY.items():
+        if name in feats:
+            if feats[name].shape[0] != n_items:
+                raise ValueError(f"features.{name} has {feats[name].shape[0]} rows, ETL has {n_items} items")
+            item_inputs[modality] = feats[name]
+    if not item_inputs:
+        if not cfg.item_cooc_fallback:
+            raise RuntimeError("no item feature (text/visual) and graphs.item_cooc_fallback=false: cannot build S_I")
+        from blast_ray.data import load_interactions
+
+        data = load_interactions(etl)
+        log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
+        item_inputs["cooc"] = sp.csr_matrix(data.train.T)
+    weights = {"visual": cfg.alpha_v, "text": cfg.alpha_t, "cooc": 1.0}
+
+    normalized = {}
+    for modality, x in item_inputs.items():
+        t1 = time.time()
+        cols, sims = _knn(x, cfg)
+        store.write_table(edges_table(cols, sims), *out.parts, f"item_knn_{modality}.parquet")
+        normalized[modality] = sym_normalize(_to_csr(cols, n_items))
+        timings[f"item_knn_{modality}_s"] = round(time.time() - t1, 3)
+        row_counts[f"item_knn_{modality}"] = int(cols.size)
+    s_i, eff = combine_graphs(normalized, {m: w for m, w in weights.items() if m != "cooc" or "cooc" in normalized})
+    store.write_table(matrix_table(s_i), *out.parts, "item_graph.parquet")
+    row_counts["item_graph"] = int(s_i.nnz)
+    extra["item_modalities"] = sorted(normalized)
+    extra["item_weights"] = eff
+
+    if not cfg.user_graph:
+        extra["user_graph"] = "disabled (graphs.user_graph=false)"
+        log.info("user-user graph disabled by config")
+    elif "user_text" not in feats:
+        extra["user_graph"] = "skipped: no user_text feature"
+        log.warning("no user_text feature: user-user graph skipped")
+    else:
+        y = feats["user_text"]
+        if y.shape[0] != n_users:
+            raise ValueError(f"features.user_text has {y.shape[0]} rows, ETL has {n_users} users")
+        t1 = time.time()
+        cols, _ = _knn(y, cfg)
+        s_u = sym_normalize(_to_csr(cols, n_users))
+        store.write_table(matrix_table(s_u), *out.parts, "user_graph.parquet")
+        timings["user_graph_s"] = round(time.time() - t1, 3)
+        row_counts["user_graph"] = int(s_u.nnz)
+        extra["user_graph"] = "built from user_text"
+    extra["shape"] = {"items": n_items, "users": n_users}
+    timings["total_s"] = round(time.time() - t0, 3)
+    return {"row_counts": row_counts, "timings": timings, "extra": extra, "metrics": {}}
+
+
+def load_item_knn(out, modality: str) -> sp.csr_matrix:
+    """Binary (N, N) CSR of the raw top-k neighbours of one item modality ('text'|'visual'|'cooc')."""
+    extra = out.manifest.get("extra", {})
+    mods = extra.get("item_modalities", [])
+    if modality not in mods:
+        raise KeyError(f"graphs output {out.fingerprint} has no item kNN for modality {modality!r}; it has {mods}")
+    n = int(extra["shape"]["items"])
+    t = out.store.read_table(*out.parts, f"item_knn_{modality}.parquet")
+    src, dst = t["src"].to_numpy(), t["dst"].to_numpy()
+    m = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (src, dst)), shape=(n, n))
+    m.sort_indices()
+    return m
+
+
+def load_graph(out, kind: str) -> sp.csr_matrix:
+    """The normalized S_I ('item') or S_U ('user') as CSR float32."""
+    if kind not in ("item", "user"):
+        raise ValueError(f"kind must be 'item' or 'user', got {kind!r}")
+    extra = out.manifest.get("extra", {})
+    n = int(extra["shape"]["items" if kind == "item" else "users"])
+    if kind == "user" and not out.store.exists(*out.parts, "user_graph.parquet"):
+        raise FileNotFoundError(f"graphs output {out.fingerprint} has no user graph ({extra.get('user_graph')})")
+    t = out.store.read_table(*out.parts, f"{kind}_graph.parquet")
+    m = sp.csr_matrix((t["value"].to_numpy(), (t["row"].to_numpy(), t["col"].to_numpy())), shape=(n, n), dtype=np.float32)
+    m.sort_indices()
+    return m
+
+
+def has_user_graph(out) -> bool:
+    return out.store.exists(*out.parts, "user_graph.parquet")
