@@ -33,6 +33,7 @@ def get_spark(master: str | None = "local[*]", driver_memory: str = "4g", shuffl
         b = b.master(master).config("spark.driver.memory", driver_memory)
     b = (
         b.config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")

@@ -167,7 +167,8 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     rejects = reject_frames[0]
     for r in reject_frames[1:]:
         rejects = rejects.unionByName(r)
-    tables["rejects"] = rejects
+    # invalid UTF-8 bytes are kept visible (as U+FFFD) so the Parquet string column stays valid
+    tables["rejects"] = rejects.withColumn("raw", F.expr("make_valid_utf8(raw)"))
 
     collapsed = good_n - dedup_n
     removed = dedup_n - kept_n
