@@ -176,7 +176,14 @@ def run_pipeline(
         if name not in stages:
             status[name] = "not-selected"
             continue
-        out = resolve_output(ctx, spec)
+        try:  # resolving hashes raw inputs (etl): a missing file must fail the run naming the stage
+            out = resolve_output(ctx, spec)
+        except Exception as e:  # noqa: BLE001
+            status[name] = "failed"
+            err = f"stage '{name}' failed: {type(e).__name__}: {e}"
+            log.error(err)
+            record.finish(status, failed=name, error=err)
+            return PipelineResult(ctx.run_id, status, ctx.results, name, err)
         must_exist = idx < from_idx
         if out.done and spec.cached and name not in forced:
             log.info("stage %-9s skipped: committed output %s matches its inputs", name, out.fingerprint)
