@@ -89,6 +89,7 @@ def test_amazon2018_meta_html_cleaned(spark, dataset, tmp_path):
     assert len(html) > 0 and html.t.isna().all()
     assert not titles.t.dropna().str.contains(r"<[a-z]|&amp;|&quot;", regex=True).any()
     assert titles.t.notna().sum() > 100
+    assert "Disney & Me" in set(titles.t) and "Disney &amp; Me" in set(titles.raw_t)
 
 
 def test_broken_lines_reconcile(spark, tmp_path):
