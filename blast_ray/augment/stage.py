@@ -1,0 +1,118 @@
+"""The augment stage: ``run(ctx, out)`` -> augmented_pairs.parquet, false_negatives.parquet.
+
+Reads the ETL train R and the graphs stage's per-modality item kNN graphs, builds
+G = binarize(R @ K_union) - R, solves the sparse (optionally Ray row-blocked) Sinkhorn and keeps
+the exact top q = ratio * nnz(R) plan entries among cells with R_ui = 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from blast_ray.augment.distributed import distributed_sinkhorn
+from blast_ray.augment.false_negatives import false_negative_candidates
+from blast_ray.augment.sinkhorn import default_marginals
+from blast_ray.augment.topq import top_q_cells
+
+log = logging.getLogger(__name__)
+
+
+def spread_summary(users: np.ndarray, items: np.ndarray, R: sp.csr_matrix, n_buckets: int = 4) -> dict:
+    """How H spreads over user-activity and item-popularity quantile buckets (bucket 0 = lowest)."""
+    out = {}
+    for name, deg, idx in (("users", np.diff(R.indptr), users), ("items", np.diff(R.tocsc().indptr), items)):
+        edges = np.quantile(deg, np.linspace(0, 1, n_buckets + 1)[1:-1])
+        bucket_of = np.searchsorted(edges, deg, side="right")
+        counts = np.bincount(bucket_of[idx], minlength=n_buckets)[:n_buckets]
+        share = counts / max(1, len(idx))
+        out[name] = {
+            "degree_edges": [float(e) for e in edges],
+            "pairs": [int(c) for c in counts],
+            "share": [round(float(s), 6) for s in share],
+            "population": [int(c) for c in np.bincount(bucket_of, minlength=n_buckets)[:n_buckets]],
+        }
+    return out
+
+
+def run(ctx, out) -> dict:
+    from blast_ray.data import load_interactions
+
+    cfg = ctx.cfg.augment
+    t0 = time.time()
+    data = load_interactions(ctx.require("etl"))
+    R = sp.csr_matrix(data.train, dtype=np.float64)
+    store = out.store
+    if not cfg.enabled:
+        log.info("augment disabled: writing empty outputs")
+        G = sp.csr_matrix(R.shape)
+        users = items = np.zeros(0, dtype=np.int64)
+        values = np.zeros(0)
+        extra = {"enabled": False}
+    else:
+        from blast_ray.graphs import load_item_knn
+
+        graphs_out = ctx.require("graphs")
+        modalities = graphs_out.manifest.get("extra", {}).get("item_modalities", [])
+        if not modalities:
+            raise RuntimeError(f"graphs output {graphs_out.fingerprint} lists no item modalities")
+        G = false_negative_candidates(R, [load_item_knn(graphs_out, m) for m in modalities])
+        t_g = time.time()
+        a, b = default_marginals(R)
+        res = distributed_sinkhorn(R, G, eps=cfg.eps, a=a, b=b, tol=cfg.tol, max_iter=cfg.max_iter,
+                                   num_blocks=cfg.num_blocks, log=True)
+        t_s = time.time()
+        q = int(round(cfg.ratio * R.nnz))
+        users, items, logv = top_q_cells(res.f, res.g, cfg.eps, R, G, q)
+        values = np.exp(logv)
+        t_q = time.time()
+        extra = {
+            "enabled": True,
+            "modalities": modalities,
+            "sinkhorn": {**res.diagnostics(), "num_blocks": cfg.num_blocks, "error_history_tail": res.errors[-10:]},
+            "q": q,
+            "h_in_g": int((G[users, items].A1 != 0).sum()) if users.size else 0,
+            "spread": spread_summary(users, items, R),
+        }
+        extra["timings_detail"] = {"false_negatives_s": round(t_g - t0, 3), "sinkhorn_s": round(t_s - t_g, 3),
+                                   "topq_s": round(t_q - t_s, 3)}
+    store.write_table(pa.table({"user_idx": pa.array(users, pa.int64()), "item_idx": pa.array(items, pa.int64()),
+                                "plan_value": pa.array(values, pa.float64())}), *out.parts, "augmented_pairs.parquet")
+    gr, gc = G.nonzero()
+    store.write_table(pa.table({"user_idx": pa.array(gr.astype(np.int64)), "item_idx": pa.array(gc.astype(np.int64))}),
+                      *out.parts, "false_negatives.parquet")
+    metrics = {}
+    if extra.get("enabled"):
+        metrics = {"sinkhorn.iterations": extra["sinkhorn"]["iterations"],
+                   "sinkhorn.final_error": extra["sinkhorn"]["final_error"]}
+    extra["shape"] = {"users": int(R.shape[0]), "items": int(R.shape[1])}
+    return {"row_counts": {"augmented_pairs": int(users.size), "false_negatives": int(G.nnz)},
+            "timings": {"total_s": round(time.time() - t0, 3)}, "extra": extra, "metrics": metrics}
+
+
+@dataclass
+class Augmentation:
+    """H as arrays (users, items, values) and G as a binary M x N CSR."""
+
+    users: np.ndarray
+    items: np.ndarray
+    values: np.ndarray
+    false_negatives: sp.csr_matrix
+
+
+def load_augmentation(out, n_users: int, n_items: int) -> Augmentation:
+    """Read a committed augment output (augmented_pairs + false_negatives)."""
+    h = out.store.read_table(*out.parts, "augmented_pairs.parquet").to_pandas()
+    fn = out.store.read_table(*out.parts, "false_negatives.parquet").to_pandas()
+    for name, df in (("augmented_pairs", h), ("false_negatives", fn)):
+        if len(df) and (df["user_idx"].max() >= n_users or df["item_idx"].max() >= n_items):
+            raise ValueError(f"augment.{name} has indices outside ({n_users}, {n_items})")
+    G = sp.csr_matrix((np.ones(len(fn), dtype=np.float32), (fn["user_idx"].to_numpy(), fn["item_idx"].to_numpy())),
+                      shape=(n_users, n_items))
+    return Augmentation(h["user_idx"].to_numpy(np.int64), h["item_idx"].to_numpy(np.int64),
+                        h["plan_value"].to_numpy(np.float64), G)
