@@ -39,7 +39,7 @@ def _wait_http(port: int, timeout: float) -> None:
 
 def _submit(cmd, env, timeout):
     """`ray job submit`, retried while the head's job agent is still starting (HTTP 500 'No available agent')."""
-    deadline = time.time() + 90
+    deadline = time.time() + 180  # a loaded 2-core box can take minutes to start the job agent
     while True:
         res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         if "No available agent" not in res.stdout + res.stderr or time.time() > deadline:
