@@ -225,3 +225,54 @@ def train_worker_loop(
         if max_epochs is not None and done_here >= max_epochs:
             break
     return dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=asdict(cfg))
+
+
+def fit(
+    cfg: TrainConfig,
+    inputs: TrainInputs,
+    *,
+    store=None,
+    checkpoint_parts: tuple[str, ...] | None = None,
+    ks: tuple[int, ...] = (20,),
+    batch_users: int = 4096,
+    max_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg.model``; resumes from the latest checkpoint under ``checkpoint_parts`` if any.
+
+    num_workers == 1: plain single process (checkpoints through :class:`StoreCheckpoints`);
+    num_workers > 1: Ray Train (``ray_trainer.fit_ray``) with its checkpoint API in the same place.
+    Returns the final training state dict (``best_state`` = weights of the best validation epoch).
+    """
+    used = inputs.used_modalities(cfg.model)
+    log.info("training %s on %d users x %d items; side inputs used: %s%s", cfg.model, inputs.data.n_users,
+             inputs.data.n_items, used, " (ID-only)" if cfg.model in PRUNED_MODELS and not (used["features"] or used["item_graph"] or used["user_graph"]) else "")
+    if cfg.num_workers > 1:
+        from blast_ray.train.ray_trainer import fit_ray
+
+        if store is None or checkpoint_parts is None:
+            raise ValueError("multi-worker training needs a store and checkpoint_parts for Ray Train checkpoints")
+        return fit_ray(cfg, inputs, storage_path=store.path(*checkpoint_parts[:-1]), name=checkpoint_parts[-1],
+                       storage_filesystem=store.fs, ks=ks, batch_users=batch_users)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    ckpt = None
+    resume = None
+    if store is not None and checkpoint_parts is not None:
+        from blast_ray.train.checkpoints import StoreCheckpoints
+
+        ckpt = StoreCheckpoints(store, *checkpoint_parts, "single")
+        resume = ckpt.load_latest()
+    return train_worker_loop(cfg, inputs, ks=ks, batch_users=batch_users, resume_state=resume,
+                             save_state=ckpt.save if ckpt else None, max_epochs=max_epochs)
+
+
+def final_outputs(cfg: TrainConfig, inputs: TrainInputs, state: dict[str, Any], ks, batch_users: int):
+    """Model at its best validation epoch -> (model, h_u, f_i, valid metrics, test metrics)."""
+    model = build_model(cfg, inputs)
+    model.load_state_dict(state["best_state"] if state.get("best_state") is not None else state["model"])
+    backend = get_backend(cfg.graph_backend)
+    valid = evaluate_model(model, cfg, inputs, backend, "cpu", "valid", ks, batch_users)
+    test = evaluate_model(model, cfg, inputs, backend, "cpu", "test", ks, batch_users)
+    model.eval()
+    with torch.no_grad():
+        h_u, f_i = model.representations(graph_inputs(cfg, inputs, backend, "cpu", epoch=None))
+    return model, h_u.numpy(), f_i.numpy(), valid, test
