@@ -68,7 +68,9 @@ def one_epoch(backend, adj: sp.coo_matrix, r: sp.csr_matrix, args) -> tuple[floa
     order = rng.permutation(coo.nnz)
     losses = []
     t0 = time.perf_counter()
-    for start in range(0, coo.nnz, args.batch_size):
+    for n_batch, start in enumerate(range(0, coo.nnz, args.batch_size)):
+        if args.max_batches and n_batch >= args.max_batches:
+            break
         pick = order[start : start + args.batch_size]
         u = torch.from_numpy(coo.row[pick].astype(np.int64))
         i = torch.from_numpy(coo.col[pick].astype(np.int64))
@@ -97,6 +99,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--max-batches", type=int, default=0, help="stop the epoch after this many batches (0 = full epoch)")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from blast_ray.models.graph_backend import get_backend
@@ -108,7 +111,7 @@ def main() -> None:
         "users": r.shape[0],
         "items": r.shape[1],
         "train_pairs": int(r.nnz),
-        "batches": -(-r.nnz // args.batch_size),
+        "batches": min(-(-r.nnz // args.batch_size), args.max_batches or r.nnz),
         "layers": args.layers,
         "dim": args.dim,
         "seed": args.seed,
