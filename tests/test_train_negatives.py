@@ -1,0 +1,32 @@
+"""sample_negatives on real Baby train data: never an excluded item, roughly uniform, clear errors."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from blast_ray.train.datasets import read_lattice_split
+from blast_ray.train.negatives import sample_negatives
+
+
+def test_negatives_avoid_train_items(dataset):
+    d = read_lattice_split(dataset("amazon-baby-5core"))
+    u, _ = d.train_pairs()
+    neg = sample_negatives(u, d.train, np.random.default_rng(0))
+    assert neg.shape == u.shape and neg.min() >= 0 and neg.max() < d.n_items
+    assert np.asarray(d.train[u, neg]).ravel().sum() == 0
+
+
+def test_small_allowed_set_is_exact_and_uniform():
+    n = 50
+    ex = sp.csr_matrix(np.ones((1, n)))
+    ex[0, 7] = 0
+    ex[0, 9] = 0
+    ex.eliminate_zeros()
+    neg = sample_negatives(np.zeros(4000, dtype=np.int64), ex, np.random.default_rng(1), max_rounds=2)
+    assert set(neg.tolist()) == {7, 9}
+    assert 0.45 < (neg == 7).mean() < 0.55
+
+
+def test_user_with_nothing_allowed_fails_clearly():
+    with pytest.raises(ValueError, match="user 1 has no allowed negative"):
+        sample_negatives(np.array([0, 1]), sp.csr_matrix(np.array([[1, 0], [1, 1]])), np.random.default_rng(0))
