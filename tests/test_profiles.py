@@ -348,7 +348,7 @@ import json; print("MANIFEST", json.dumps(m["extra"]))
     proc.wait()
     done_first = sum(len(pd.read_parquet(p)) for p in _cache_files(store_root, "ml-100k"))
     assert 1 <= done_first < 6
-    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=400)
+    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     extra = json.loads(res.stdout.split("MANIFEST ", 1)[1].splitlines()[0])
     assert extra["reused_cache"]["item"] == done_first
