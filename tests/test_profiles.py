@@ -180,6 +180,8 @@ def test_parse_schema_and_fallback():
     assert parse_profile('{"summary": "x"}')[1].startswith("missing or empty")
     assert parse_profile('{"summarization": "x", "reasoning": 3}')[1] == "missing string field 'reasoning'"
     assert parse_profile('[1, 2]')[0] is None
+    echo = '{"summarization": "<which kinds of users would enjoy this item, at most 200 words>", "reasoning": "x"}'
+    assert parse_profile(echo) == (None, "'summarization' repeats the prompt's placeholder")
     assert parse_profile('{"summarization": "unterminated')[1] == "malformed JSON"
     assert parse_profile("")[1] == "empty answer"
     # the strict retry's answer continues the primed prefix

@@ -37,6 +37,10 @@ def check_schema(obj: Any) -> str:
         return "missing or empty string field 'summarization'"
     if not isinstance(r, str):
         return "missing string field 'reasoning'"
+    t = s.strip()
+    if t.startswith("<") and t.endswith(">"):
+        # small base models copy the "<...>" placeholder of the schema in the prompt
+        return "'summarization' repeats the prompt's placeholder"
     return ""
 
 
