@@ -86,7 +86,7 @@ def _base_line_reasons(raw):
     F = _F()
     return [
         F.when(~F.expr("is_valid_utf8(raw)"), F.lit("bad_encoding")),
-        F.when(F.trim(raw) == "", F.lit("empty_line")),
+        F.when(raw.rlike(r"^\s*$"), F.lit("empty_line")),  # trim() strips spaces only, not tabs
     ]
 
 
@@ -116,11 +116,11 @@ def _parse_json_lines(lines, keys):
     from pyspark.sql.types import StringType, StructField, StructType
 
     schema = StructType([StructField(k, StringType()) for k in keys] + [StructField("_corrupt", StringType())])
-    parsed = F.from_json(F.col("raw"), schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+    parsed = F.from_json(F.col("raw"), schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt", "allowSingleQuotes": "false"})
     df = lines.withColumn("j", parsed)
     json_reasons = _base_line_reasons(F.col("raw")) + [
-        F.when(~F.ltrim(F.col("raw")).startswith("{"), F.lit("not_a_json_object")),
-        F.when(F.col("j").isNull() | F.col("j._corrupt").isNotNull() | ~F.rtrim(F.col("raw")).endswith("}"), F.lit("malformed_json")),
+        F.when(~F.col("raw").rlike(r"^\s*\{"), F.lit("not_a_json_object")),
+        F.when(F.col("j").isNull() | F.col("j._corrupt").isNotNull() | ~F.col("raw").rlike(r"\}\s*$"), F.lit("malformed_json")),
     ]
     return df, json_reasons
 

@@ -26,7 +26,8 @@ def clean_text(c):
     for ent, ch in _ENTITIES:
         x = F.regexp_replace(x, ent, ch)
     x = F.regexp_replace(x, r"&#?[A-Za-z0-9]{1,8};", "")
-    x = F.trim(F.regexp_replace(x, r"\s+", " "))
+    x = F.regexp_replace(F.regexp_replace(x, r"\s+", " "), r" ([.,;:!?])", "$1")  # "<b>rings</b>." -> "rings."
+    x = F.trim(x)
     return F.when(x == "", F.lit(None)).otherwise(x)
 
 
