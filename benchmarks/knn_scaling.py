@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--block-rows", type=int, default=2048)
     ap.add_argument("--ray", action="store_true")
     args = ap.parse_args()
-    files = sorted(p for p in Path(args.data).iterdir() if p.suffix == ".txt")
+    files = sorted(p for p in Path(args.data).iterdir() if p.suffix == ".txt" and not p.name.startswith("LICENSE"))
     if not files:
         sys.exit(f"no Sports .txt file under {args.data}")
     t0 = time.time()

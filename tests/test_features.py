@@ -43,8 +43,8 @@ def commit_etl(store: ArtifactStore, cfg, items: pd.DataFrame, users: pd.DataFra
     return out
 
 
-def movielens_slice(d, n_items: int = 240):
-    """The first n_items movies of ml-100k, their ratings, the users who rated them (real rows)."""
+def movielens_slice(d, n_items: int = 240, max_user_id: int | None = None):
+    """The first n_items movies of ml-100k, their ratings by users with id <= max_user_id (real rows)."""
     it = pd.read_csv(d / "ml-100k.item", sep="\t").head(n_items)
     it.columns = ["item_id", "title", "year", "genres"]
     items = pd.DataFrame({
@@ -55,7 +55,8 @@ def movielens_slice(d, n_items: int = 240):
     idx = dict(zip(it["item_id"], items["item_idx"]))
     inter = pd.read_csv(d / "ml-100k.inter", sep="\t")
     inter.columns = ["user_id", "item_id", "rating", "timestamp"]
-    inter = inter[inter["item_id"].isin(idx)].sort_values(["user_id", "timestamp"], kind="stable")
+    inter = inter[inter["item_id"].isin(idx) & (inter["user_id"] <= (max_user_id or inter["user_id"].max()))]
+    inter = inter.sort_values(["user_id", "timestamp"], kind="stable")
     uids = np.sort(inter["user_id"].unique())
     uidx = {u: i for i, u in enumerate(uids)}
     side = pd.read_csv(d / "ml-100k.user", sep="\t")
@@ -70,7 +71,7 @@ def movielens_slice(d, n_items: int = 240):
     return items, users, df.reset_index(drop=True)
 
 
-def scientific_slice(d, n_items: int = 300):
+def scientific_slice(d, n_items: int = 200):
     """Scientific items 0..n_items-1 (real .text: title + category path + brand) and their train/
     valid/test interactions from the real sequence files."""
     idx = pd.read_csv(d / "Scientific.item2index", sep="\t", header=None, names=["asin", "item_idx"])
@@ -136,7 +137,7 @@ def test_features_and_graphs_stages_movielens_with_profiles(tmp_path, dataset, r
     cfg = make_cfg(tmp_path, "ml-slice", d, profiles={"engine": "template"},
                    graphs={"knn_k": 5, "block_rows": 64, "num_blocks": 2})
     store = ArtifactStore(cfg.store)
-    items, users, inter = movielens_slice(d)
+    items, users, inter = movielens_slice(d, n_items=120, max_user_id=120)  # small: ~110 user profiles to encode
     commit_etl(store, cfg, items, users, inter)
     stages = ("etl", "profiles", "features", "graphs")
     res = run_pipeline(cfg, stages=stages, store=store)
