@@ -258,6 +258,7 @@ class TrainConfig:
     graph_backend: Literal["auto", "torch", "dgl"] = "auto"
     eval_every: int = 1
     max_failures: int = 0
+    warm_start_from: Optional[str] = None  # a train output URI (the last promoted model) to initialise from; set by jobs.nightly
 
     def validate(self, prefix: str = "train") -> None:
         if self.model not in ("bpr", "lightgcn", "freedom", "blast"):
