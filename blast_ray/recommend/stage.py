@@ -1,8 +1,8 @@
 """The recommend stage: top-K unseen items per user with scores, through Ray Data.
 
 Users are split into blocks (``recommend.batch_users``); ``map_batches`` scores one block against
-all item representations (read once per actor from the store), masks the user's train + valid +
-test items... only the SEEN ones (train + valid + test interactions), and writes partitioned
+all item representations (read once per actor from the store), masks the items the user
+has already seen (train + valid + test interactions), and writes partitioned
 Parquet (user_idx, rank, item_idx, score) under ``recommendations/``.
 """
 
