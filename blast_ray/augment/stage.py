@@ -40,6 +40,22 @@ def spread_summary(users: np.ndarray, items: np.ndarray, R: sp.csr_matrix, n_buc
     return out
 
 
+def _item_knn(graphs_out, modality: str, k: int, n_items: int) -> sp.csr_matrix:
+    """The graphs stage's raw kNN of one modality, cut to the top ``k`` by sim per item (augment.knn_k).
+
+    Ties keep the stored order (stable sort). A graph built with fewer than k neighbours is used as is.
+    """
+    from blast_ray.graphs import load_item_knn
+
+    load_item_knn(graphs_out, modality)  # validates the modality against the graphs manifest
+    t = graphs_out.store.read_table(*graphs_out.parts, f"item_knn_{modality}.parquet").to_pandas()
+    t = t.sort_values(["src", "sim"], ascending=[True, False], kind="stable")
+    t = t[t.groupby("src").cumcount() < k]
+    m = sp.csr_matrix((np.ones(len(t)), (t["src"].to_numpy(), t["dst"].to_numpy())), shape=(n_items, n_items))
+    m.data[:] = 1.0
+    return m
+
+
 def run(ctx, out) -> dict:
     from blast_ray.data import load_interactions
 
@@ -55,13 +71,11 @@ def run(ctx, out) -> dict:
         values = np.zeros(0)
         extra = {"enabled": False}
     else:
-        from blast_ray.graphs import load_item_knn
-
         graphs_out = ctx.require("graphs")
         modalities = graphs_out.manifest.get("extra", {}).get("item_modalities", [])
         if not modalities:
             raise RuntimeError(f"graphs output {graphs_out.fingerprint} lists no item modalities")
-        G = false_negative_candidates(R, [load_item_knn(graphs_out, m) for m in modalities])
+        G = false_negative_candidates(R, [_item_knn(graphs_out, m, cfg.knn_k, R.shape[1]) for m in modalities])
         t_g = time.time()
         a, b = default_marginals(R)
         res = distributed_sinkhorn(R, G, eps=cfg.eps, a=a, b=b, tol=cfg.tol, max_iter=cfg.max_iter,
