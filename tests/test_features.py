@@ -149,9 +149,8 @@ def test_features_and_graphs_stages_movielens_with_profiles(tmp_path, dataset, r
     assert fm["row_counts"]["item_text"] == len(items) and fm["row_counts"]["user_text"] == len(users)
     assert "item_text.parquet" in " ".join(fm["files"])
 
-    feat_out = resolve_output(StageContext(cfg, store, "x", {k: v for k, v in []}), STAGE_SPECS["etl"])
     ctx = StageContext(cfg, store, "check")
-    ctx.outputs["etl"] = feat_out
+    ctx.outputs["etl"] = resolve_output(ctx, STAGE_SPECS["etl"])
     for name in ("profiles", "features", "graphs"):
         ctx.outputs[name] = resolve_output(ctx, STAGE_SPECS[name])
     feats = load_features(ctx.outputs["features"])
