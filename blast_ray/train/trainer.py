@@ -275,4 +275,4 @@ def final_outputs(cfg: TrainConfig, inputs: TrainInputs, state: dict[str, Any], 
     model.eval()
     with torch.no_grad():
         h_u, f_i = model.representations(graph_inputs(cfg, inputs, backend, "cpu", epoch=None))
-    return model, h_u.numpy(), f_i.numpy(), valid, test
+    return model, h_u.detach().numpy(), f_i.detach().numpy(), valid, test
