@@ -60,7 +60,10 @@ def ray_head():
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-         f"--temp-dir={temp_dir}", "--object-store-memory=500000000"],
+         f"--temp-dir={temp_dir}", "--object-store-memory=500000000",
+         # every agent port explicit: the defaults (e.g. 52365) collide with other Ray instances on the box
+         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+         f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
