@@ -172,11 +172,24 @@ class FeaturesConfig:
     num_cpus_per_actor: float = 0.5
     visual_features: str = ""  # optional .npy (N x D, item order) or Parquet with item_idx + vector
     image_encoder: str = "efficientnet-lite0"  # used only when image files/URLs are reachable
-    compute_image_features: bool = False
+    compute_image_features: bool = False  # CNN over items.image_url / image_dir (Ray Data actor pool)
+    image_dir: str = ""  # optional folder of <item_id>.jpg|png|... (wins over items.image_url)
+    image_batch_size: int = 16
+    image_timeout_s: float = 10.0  # per http(s) fetch
 
     def validate(self, prefix: str = "features") -> None:
         if self.batch_size < 1:
             _fail(f"{prefix}.batch_size", "must be >= 1")
+        if self.image_batch_size < 1:
+            _fail(f"{prefix}.image_batch_size", "must be >= 1")
+        if self.image_timeout_s <= 0:
+            _fail(f"{prefix}.image_timeout_s", "must be > 0")
+        if self.image_encoder not in ("efficientnet-lite0",):
+            _fail(f"{prefix}.image_encoder", f"only 'efficientnet-lite0' ships offline, got {self.image_encoder!r}")
+        if self.compute_image_features and self.visual_features:
+            _fail(f"{prefix}.compute_image_features", "set either visual_features (precomputed) or compute_image_features, not both")
+        if self.image_dir and not self.compute_image_features:
+            _fail(f"{prefix}.image_dir", "only used with compute_image_features=true")
         if self.text_pooling not in ("mean", "cls"):
             _fail(f"{prefix}.text_pooling", "must be 'mean' or 'cls'")
 

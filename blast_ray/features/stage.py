@@ -7,10 +7,19 @@ What gets encoded (method doc section 1, "Encode"):
 - users: the user profiles' text; without a profiles output there is NO user text feature (the
   user-user graph is then skipped downstream). Users with no profile get a zero vector, counted.
 - visual: precomputed vectors from ``features.visual_features`` (.npy N x D in item order, or
-  Parquet item_idx + vector). Nothing visual exists for the shared datasets: text only.
+  Parquet item_idx + vector), or, with ``features.compute_image_features``, EfficientNet-Lite0
+  pooled 1,280-d features of each item's image (``features.image_dir``/<item_id>.jpg|png|..., else
+  items.image_url: local path, file:// or http(s)) on a Ray Data actor pool (``images.py``).
+  Items whose image is absent, unreachable or undecodable get NO row in item_visual.parquet; they
+  are counted per reason (row_counts ``item_visual_missing.<reason>``) and listed in
+  ``item_visual_rejects.parquet`` (item_idx, item_id, source, reason). Nothing visual exists for
+  the shared datasets: they run text only.
 
 Each file is ``<idx column>, vector fixed_size_list<float32>[d]`` sorted by idx; manifest extra
-``{"modalities": [...], "text_source": {...}, "dims": {...}}``.
+``{"modalities": [...], "text_source": {...}, "dims": {...}, "n_items", "n_users"}``.
+``load_features`` returns full (N, d) arrays (rows of items without a visual vector are zero);
+``load_feature_masks`` says which rows hold a real vector (the graphs stage gives the others no
+visual edges).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from blast_ray.features.encoders import encode_on_ray
+from blast_ray.features.images import resolve_image_source
 
 log = logging.getLogger("blast_ray.features")
 
@@ -42,16 +52,19 @@ def vectors_table(idx_name: str, ids: np.ndarray, vecs: np.ndarray) -> pa.Table:
                      "vector": pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1])})
 
 
-def table_vectors(table: pa.Table, idx_name: str, n: int | None = None) -> np.ndarray:
-    """(n, d) float32 rows in idx order from a vectors table; every idx in [0, n) must be present once."""
+def table_vectors(table: pa.Table, idx_name: str, n: int | None = None, allow_missing: bool = False) -> np.ndarray:
+    """(n, d) float32 rows in idx order from a vectors table; every idx in [0, n) must be present
+    once (``allow_missing``: each at most once, absent rows are zero)."""
     ids = table[idx_name].to_numpy()
     col = table["vector"].combine_chunks()
     d = col.type.list_size if pa.types.is_fixed_size_list(col.type) else len(col[0])
     vals = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), d)
-    n = int(ids.max()) + 1 if n is None else n
-    if len(ids) != n or len(np.unique(ids)) != n or (len(ids) and (ids.min() < 0 or ids.max() >= n)):
+    n = (int(ids.max()) + 1 if len(ids) else 0) if n is None else n
+    n_unique = len(np.unique(ids))
+    in_range = not len(ids) or (ids.min() >= 0 and ids.max() < n)
+    if n_unique != len(ids) or not in_range or (not allow_missing and len(ids) != n):
         raise ValueError(f"vector table keyed by {idx_name} must hold each idx in [0, {n}) exactly once; has {len(ids)} rows")
-    out = np.empty((n, d), dtype=np.float32)
+    out = np.zeros((n, d), dtype=np.float32)
     out[ids] = vals
     return out
 
@@ -91,6 +104,29 @@ def load_visual(path: str, n_items: int) -> np.ndarray:
     raise ValueError(f"features.visual_features={path!r}: expected a .npy or .parquet file")
 
 
+def compute_visual(items: pd.DataFrame, cfg) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """CNN vectors of the items whose image resolves and decodes: (ids, vectors, rejects).
+
+    ``rejects``: item_idx, item_id, source, reason for every item without a vector (reason
+    ``no_source`` when it has neither an image_dir file nor an image_url).
+    """
+    from blast_ray.features.images import encode_images_on_ray
+
+    src = [resolve_image_source(i, u, cfg.image_dir) for i, u in zip(items["item_id"], items["image_url"])]
+    frame = pd.DataFrame({"idx": items["item_idx"].to_numpy(np.int64), "item_id": items["item_id"].astype(str),
+                          "source": src})
+    have = frame["source"].notna()
+    ids, vecs, failed = encode_images_on_ray(
+        frame[have], cfg.image_encoder, cfg.image_batch_size, cfg.concurrency, cfg.num_cpus_per_actor, cfg.image_timeout_s)
+    no_source = frame.loc[~have, ["idx", "item_id", "source"]].assign(reason="no_source")
+    failed = failed.merge(frame[["idx", "item_id", "source"]], on="idx", how="left")
+    rejects = pd.concat([no_source, failed[["idx", "item_id", "source", "reason"]]], ignore_index=True)
+    rejects = rejects.rename(columns={"idx": "item_idx"}).sort_values("item_idx", kind="stable").reset_index(drop=True)
+    if len(ids) + len(rejects) != len(items):
+        raise RuntimeError(f"image encoding lost rows: {len(ids)} vectors + {len(rejects)} rejects != {len(items)} items")
+    return ids, vecs, rejects
+
+
 def _encode(frame: pd.DataFrame, cfg) -> tuple[np.ndarray, np.ndarray]:
     return encode_on_ray(frame, cfg.text_encoder, cfg.text_pooling, cfg.batch_size, cfg.concurrency, cfg.num_cpus_per_actor)
 
@@ -116,7 +152,8 @@ def run(ctx, out) -> dict:
         log.warning("no profiles output: items are encoded from their raw ETL text, users get no text feature")
 
     row_counts: dict[str, int] = {}
-    extra: dict = {"text_encoder": cfg.text_encoder, "text_pooling": cfg.text_pooling, "text_source": {}, "dims": {}}
+    extra: dict = {"text_encoder": cfg.text_encoder, "text_pooling": cfg.text_pooling, "text_source": {}, "dims": {},
+                   "n_items": n_items, "n_users": n_users}
     timings: dict[str, float] = {"read_s": round(time.time() - t0, 3)}
     modalities: list[str] = []
 
@@ -172,20 +209,38 @@ def run(ctx, out) -> dict:
     else:
         log.warning("no user profiles: no user_text feature (the user-user graph will be skipped)")
 
-    # ---- visual: precomputed only
+    # ---- visual: precomputed, or CNN over the items' images
     if cfg.visual_features:
         x = load_visual(cfg.visual_features, n_items)
         store.write_table(vectors_table("item_idx", np.arange(n_items), x), *out.parts, FEATURE_FILES["item_visual"])
         row_counts["item_visual"] = n_items
         extra["dims"]["item_visual"] = int(x.shape[1])
+        extra["visual_source"] = "precomputed"
         modalities.append("item_visual")
+    elif cfg.compute_image_features:
+        t1 = time.time()
+        vids, vvecs, rejects = compute_visual(items, cfg)
+        timings["item_visual_s"] = round(time.time() - t1, 3)
+        reasons = rejects["reason"].value_counts().sort_index().to_dict()
+        for reason, count in reasons.items():
+            row_counts[f"item_visual_missing.{reason}"] = int(count)
+        row_counts["item_visual"] = len(vids)
+        row_counts["item_visual_missing"] = len(rejects)
+        if len(rejects):
+            log.warning("%d of %d items have no visual vector (no visual edges in the graphs): %s",
+                        len(rejects), n_items, reasons)
+            store.write_table(pa.Table.from_pandas(rejects.astype({"source": object}), preserve_index=False),
+                              *out.parts, "item_visual_rejects.parquet")
+        if len(vids):
+            store.write_table(vectors_table("item_idx", vids, vvecs), *out.parts, FEATURE_FILES["item_visual"])
+            extra["dims"]["item_visual"] = int(vvecs.shape[1])
+            extra["visual_source"] = f"cnn:{cfg.image_encoder}"
+            modalities.append("item_visual")
+        else:
+            log.warning("no item image could be used: no visual modality (text only)")
+            extra["visual_source"] = "none: no usable image"
     else:
-        log.info("no visual features configured (features.visual_features empty): text only")
-    if cfg.compute_image_features:
-        raise NotImplementedError(
-            "features.compute_image_features=true: the CNN image path is not implemented; "
-            "pass precomputed vectors with features.visual_features"
-        )
+        log.info("no visual features configured (features.visual_features / compute_image_features): text only")
 
     log.info("features: modalities %s", modalities)
     extra["modalities"] = modalities
@@ -193,11 +248,32 @@ def run(ctx, out) -> dict:
     return {"row_counts": row_counts, "timings": timings, "extra": extra, "metrics": {}}
 
 
+def _row_count(extra: dict, name: str) -> int | None:
+    return extra.get("n_items" if IDX_COLUMN[name] == "item_idx" else "n_users")
+
+
 def load_features(out) -> dict[str, np.ndarray]:
-    """name -> (rows in idx order, d) float32 for each modality of a committed features output."""
-    manifest = out.manifest
+    """name -> (rows in idx order, d) float32 for each modality of a committed features output.
+
+    Every array has one row per item (user); an item without a visual vector (image missing or
+    undecodable) has a zero row: use ``load_feature_masks`` to tell them apart.
+    """
+    extra = out.manifest.get("extra", {})
     res = {}
-    for name in manifest.get("extra", {}).get("modalities", []):
+    for name in extra.get("modalities", []):
         table = out.store.read_table(*out.parts, FEATURE_FILES[name])
-        res[name] = table_vectors(table, IDX_COLUMN[name])
+        res[name] = table_vectors(table, IDX_COLUMN[name], _row_count(extra, name), allow_missing=(name == "item_visual"))
+    return res
+
+
+def load_feature_masks(out) -> dict[str, np.ndarray]:
+    """name -> bool array, True where the row holds a real vector (False: no image for that item)."""
+    extra = out.manifest.get("extra", {})
+    res = {}
+    for name in extra.get("modalities", []):
+        ids = out.store.read_table(*out.parts, FEATURE_FILES[name], columns=[IDX_COLUMN[name]])[IDX_COLUMN[name]].to_numpy()
+        n = _row_count(extra, name)
+        mask = np.zeros(int(ids.max()) + 1 if n is None else n, dtype=bool)
+        mask[ids] = True
+        res[name] = mask
     return res

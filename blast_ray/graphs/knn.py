@@ -206,14 +206,20 @@ def sym_normalize(s: sp.spmatrix) -> sp.csr_matrix:
 
 
 def combine_graphs(
-    graphs: dict[str, sp.spmatrix], weights: dict[str, float], log_fn=None
+    graphs: dict[str, sp.spmatrix], weights: dict[str, float], log_fn=None,
+    row_masks: dict[str, np.ndarray] | None = None,
 ) -> tuple[sp.csr_matrix, dict[str, float]]:
     """S = sum_m alpha_m S~^m over the modalities present, weights renormalized to sum 1.
 
     ``graphs``: modality -> normalized matrix (all the same shape). ``weights``: modality ->
     alpha (e.g. {"visual": 0.1, "text": 0.9}). A modality in ``graphs`` without a weight is an
     error; a weight without a graph is a missing modality and is dropped (logged).
-    Returns the combined CSR and the effective (renormalized) weights.
+    ``row_masks``: optional modality -> bool (N,) of the rows that HAVE that modality (e.g. items
+    with an image). The method's "missing modality: drop it and renormalize" then applies per
+    row: row i is sum over the modalities m it has of alpha_m / (sum of those alphas) S~^m[i], so
+    an item without an image keeps a full-weight text row. Without masks every row has every
+    modality (the global rule).
+    Returns the combined CSR and the effective (renormalized, global) weights.
 
     >>> a = sp.identity(2, format="csr")
     >>> s, w = combine_graphs({"text": a}, {"text": 0.9, "visual": 0.1})
@@ -235,9 +241,25 @@ def combine_graphs(
     shapes = {g.shape for g in graphs.values()}
     if len(shapes) != 1:
         raise ValueError(f"modality graphs have different shapes {shapes}")
+    row_masks = row_masks or {}
+    unknown = [m for m in row_masks if m not in graphs]
+    if unknown:
+        raise ValueError(f"row_masks for modalities {unknown} that have no graph")
+    n_rows = next(iter(shapes))[0]
+    if not row_masks or all(np.asarray(row_masks[m], bool).all() for m in row_masks):
+        per_row = {m: None for m in graphs}
+    else:
+        have = {m: (np.asarray(row_masks[m], dtype=bool) if m in row_masks else np.ones(n_rows, bool)) for m in graphs}
+        for m, h in have.items():
+            if h.shape != (n_rows,):
+                raise ValueError(f"row_masks[{m!r}] has shape {h.shape}, expected ({n_rows},)")
+        denom = sum(eff[m] * have[m] for m in graphs)
+        safe = np.where(denom > 0, denom, 1.0)
+        per_row = {m: np.where(have[m], eff[m] / safe, 0.0) for m in graphs}
     out = None
     for m, g in graphs.items():
-        term = sp.csr_matrix(g, dtype=np.float64) * eff[m]
+        g = sp.csr_matrix(g, dtype=np.float64)
+        term = g * eff[m] if per_row[m] is None else sp.diags(per_row[m]) @ g
         out = term if out is None else out + term
     out = sp.csr_matrix(out)
     out.sort_indices()

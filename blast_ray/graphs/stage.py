@@ -7,6 +7,11 @@ user_graph.parquet (method doc section 2).
 - Per modality: binary top-k (``include_self`` per config), D^-1/2 S D^-1/2, then
   S_I = sum_m alpha_m S~^m with alpha_v / alpha_t from config (cooc weight 1); missing modalities
   dropped and the rest renormalized.
+- Items without a visual vector (no image, or it failed to load: features' ``load_feature_masks``)
+  are left out of the visual kNN entirely: no out-edges and never anyone's neighbour (a zero
+  vector would make their neighbours arbitrary). In S_I such an item's row is its text row with
+  full weight (the method's "missing modality dropped, weights renormalized", per item;
+  ``combine_graphs(row_masks=...)``). Counted in row_counts ``item_knn_<m>_rows_without_vector``.
 - User-user: the same construction over user_text; skipped (logged, manifest extra) when absent.
 """
 
@@ -34,9 +39,10 @@ def _knn(x, cfg):
     return knn_topk(x, cfg.knn_k, cfg.include_self, cfg.block_rows)
 
 
-def edges_table(cols: np.ndarray, sims: np.ndarray) -> pa.Table:
+def edges_table(cols: np.ndarray, sims: np.ndarray, rows: np.ndarray | None = None) -> pa.Table:
     n, k = cols.shape
-    return pa.table({"src": np.repeat(np.arange(n, dtype=np.int64), k), "dst": cols.reshape(-1),
+    src = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    return pa.table({"src": np.repeat(src, k), "dst": cols.reshape(-1),
                      "sim": sims.reshape(-1).astype(np.float32)})
 
 
@@ -55,11 +61,13 @@ def run(ctx, out) -> dict:
     counts = etl.manifest.get("row_counts", {})
     n_items, n_users = int(counts["items"]), int(counts["users"])
     feats: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     feat_out = ctx.outputs.get("features")
     if feat_out is not None:
-        from blast_ray.features import load_features
+        from blast_ray.features import load_feature_masks, load_features
 
         feats = load_features(feat_out)
+        masks = load_feature_masks(feat_out)
     else:
         log.warning("no features output in this run")
 
@@ -67,11 +75,14 @@ def run(ctx, out) -> dict:
     timings: dict[str, float] = {}
     extra: dict = {"knn_k": cfg.knn_k, "include_self": cfg.include_self}
     item_inputs: dict[str, object] = {}
+    item_rows: dict[str, np.ndarray] = {}  # modality -> rows that have a vector (absent: all)
     for name, modality in FEATURE_MODALITY.items():
         if name in feats:
             if feats[name].shape[0] != n_items:
                 raise ValueError(f"features.{name} has {feats[name].shape[0]} rows, ETL has {n_items} items")
             item_inputs[modality] = feats[name]
+            if name in masks and not masks[name].all():
+                item_rows[modality] = masks[name]
     if not item_inputs:
         if not cfg.item_cooc_fallback:
             raise RuntimeError("no item feature (text/visual) and graphs.item_cooc_fallback=false: cannot build S_I")
@@ -85,12 +96,28 @@ def run(ctx, out) -> dict:
     normalized = {}
     for modality, x in item_inputs.items():
         t1 = time.time()
-        cols, sims = _knn(x, cfg)
-        store.write_table(edges_table(cols, sims), *out.parts, f"item_knn_{modality}.parquet")
-        normalized[modality] = sym_normalize(_to_csr(cols, n_items))
+        if modality in item_rows:
+            # kNN among the items that have this modality only, mapped back to global item ids
+            rows = np.flatnonzero(item_rows[modality])
+            if len(rows) < 2:
+                log.warning("only %d item(s) have a %s vector: no %s kNN", len(rows), modality, modality)
+                item_rows.pop(modality)
+                continue
+            sub_cols, sims = _knn(x[rows], cfg)
+            cols = rows[sub_cols]
+            row_counts[f"item_knn_{modality}_rows_without_vector"] = int(n_items - len(rows))
+            log.warning("%d of %d items have no %s vector: no %s edges for them", n_items - len(rows), n_items, modality, modality)
+        else:
+            rows = np.arange(n_items)
+            cols, sims = _knn(x, cfg)
+        store.write_table(edges_table(cols, sims, rows), *out.parts, f"item_knn_{modality}.parquet")
+        k = cols.shape[1]
+        binary = sp.csr_matrix((np.ones(cols.size, np.float32), (np.repeat(rows, k), cols.reshape(-1))), shape=(n_items, n_items))
+        normalized[modality] = sym_normalize(binary)
         timings[f"item_knn_{modality}_s"] = round(time.time() - t1, 3)
         row_counts[f"item_knn_{modality}"] = int(cols.size)
-    s_i, eff = combine_graphs(normalized, {m: w for m, w in weights.items() if m != "cooc" or "cooc" in normalized})
+    s_i, eff = combine_graphs(normalized, {m: w for m, w in weights.items() if m != "cooc" or "cooc" in normalized},
+                              row_masks=item_rows)
     store.write_table(matrix_table(s_i), *out.parts, "item_graph.parquet")
     row_counts["item_graph"] = int(s_i.nnz)
     extra["item_modalities"] = sorted(normalized)
