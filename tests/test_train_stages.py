@@ -1,5 +1,8 @@
 """train -> evaluate -> recommend stages on a real Baby slice (ETL output written from the
-published split), 2-worker Ray Train with DDP, and a killed worker resuming from checkpoint."""
+published split), warm start (and its fallback on a shape mismatch), 2-worker Ray Train with DDP
+warm-started, and a killed worker resuming from checkpoint."""
+
+import logging
 
 import numpy as np
 import pandas as pd
@@ -31,7 +34,7 @@ def _etl_output(store, data) -> StageOutput:
     return out
 
 
-def test_stages_train_evaluate_recommend(baby_small, tmp_path, ray_local):
+def test_stages_train_evaluate_recommend(baby_small, tmp_path, ray_local, caplog):
     from blast_ray.evaluate.stage import run as evaluate_run
     from blast_ray.recommend.stage import run as recommend_run
     from blast_ray.train.stage import run as train_run
@@ -59,6 +62,31 @@ def test_stages_train_evaluate_recommend(baby_small, tmp_path, ray_local):
     seen = (baby_small.train + baby_small.valid + baby_small.test).tocsr()
     assert np.asarray(seen[df.user_idx.to_numpy(), df.item_idx.to_numpy()]).ravel().sum() == 0
 
+    # Warm start from the committed output above: one epoch on top of the trained weights starts far
+    # above a cold run's first epoch.
+    cold_hist = pd.read_parquet(tr.path("history.parquet"))
+    cold_first = float(cold_hist["valid.recall@20"].iloc[0])
+    assert res["extra"]["warm_started"] is False
+    cfg.train = TrainConfig(model="lightgcn", epochs=1, lr=0.01, warm_start_from=tr.uri())
+    warm_out = StageOutput.open(store, "baby", "train", cfg.to_dict()["train"]).begin()
+    assert warm_out.fingerprint != tr.fingerprint
+    with caplog.at_level(logging.INFO, logger="blast_ray.train"):
+        warm = train_run(ctx, warm_out)
+    assert warm["extra"]["warm_started"] is True and warm["extra"]["warm_start_from"] == tr.uri()
+    assert any("warm start from" in r.getMessage() for r in caplog.records)
+    warm_first = float(pd.read_parquet(warm_out.path("history.parquet"))["valid.recall@20"].iloc[0])
+    print(f"valid recall@20 after epoch 1: cold {cold_first:.4f}, warm {warm_first:.4f}")
+    assert warm_first > 1.5 * cold_first + 0.002, (cold_first, warm_first)
+    # Another embedding size: shapes differ -> full retrain, the reason logged and in the manifest.
+    caplog.clear()
+    cfg.train = TrainConfig(model="lightgcn", embedding_dim=32, epochs=1, lr=0.01, warm_start_from=tr.uri())
+    other = StageOutput.open(store, "baby", "train", cfg.to_dict()["train"]).begin()
+    with caplog.at_level(logging.INFO, logger="blast_ray.train"):
+        cold = train_run(ctx, other)
+    assert cold["extra"]["warm_started"] is False
+    assert "shape of" in cold["extra"]["warm_start_reason"] and "(1500, 64)" in cold["extra"]["warm_start_reason"]
+    assert any("full retrain" in r.getMessage() and "shape of" in r.getMessage() for r in caplog.records)
+
 
 def test_two_workers_and_killed_worker_resumes(baby_small, tmp_path, ray_local):
     from blast_ray.train.ray_trainer import fit_ray
@@ -70,7 +98,12 @@ def test_two_workers_and_killed_worker_resumes(baby_small, tmp_path, ray_local):
     assert two["epoch"] == 3 and len(two["history"]) == 3
     # Same seed, 1 vs 2 workers: statistically the same model quality.
     assert abs(two["best"] - single["best"]) < 0.3 * single["best"] + 0.005
+    # Warm-started from the single-process model, 2 workers, one killed at epoch 2: every worker
+    # loads the warm weights, and the restarted worker resumes from the checkpoint (which wins).
     crashed = fit_ray(TrainConfig(**base, num_workers=2, max_failures=2), TrainInputs(baby_small),
-                      storage_path=store.path("baby", "checkpoints"), name="crash", storage_filesystem=store.fs, crash_at_epoch=2)
+                      storage_path=store.path("baby", "checkpoints"), name="crash", storage_filesystem=store.fs, crash_at_epoch=2,
+                      init_state=single["best_state"], init_source="single-process model")
     assert crashed["epoch"] == 3
     assert [r["epoch"] for r in crashed["history"]] == [0, 1, 2]
+    cold0, warm0 = single["history"][0]["valid.recall@20"], crashed["history"][0]["valid.recall@20"]
+    assert warm0 > 1.5 * cold0 + 0.002, (cold0, warm0)

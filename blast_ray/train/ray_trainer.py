@@ -63,6 +63,7 @@ def _loop_per_worker(config: dict[str, Any]) -> None:
     train_worker_loop(
         cfg, inputs, ks=config["ks"], batch_users=config["batch_users"], rank=rank, world=world,
         ddp_model=ddp, model=model, resume_state=resume, save_state=save_state, device=device,
+        init_state=config.get("init_state"), init_source=config.get("init_source", ""),
     )
 
 
@@ -76,9 +77,12 @@ def fit_ray(
     ks: tuple[int, ...] = (20,),
     batch_users: int = 4096,
     crash_at_epoch: int | None = None,
+    init_state: dict[str, Any] | None = None,
+    init_source: str = "",
 ) -> dict[str, Any]:
     """Train with ``cfg.num_workers`` Ray Train workers; returns the final training state dict
-    (read back from the last reported checkpoint)."""
+    (read back from the last reported checkpoint). ``init_state``: warm start weights, loaded by
+    every worker unless it resumes from a checkpoint of this run."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -90,6 +94,7 @@ def fit_ray(
         train_loop_config={
             "cfg": cfg, "inputs": inputs, "ks": tuple(ks), "batch_users": batch_users,
             "crash_at_epoch": crash_at_epoch, "threads_per_worker": 1,
+            "init_state": init_state, "init_source": init_source,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(

@@ -14,7 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from blast_ray.train.trainer import TrainInputs, final_outputs, fit
+from blast_ray.train.trainer import TrainInputs, build_model, final_outputs, fit
+from blast_ray.train.warm_start import load_warm_start
 
 log = logging.getLogger("blast_ray.train")
 
@@ -60,8 +61,12 @@ def run(ctx, out) -> dict[str, Any]:
     data = load_interactions(ctx.require("etl"))
     inputs = _side_inputs(ctx, data)
     fingerprint = out.parts[-1]
+    warm = None
+    if cfg.warm_start_from:  # part of the train section, hence of this output's fingerprint
+        warm = load_warm_start(cfg.warm_start_from, build_model(cfg, inputs), cfg.model, data.n_users, data.n_items)
     state = fit(cfg, inputs, store=ctx.store, checkpoint_parts=(ctx.dataset, "checkpoints", fingerprint),
-                ks=tuple(ev.ks), batch_users=ev.batch_users)
+                ks=tuple(ev.ks), batch_users=ev.batch_users,
+                init_state=warm.state_dict if warm else None, init_source=cfg.warm_start_from or "")
     t_fit = time.perf_counter() - t0
     model, h_u, f_i, valid, test = final_outputs(cfg, inputs, state, tuple(ev.ks), ev.batch_users)
     buf = io.BytesIO()
@@ -79,7 +84,8 @@ def run(ctx, out) -> dict[str, Any]:
     return {
         "row_counts": {"users": data.n_users, "items": data.n_items, "epochs": len(state["history"])},
         "timings": {"fit_seconds": t_fit, "total_seconds": time.perf_counter() - t0},
-        "extra": {"model": cfg.model, "used": inputs.used_modalities(cfg.model), "num_workers": cfg.num_workers},
+        "extra": {"model": cfg.model, "used": inputs.used_modalities(cfg.model), "num_workers": cfg.num_workers,
+                  **(warm.manifest_extra() if warm else {"warm_start_from": None, "warm_started": False})},
         "metrics": metrics,
     }
 

@@ -152,6 +152,8 @@ def train_worker_loop(
     ddp_model: torch.nn.Module | None = None,
     model: torch.nn.Module | None = None,
     resume_state: dict[str, Any] | None = None,
+    init_state: dict[str, Any] | None = None,
+    init_source: str = "",
     save_state: Callable[[dict[str, Any], dict[str, float]], None] | None = None,
     device: str = "cpu",
     max_epochs: int | None = None,
@@ -159,6 +161,8 @@ def train_worker_loop(
     """Run epochs until ``cfg.epochs``/early stop; returns the final training state dict
     (model, optimizer, epoch, best metric, best_state, history, RNG state).
 
+    ``init_state``: model weights to start from (warm start; the optimizer starts fresh); ignored
+    when ``resume_state`` (a checkpoint of this very run) is given, which always wins.
     ``save_state(state, epoch_metrics)`` is called once per epoch (checkpointing hook);
     ``max_epochs`` stops after that many epochs of THIS call (used by tests to simulate a crash).
     """
@@ -176,6 +180,11 @@ def train_worker_loop(
         state.update({k: resume_state[k] for k in state})
         if rank == 0:
             log.info("resumed from checkpoint at epoch %d (best valid recall@20 %.4f)", state["epoch"], state["best"])
+    elif init_state is not None:
+        # In place on every rank: DDP holds these very parameter tensors, so all replicas agree.
+        model.load_state_dict(init_state)
+        if rank == 0:
+            log.info("warm start from %s (optimizer fresh)", init_source or "given weights")
     select = "recall@20"
     eval_ks = tuple(sorted(set(ks) | {20}))
     done_here = 0
@@ -236,8 +245,12 @@ def fit(
     ks: tuple[int, ...] = (20,),
     batch_users: int = 4096,
     max_epochs: int | None = None,
+    init_state: dict[str, Any] | None = None,
+    init_source: str = "",
 ) -> dict[str, Any]:
-    """Train ``cfg.model``; resumes from the latest checkpoint under ``checkpoint_parts`` if any.
+    """Train ``cfg.model``; resumes from the latest checkpoint under ``checkpoint_parts`` if any,
+    else starts from ``init_state`` (warm start weights, see :func:`blast_ray.train.warm_start.load_warm_start`)
+    when given, else from a fresh initialisation.
 
     num_workers == 1: plain single process (checkpoints through :class:`StoreCheckpoints`);
     num_workers > 1: Ray Train (``ray_trainer.fit_ray``) with its checkpoint API in the same place.
@@ -252,7 +265,8 @@ def fit(
         if store is None or checkpoint_parts is None:
             raise ValueError("multi-worker training needs a store and checkpoint_parts for Ray Train checkpoints")
         return fit_ray(cfg, inputs, storage_path=store.path(*checkpoint_parts[:-1]), name=checkpoint_parts[-1],
-                       storage_filesystem=store.fs, ks=ks, batch_users=batch_users)
+                       storage_filesystem=store.fs, ks=ks, batch_users=batch_users,
+                       init_state=init_state, init_source=init_source)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ckpt = None
     resume = None
@@ -262,6 +276,7 @@ def fit(
         ckpt = StoreCheckpoints(store, *checkpoint_parts, "single")
         resume = ckpt.load_latest()
     return train_worker_loop(cfg, inputs, ks=ks, batch_users=batch_users, resume_state=resume,
+                             init_state=init_state, init_source=init_source,
                              save_state=ckpt.save if ckpt else None, max_epochs=max_epochs)
 
 
