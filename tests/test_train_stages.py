@@ -34,7 +34,29 @@ def _etl_output(store, data) -> StageOutput:
     return out
 
 
-def test_stages_train_evaluate_recommend(baby_small, tmp_path, ray_local, caplog):
+def test_progress_setting():
+    """train.progress: true/false/auto (strings from YAML or --set too); auto follows the TTY."""
+    import io
+
+    from blast_ray.config import ConfigError
+    from blast_ray.train.trainer import progress_enabled
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for raw, want in (("true", True), ("False", False), ("auto", "auto"), (True, True)):
+        c = TrainConfig(progress=raw)
+        c.validate()
+        assert c.progress == want
+    for bad in ("sometimes", 1, None):
+        with pytest.raises(ConfigError, match="train.progress"):
+            TrainConfig(progress=bad).validate()
+    assert progress_enabled("auto", Tty()) and not progress_enabled("auto", io.StringIO())
+    assert progress_enabled(True, io.StringIO()) and not progress_enabled(False, Tty())
+
+
+def test_stages_train_evaluate_recommend(baby_small, tmp_path, ray_local, caplog, capsys):
     from blast_ray.evaluate.stage import run as evaluate_run
     from blast_ray.recommend.stage import run as recommend_run
     from blast_ray.train.stage import run as train_run
@@ -67,7 +89,8 @@ def test_stages_train_evaluate_recommend(baby_small, tmp_path, ray_local, caplog
     cold_hist = pd.read_parquet(tr.path("history.parquet"))
     cold_first = float(cold_hist["valid.recall@20"].iloc[0])
     assert res["extra"]["warm_started"] is False
-    cfg.train = TrainConfig(model="lightgcn", epochs=1, lr=0.01, warm_start_from=tr.uri())
+    capsys.readouterr()
+    cfg.train = TrainConfig(model="lightgcn", epochs=1, lr=0.01, warm_start_from=tr.uri(), progress=True)
     warm_out = StageOutput.open(store, "baby", "train", cfg.to_dict()["train"]).begin()
     assert warm_out.fingerprint != tr.fingerprint
     with caplog.at_level(logging.INFO, logger="blast_ray.train"):
@@ -75,6 +98,8 @@ def test_stages_train_evaluate_recommend(baby_small, tmp_path, ray_local, caplog
     assert warm["extra"]["warm_started"] is True and warm["extra"]["warm_start_from"] == tr.uri()
     assert any("warm start from" in r.getMessage() for r in caplog.records)
     warm_first = float(pd.read_parquet(warm_out.path("history.parquet"))["valid.recall@20"].iloc[0])
+    bar = capsys.readouterr().err  # progress=True: the tqdm bar even though stderr is not a TTY
+    assert "train lightgcn" in bar and "1/1" in bar and f"recall20={warm_first:.4f}" in bar, bar[-500:]
     print(f"valid recall@20 after epoch 1: cold {cold_first:.4f}, warm {warm_first:.4f}")
     assert warm_first > 1.5 * cold_first + 0.002, (cold_first, warm_first)
     # Another embedding size: shapes differ -> full retrain, the reason logged and in the manifest.

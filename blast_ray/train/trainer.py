@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -131,6 +132,22 @@ def evaluate_model(model, cfg: TrainConfig, inputs: TrainInputs, backend, device
     return evaluate_ranking(h_u, f_i, d.test, mask, ks, batch_users)
 
 
+def progress_enabled(setting: Any, stream=None) -> bool:
+    """``train.progress``: True/False force the tqdm bar on/off; "auto" shows it only when
+    ``stream`` (default stderr) is a terminal, so logs of batch jobs stay free of bar redraws."""
+    if setting == "auto":
+        stream = stream if stream is not None else sys.stderr
+        return bool(getattr(stream, "isatty", lambda: False)())
+    return bool(setting)
+
+
+def _progress_bar(cfg: TrainConfig, start_epoch: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.epochs, initial=start_epoch, desc=f"train {cfg.model}", unit="epoch",
+                file=sys.stderr, disable=not enabled, dynamic_ncols=True, leave=True)
+
+
 def state_to_bytes(state: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -165,6 +182,7 @@ def train_worker_loop(
     when ``resume_state`` (a checkpoint of this very run) is given, which always wins.
     ``save_state(state, epoch_metrics)`` is called once per epoch (checkpointing hook);
     ``max_epochs`` stops after that many epochs of THIS call (used by tests to simulate a crash).
+    A tqdm bar over epochs is shown on rank 0 per ``cfg.progress`` (see :func:`progress_enabled`).
     """
     torch.manual_seed(cfg.seed)
     backend = get_backend(cfg.graph_backend)
@@ -185,6 +203,7 @@ def train_worker_loop(
         model.load_state_dict(init_state)
         if rank == 0:
             log.info("warm start from %s (optimizer fresh)", init_source or "given weights")
+    bar = _progress_bar(cfg, state["epoch"], rank == 0 and progress_enabled(getattr(cfg, "progress", "auto")))
     select = "recall@20"
     eval_ks = tuple(sorted(set(ks) | {20}))
     done_here = 0
@@ -227,12 +246,16 @@ def train_worker_loop(
                 "epoch %d loss %.4f valid recall@20 %s (best %.4f @ %d) %.1fs",
                 epoch, row["loss"], f"{row.get('valid.recall@20', float('nan')):.4f}", state["best"], state["best_epoch"], row["seconds"],
             )
+            bar.set_postfix(loss=f"{row['loss']:.4f}", recall20=f"{row.get('valid.recall@20', float('nan')):.4f}",
+                            best=f"{state['best']:.4f}@{state['best_epoch']}", refresh=False)
+            bar.update(1)
         full = dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=asdict(cfg))
         if save_state is not None:
             save_state(full, row)
         done_here += 1
         if max_epochs is not None and done_here >= max_epochs:
             break
+    bar.close()
     return dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=asdict(cfg))
 
 
