@@ -272,9 +272,9 @@ class TrainConfig:
     eval_every: int = 1
     max_failures: int = 0
     warm_start_from: Optional[str] = None  # a train output URI (the last promoted model) to initialise from; set by jobs.nightly
+    progress: Any = "auto"  # tqdm bar over epochs: true | false | auto (on when stderr is a TTY)
 
     def validate(self, prefix: str = "train") -> None:
-    progress: Any = "auto"  # tqdm bar over epochs: true | false | auto (on when stderr is a TTY)
         if self.model not in ("bpr", "lightgcn", "freedom", "blast"):
             _fail(f"{prefix}.model", f"{self.model!r} is not one of bpr, lightgcn, freedom, blast")
         for k in ("embedding_dim", "batch_size", "epochs", "patience", "num_workers", "eval_every"):
@@ -289,12 +289,12 @@ class TrainConfig:
             _fail(f"{prefix}.lr", "must be > 0")
         if self.graph_backend not in ("auto", "torch", "dgl"):
             _fail(f"{prefix}.graph_backend", "must be auto, torch or dgl")
-
-
         if isinstance(self.progress, str) and self.progress.lower() in ("true", "false", "auto"):
             self.progress = {"true": True, "false": False}.get(self.progress.lower(), "auto")
         if self.progress not in (True, False, "auto") or isinstance(self.progress, int) and not isinstance(self.progress, bool):
             _fail(f"{prefix}.progress", f"must be true, false or auto, got {self.progress!r}")
+
+
 @dataclass
 class EvaluateConfig:
     ks: tuple[int, ...] = (5, 10, 20, 50)
