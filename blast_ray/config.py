@@ -25,6 +25,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+BASELINE_MODELS = ("pop", "bpr", "lightgcn")
+
 STAGES: tuple[str, ...] = (
     "etl",
     "profiles",
@@ -300,12 +302,21 @@ class EvaluateConfig:
     ks: tuple[int, ...] = (5, 10, 20, 50)
     batch_users: int = 4096
     select_metric: str = "recall@20"
+    # Reference models trained and scored on the SAME split by the evaluate stage, for the report's
+    # "metrics vs baselines" table: pop (train popularity), bpr, lightgcn (the train section's
+    # hyperparameters, model swapped, ID-only, single process). [] = none.
+    baselines: tuple[str, ...] = ("pop",)
 
     def validate(self, prefix: str = "evaluate") -> None:
         if not self.ks or any(k < 1 for k in self.ks):
             _fail(f"{prefix}.ks", "must be a non-empty list of positive cutoffs")
         if self.batch_users < 1:
             _fail(f"{prefix}.batch_users", "must be >= 1")
+        for b in self.baselines:
+            if b not in BASELINE_MODELS:
+                _fail(f"{prefix}.baselines", f"{b!r} is not one of {', '.join(BASELINE_MODELS)}")
+        if len(set(self.baselines)) != len(self.baselines):
+            _fail(f"{prefix}.baselines", "lists a model twice")
 
 
 @dataclass

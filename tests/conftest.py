@@ -110,3 +110,30 @@ def ray_local():
     from blast_ray.runtime import ensure_ray
 
     yield ensure_ray(num_cpus=2)
+
+
+@pytest.fixture(scope="session")
+def ml100k_etl_store(tmp_path_factory, data_dir) -> Path:
+    """A local store holding the committed ETL output of the real MovieLens-100k under the smoke
+    config (jobs.smoke.smoke_config): run once per session, ~25 s of Spark. Do not write into it;
+    use ``ml100k_store`` for a private copy."""
+    from blast_ray.config import load_config
+    from blast_ray.pipeline import run_pipeline
+    from jobs.smoke import smoke_config
+
+    root = tmp_path_factory.mktemp("ml100k-etl")
+    cfg = load_config(smoke_config(data_dir, str(root / "store"), root / "cfg.yaml"))
+    res = run_pipeline(cfg, stages=("etl",))
+    assert res.ok, res.error
+    return root / "store"
+
+
+@pytest.fixture()
+def ml100k_store(ml100k_etl_store, tmp_path) -> Path:
+    """A private copy of ``ml100k_etl_store``: a pipeline with the smoke config's dataset/etl sections
+    run against it skips ETL by manifest (same fingerprint) instead of re-running Spark."""
+    import shutil
+
+    dst = tmp_path / "store"
+    shutil.copytree(ml100k_etl_store / "ml-100k" / "stages", dst / "ml-100k" / "stages")
+    return dst

@@ -82,36 +82,75 @@ def find_baselines(store: ArtifactStore, dataset: str, etl_fingerprint: str) -> 
 
 
 def _metrics_section(ctx) -> str:
+    """This run's model (valid + test) against the baselines the evaluate stage trained on the same
+    split, plus any other committed train output on the same ETL fingerprint (earlier runs)."""
     if "train" not in ctx.outputs or "etl" not in ctx.outputs:
         return H.not_run("final metrics", "no train output in this run")
     this_fp = ctx.outputs["train"].fingerprint
-    rows = []
+    model = ctx.cfg.train.model
+    rows: list[tuple[str, dict]] = []
+    ev = ctx.results.get("evaluate") or {}
+    if (ev.get("extra") or {}).get("metrics"):
+        rows.append((f"{model} (this run)", ev["extra"]["metrics"]))
+    for name, flat in ((ev.get("extra") or {}).get("baselines") or {}).items():
+        rows.append((f"{name} (baseline, same split)", flat))
     for m in find_baselines(ctx.store, ctx.dataset, ctx.outputs["etl"].fingerprint):
-        model = ((m.get("config") or {}).get("train") or {}).get("model", "?")
-        metrics = (m.get("extra") or {}).get("metrics") or {}
-        tag = f"{model} (this run)" if m.get("fingerprint") == this_fp else model
-        rows.append((tag, metrics))
-    if "evaluate" in ctx.results:
-        ev = (ctx.results["evaluate"].get("extra") or {}).get("metrics") or {}
-        if ev:
-            rows.append(("evaluate stage (this run)", ev))
-    keys = sorted({k for _, m in rows for k, v in m.items() if isinstance(v, (int, float)) and "." in k})
+        if m.get("fingerprint") == this_fp and rows:
+            continue  # already shown through the evaluate stage
+        other = ((m.get("config") or {}).get("train") or {}).get("model", "?")
+        tag = f"{other} (this run, train stage)" if m.get("fingerprint") == this_fp else f"{other} (train output {m.get('fingerprint', '')[:8]})"
+        rows.append((tag, (m.get("extra") or {}).get("metrics") or {}))
+    keys = sorted({k for _, m in rows for k, v in m.items() if isinstance(v, (int, float)) and k.startswith("test.")},
+                  key=lambda k: _metric_key(k.split(".", 1)[1]))
     if not keys:
         return H.not_run("final metrics", "the train outputs report no metrics")
-    return H.table(["model"] + keys, [[tag] + [m.get(k, "-") for k in keys] for tag, m in rows])
+    if any("valid.recall@20" in m for _, m in rows):
+        keys.insert(0, "valid.recall@20")  # the selection metric, next to the test figures
+    note = ("<p>Full ranking over all items (train items masked; test also masks valid). Every model is "
+            "selected on validation Recall@20; test figures are at its best validation epoch.</p>")
+    return note + H.table(["model"] + keys, [[tag] + [m.get(k, "-") for k in keys] for tag, m in rows])
+
+
+def _metric_key(name: str) -> tuple:
+    base, _, k = name.partition("@")
+    return ({"recall": 0, "ndcg": 1, "precision": 2, "map": 3}.get(base, 9), base, int(k) if k.isdigit() else 0)
+
+
+def _spread_table(spread: dict, what: str, label: str) -> str:
+    d = spread.get(what) or {}
+    if not d.get("pairs"):
+        return ""
+    edges = d.get("degree_edges", [])
+    bounds = [-np.inf, *edges, np.inf]
+    total_pop = max(1, sum(d.get("population", [])))
+    rows = []
+    for b, (pairs, share) in enumerate(zip(d["pairs"], d["share"])):
+        lo, hi = bounds[b], bounds[b + 1]
+        rng = f"<= {hi:g}" if lo == -np.inf else (f"> {lo:g}" if hi == np.inf else f"({lo:g}, {hi:g}]")
+        pop = d.get("population", [0] * len(d["pairs"]))[b]
+        rows.append([f"Q{b + 1}" + (" (lowest)" if b == 0 else ""), rng, pop, round(pop / total_pop, 4), pairs, share])
+    return (f"<h3>{H.esc(label)}</h3>"
+            + H.table([f"{what[:-1]} quartile", "train degree", what, f"share of {what}", "augmented pairs", "share of pairs"], rows))
 
 
 def _augment_section(ctx) -> str:
     if "augment" not in ctx.results:
         return H.not_run("OT augmentation summary", "the augment stage is not in this run")
     m = ctx.results["augment"]
+    extra = m.get("extra") or {}
+    if not extra.get("enabled", True):
+        return H.not_run("OT augmentation summary", "augment.enabled is false in this run")
     rows = [[f"row count: {k}", v] for k, v in (m.get("row_counts") or {}).items()]
-    for k, v in sorted((m.get("extra") or {}).items()):
+    for k, v in sorted(extra.items()):
         if isinstance(v, (int, float, str, bool)):
             rows.append([k, v])
-        elif isinstance(v, dict):
+        elif isinstance(v, dict) and k != "spread":
             rows += [[f"{k}.{kk}", vv] for kk, vv in sorted(v.items()) if isinstance(vv, (int, float, str, bool))]
-    return H.table(["augmentation", "value"], rows) if rows else H.not_run("OT augmentation summary", "empty manifest")
+    out = H.table(["augmentation", "value"], rows) if rows else H.not_run("OT augmentation summary", "empty manifest")
+    spread = extra.get("spread") or {}
+    out += _spread_table(spread, "users", "Augmented pairs by user activity (train interactions per user)")
+    out += _spread_table(spread, "items", "Augmented pairs by item popularity (train interactions per item)")
+    return out
 
 
 def _timings_section(ctx) -> str:
