@@ -262,3 +262,155 @@ def test_recbole_seq_scientific_keeps_leave_one_out(spark, dataset, tmp_path):
     if len(glue):
         assert glue.title.iloc[0].startswith("Gorilla Original Gorilla Glue") and glue.brand.iloc[0] == "Gorilla"
     assert items.title.notna().mean() > 0.95
+
+
+def _expected_lines(path, parse, header: bool, encoding="utf-8"):
+    """Independent plain-Python reading: (good records, {line: reason}) with parse(fields) -> record | reason."""
+    good, bad = [], {}
+    text = Path(path).read_bytes().decode(encoding)
+    for ln, raw in enumerate(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"), start=1):
+        if header and ln == 1:
+            continue
+        if raw.strip() == "":
+            bad[ln] = "empty_line"
+            continue
+        r = parse(raw)
+        if isinstance(r, str):
+            bad[ln] = r
+        else:
+            good.append(r)
+    return good, bad
+
+
+def _ids_frame(dest):
+    inter = _read(dest, "interactions").merge(_read(dest, "users")[["user_idx", "user_id"]], on="user_idx")
+    return inter.merge(_read(dest, "items")[["item_idx", "item_id"]], on="item_idx")
+
+
+def test_seq_txt_sports_slice_matches_pandas(spark, dataset, tmp_path):
+    """seq_txt on the first 600 real lines of Amazon Sports (ICLRec 'user item item ...') plus
+    two broken lines: every token is a record, repeats of an item in a user's sequence collapse
+    to one interaction, bad lines are rejected with their line number."""
+    src = dataset("amazon-sports-5core") / "Sports_and_Outdoors.txt"
+    with open(src) as f:
+        head = [next(f) for _ in range(600)]
+    path = tmp_path / "sports_head.txt"
+    path.write_text("".join(head) + "999999\n" + "\t\n")  # user without items, tab-only line
+
+    def parse(raw):
+        t = raw.split()
+        return "no_items" if len(t) < 2 else [(t[0], i) for i in t[1:]]
+
+    good, bad = _expected_lines(path, parse, header=False)
+    tokens = [p for line in good for p in line]
+    pairs = pd.DataFrame(tokens, columns=["u", "i"]).drop_duplicates()
+    assert bad == {601: "no_items", 602: "empty_line"}
+    ds = DatasetConfig("sports", "seq_txt", {"sequences": str(path)})
+    out = tmp_path / "out"
+    rc = run_etl(spark, ds, EtlConfig(kcore=0, shuffle_partitions=2), str(out))["row_counts"]
+    assert rc["raw_records"] == len(tokens) + len(bad)
+    assert (rc["rejected"], rc["rejected_no_items"], rc["rejected_empty_line"]) == (2, 1, 1)
+    assert rc["collapsed_duplicates"] == len(tokens) - len(pairs)
+    assert (rc["interactions"], rc["users"], rc["items"]) == (len(pairs), pairs.u.nunique(), pairs.i.nunique())
+    assert _reconciles(rc)
+    got = _ids_frame(out)
+    assert set(zip(got.user_id, got.item_id)) == set(zip(pairs.u, pairs.i))
+    assert got.rating.isna().all() and got.timestamp.isna().all()
+    assert dict(zip(_read(out, "rejects").line, _read(out, "rejects").reason)) == bad
+
+
+def test_mmrec_inter_fixture_keeps_x_label_split(spark, tmp_path):
+    """MMRec's .inter (userID itemID rating timestamp x_label, tab, header): x_label 0/1/2 is the
+    split; bad labels / ratings / widths are rejected; a repeated pair keeps its latest row."""
+    path = FIX / "mmrec_toy.inter"
+
+    def parse(raw):
+        f = raw.split("\t")
+        if len(f) != 5:
+            return "wrong_field_count"
+        if f[4] not in ("0", "1", "2"):
+            return "bad_split_label"
+        try:
+            r = float(f[2])
+        except ValueError:
+            return "bad_rating"
+        if not 1 <= r <= 5:
+            return "rating_out_of_range"
+        return (f[0], f[1], r, int(f[3]), ("train", "valid", "test")[int(f[4])])
+
+    good, bad = _expected_lines(path, parse, header=True)
+    df = pd.DataFrame(good, columns=["u", "i", "r", "t", "split"])
+    latest = df.sort_values("t").drop_duplicates(["u", "i"], keep="last")
+    assert len(bad) == 5 and len(df) - len(latest) == 1  # the fixture holds what it claims
+    ds = DatasetConfig("mmrec", "mmrec_inter", {"inter": str(path)})
+    out = tmp_path / "out"
+    res = run_etl(spark, ds, EtlConfig(kcore=0, shuffle_partitions=2), str(out))
+    rc = res["row_counts"]
+    assert res["extra"]["presplit_kept"] is True
+    assert rc["raw_records"] == len(df) + len(bad) and rc["rejected"] == len(bad)
+    for reason in set(bad.values()):
+        assert rc[f"rejected_{reason}"] == list(bad.values()).count(reason)
+    assert rc["collapsed_duplicates"] == 1 and _reconciles(rc)
+    assert (rc["interactions"], rc["users"], rc["items"]) == (len(latest), latest.u.nunique(), latest.i.nunique())
+    for s in ("train", "valid", "test"):
+        assert rc[f"split_{s}"] == int((latest.split == s).sum())
+    got = _ids_frame(out)
+    assert set(zip(got.user_id, got.item_id, got.split, got.rating, got.timestamp)) == set(
+        zip(latest.u, latest.i, latest.split, latest.r, latest.t))
+    assert dict(zip(_read(out, "rejects").line, _read(out, "rejects").reason)) == bad
+
+
+def _write_grouplens_ml100k(src: Path, dest: Path, max_user: int, max_item: int):
+    """u.data / u.item / u.user in GroupLens' published ml-100k layout, written from the real
+    RecBole copy (users <= max_user, items <= max_item): u.data 'user<TAB>item<TAB>rating<TAB>ts';
+    u.item ISO-8859-1 'id|title (year)|release date|video date|url|19 genre flags'; u.user
+    'id|age|gender|occupation|zip'."""
+    from blast_ray.etl.readers import ML_GENRES
+
+    inter = pd.read_csv(src / "ml-100k.inter", sep="\t").set_axis(["u", "i", "r", "t"], axis=1)
+    inter = inter[(inter.u <= max_user) & (inter.i <= max_item)]
+    inter.to_csv(dest / "u.data", sep="\t", header=False, index=False)
+    items = pd.read_csv(src / "ml-100k.item", sep="\t", keep_default_na=False).set_axis(["i", "title", "year", "genres"], axis=1)
+    items = items[items.i <= max_item]
+    with open(dest / "u.item", "w", encoding="ISO-8859-1", newline="\n") as f:
+        for r in items.itertuples():
+            flags = "|".join("1" if g in r.genres.split() else "0" for g in ML_GENRES)
+            title = f"{r.title} ({r.year})" if str(r.year).strip() else r.title
+            f.write(f"{r.i}|{title}|||http://us.imdb.com/M/title-exact?{r.i}|{flags}\n")
+    users = pd.read_csv(src / "ml-100k.user", sep="\t", dtype=str).set_axis(["u", "age", "gender", "occ", "zip"], axis=1)
+    users = users[users.u.astype(int) <= max_user]
+    users.to_csv(dest / "u.user", sep="|", header=False, index=False)
+    return inter, items, users
+
+
+def test_movielens_raw_grouplens_layout_matches_pandas(spark, dataset, tmp_path):
+    d = dataset("movielens-100k")
+    raw_dir = tmp_path / "ml-100k"
+    raw_dir.mkdir()
+    inter, items, users = _write_grouplens_ml100k(d, raw_dir, max_user=150, max_item=600)
+    with open(raw_dir / "u.data", "a") as f:
+        f.write("7\t3\t0\t881250949\n")  # rating 0: out of the 1-5 range
+        f.write("7\t3\t4\n")  # truncated line
+    core = _pandas_kcore(inter[["u", "i"]], 5)
+    ds = DatasetConfig("ml-raw", "movielens_raw", {"ratings": str(raw_dir / "u.data"), "items": str(raw_dir / "u.item"),
+                                                   "users": str(raw_dir / "u.user")})
+    out = tmp_path / "out"
+    rc = run_etl(spark, ds, EtlConfig(kcore=5, shuffle_partitions=2), str(out))["row_counts"]
+    assert rc["raw_records"] == len(inter) + 2
+    assert (rc["rejected_rating_out_of_range"], rc["rejected_wrong_field_count"]) == (1, 1)
+    assert (rc["interactions"], rc["users"], rc["items"]) == (len(core), core.u.nunique(), core.i.nunique())
+    assert rc["collapsed_duplicates"] == 0 and _reconciles(rc)
+    assert (rc["meta_records"], rc["meta_rejected"], rc["user_side_records"]) == (len(items), 0, len(users))
+    got_items = _read(out, "items").set_index("item_id")
+    expect = items.set_index(items.i.astype(str))
+    assert set(got_items.index) == set(core.i.astype(str))
+    assert got_items.loc["1", "title"] == "Toy Story (1995)"
+    assert list(got_items.loc["1", "categories"]) == ["Animation", "Children's", "Comedy"]
+    if "543" in got_items.index:  # latin-1 title decoded
+        assert got_items.loc["543", "title"] == "Misérables, Les (1995)"
+    for i in got_items.index:
+        assert sorted(got_items.loc[i, "categories"]) == sorted(expect.loc[i, "genres"].split())
+    got_users = _read(out, "users").set_index("user_id")
+    ref_users = users.set_index("u").loc[got_users.index]
+    assert (got_users.age.astype(str) == ref_users.age).all() and (got_users.occupation == ref_users.occ).all()
+    assert (got_users.gender == ref_users.gender).all()
