@@ -1,7 +1,10 @@
 """The scheduled retrain: new raw review files -> ETL over all files seen -> incremental profiles ->
 (warm-started) training -> evaluation -> promote to ``latest`` only when not worse.
 
-    python -m jobs.nightly --config configs/amazon-beauty.yaml --inbox /data/inbox/beauty [--tolerance 0.005]
+    python -m jobs.nightly --config beauty.yaml --inbox /data/inbox/beauty [--tolerance 0.005]
+
+(``beauty.yaml``: any config whose dataset reads raw review files, e.g. ``format: amazon2018`` with
+``paths.reviews``; tests/test_jobs_nightly.py writes such a config for All_Beauty_5.)
 
 The inbox holds raw review files in the dataset's raw format (e.g. dated JSON lines
 ``2018-09-01.json``); they are concatenated in name order into one reviews file that the ETL reads.
@@ -94,6 +97,27 @@ def combine(inbox: str, names: list[str], target: str) -> str:
     return target
 
 
+def id_space_change(store: ArtifactStore, prev_etl_uri: str | None, new_etl) -> str:
+    """'' when the ETL output ``new_etl`` maps every user_idx/item_idx to the same raw id as the ETL
+    output at ``prev_etl_uri``, else why not (the first difference). Same counts are not enough: a
+    user dropped and another added would shift rows of the embedding tables."""
+    if not prev_etl_uri:
+        return "the promoted run has no ETL output"
+    prev = ArtifactStore(prev_etl_uri)
+    for table, idx, raw in (("users", "user_idx", "user_id"), ("items", "item_idx", "item_id")):
+        try:
+            a = prev.read_table(table, columns=[idx, raw]).to_pandas().sort_values(idx)
+        except (FileNotFoundError, OSError) as e:
+            return f"cannot read the promoted run's {table} table: {e}"
+        b = new_etl.store.read_table(*new_etl.parts, table, columns=[idx, raw]).to_pandas().sort_values(idx)
+        if len(a) != len(b):
+            return f"{table}: {len(a)} before, {len(b)} now"
+        diff = (a[idx].to_numpy() != b[idx].to_numpy()) | (a[raw].astype(str).to_numpy() != b[raw].astype(str).to_numpy())
+        if diff.any():
+            return f"{table}: {int(diff.sum())} of {len(a)} indices now map to other raw ids"
+    return ""
+
+
 def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
     """One nightly pass; returns {"action": "noop"|"promoted"|"kept"|"failed", "reason": ..., ...}."""
     from blast_ray.pipeline import run_pipeline
@@ -115,16 +139,19 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
         etl = run_pipeline(cfg, stages=("etl",))
         if not etl.ok:
             return {"action": "failed", "reason": etl.error, "run_id": etl.run_id}
-        # Warm start only when the id space is unchanged (same users/items after ETL), else full retrain.
+        # Warm start only when the id space is unchanged (every idx -> the same raw id), else full retrain.
+        warm_reason = "no promoted model yet: full training"
         if latest:
             prev = load_run(store, ds, latest["run_id"]).get("stages", {})
-            same_ids = prev.get("etl", {}).get("row_counts", {}).get("users") == etl.manifests["etl"]["row_counts"].get("users") and \
-                prev.get("etl", {}).get("row_counts", {}).get("items") == etl.manifests["etl"]["row_counts"].get("items")
-            if same_ids and prev.get("train", {}).get("uri"):
-                cfg.train.warm_start_from = prev["train"]["uri"]
+            changed = id_space_change(store, prev.get("etl", {}).get("uri"), ctx_etl(store, etl))
+            if not changed and prev.get("train", {}).get("uri"):
+                # a copy: the caller's config object is left as it was
+                cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, warm_start_from=prev["train"]["uri"]))
+                warm_reason = f"id space unchanged since run {latest['run_id']}: warm start"
                 log.info("nightly: warm start from %s", cfg.train.warm_start_from)
             else:
-                log.info("nightly: id space changed (or no trained model): full retrain")
+                warm_reason = f"full retrain: {changed or 'the promoted run has no train output'}"
+                log.info("nightly: %s", warm_reason)
         res = run_pipeline(cfg)
         if not res.ok:
             return {"action": "failed", "reason": res.error, "run_id": res.run_id}
@@ -134,10 +161,21 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
         ok, reason = decide_promotion(metrics, (latest or {}).get("metrics"), ncfg.metric, ncfg.tolerance)
         if ok:
             promote(store, ds, res.run_id, reason=f"nightly: {reason}")
-        store.write_json({"files": files, "run_id": res.run_id, "promoted": ok, "reason": reason}, ds, "nightly", "STATE.json")
+        store.write_json({"files": files, "run_id": res.run_id, "promoted": ok, "reason": reason,
+                          "warm_start_from": cfg.train.warm_start_from, "warm_start_reason": warm_reason},
+                         ds, "nightly", "STATE.json")
         log.info("nightly: %s %s (%s)", "promoted" if ok else "kept the current model; not promoted", res.run_id, reason)
         return {"action": "promoted" if ok else "kept", "reason": reason, "run_id": res.run_id, "new_files": new,
-                "warm_start_from": cfg.train.warm_start_from, "status": res.status}
+                "warm_start_from": cfg.train.warm_start_from, "warm_start_reason": warm_reason, "status": res.status,
+                "metrics": metrics}
+
+
+def ctx_etl(store: ArtifactStore, etl_result):
+    """The committed ETL StageOutput of a PipelineResult that ran (or skipped) only the etl stage."""
+    from blast_ray.store import StageOutput
+
+    m = etl_result.manifests["etl"]
+    return StageOutput(store, m["dataset"], "etl", m["fingerprint"], m.get("config"), m.get("inputs", {}))
 
 
 def main(argv: list[str] | None = None) -> int:
