@@ -15,7 +15,7 @@ STAGE_HELP = {
     "graphs": "blocked item-item and user-user kNN graphs on Ray",
     "augment": "false-negative candidates and OT augmentation (sparse Sinkhorn on Ray)",
     "train": "train the configured model (bpr, lightgcn, freedom, blast) with Ray Train",
-    "evaluate": "full-ranking test evaluation of the trained model",
+    "evaluate": "full-ranking valid/test metrics of the trained model, plus same-split baselines (evaluate.baselines)",
     "recommend": "batch top-K recommendations per user to Parquet (Ray Data)",
     "report": "write the run's self-contained report.html",
 }
@@ -31,7 +31,8 @@ def _add_run_args(p: argparse.ArgumentParser, with_stages: bool) -> None:
     p.add_argument("--force", action="store_true", help="recompute the selected stages even when committed")
     p.add_argument("--run-id", help="run id (default: a new timestamped id)")
     if with_stages:
-        p.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)} (default: config's stages)")
+        p.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)} (default: config's stages); "
+                       "stages not listed that these read are taken from the store when committed")
         p.add_argument("--from-stage", choices=STAGES, help="recompute this stage and those after it; earlier ones must be committed")
 
 
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stages, from_stage = (args.command,), None
         force = tuple(stages or cfg.stages) if args.force else ()
-        result = run_pipeline(cfg, stages=stages, from_stage=from_stage, force=force, run_id=args.run_id)
+        # `blast <stage>` and `--stages` run on the committed outputs of the stages they read.
+        result = run_pipeline(cfg, stages=stages, from_stage=from_stage, force=force, run_id=args.run_id,
+                              use_committed_upstream=True)
         print_summary(cfg, result)
         if not result.ok:
             print(f"blast: {result.error}", file=sys.stderr)

@@ -323,10 +323,15 @@ class EvaluateConfig:
 class RecommendConfig:
     top_k: int = 20
     batch_users: int = 2048
+    num_actors: int = 1  # upper bound of the scoring actor pool (0.5 CPU each); raise it on a cluster
 
     def validate(self, prefix: str = "recommend") -> None:
         if self.top_k < 1:
             _fail(f"{prefix}.top_k", "must be >= 1")
+        if self.batch_users < 1:
+            _fail(f"{prefix}.batch_users", "must be >= 1")
+        if self.num_actors < 1:
+            _fail(f"{prefix}.num_actors", "must be >= 1")
 
 
 @dataclass

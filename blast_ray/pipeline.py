@@ -40,7 +40,8 @@ STAGE_SPECS: dict[str, StageSpec] = {
         StageSpec("features", "blast_ray.features.stage:run", ("etl", "profiles"), ("features",)),
         StageSpec("graphs", "blast_ray.graphs.stage:run", ("etl", "features"), ("graphs",)),
         StageSpec("augment", "blast_ray.augment.stage:run", ("etl", "graphs"), ("augment",)),
-        StageSpec("train", "blast_ray.train.stage:run", ("etl", "features", "graphs", "augment"), ("train", "evaluate")),
+        StageSpec("train", "blast_ray.train.stage:run", ("etl", "features", "graphs", "augment"),
+                  ("train", "evaluate.ks", "evaluate.batch_users")),  # validation during training
         StageSpec("evaluate", "blast_ray.evaluate.stage:run", ("etl", "train"), ("evaluate",)),
         StageSpec("recommend", "blast_ray.recommend.stage:run", ("etl", "train"), ("recommend",)),
         StageSpec("report", "blast_ray.report.stage:run", STAGES[:-1], (), cached=False),
@@ -81,10 +82,22 @@ class StageContext:
         """The committed output of an upstream stage, or a clear error naming how to get it."""
         if stage not in self.outputs:
             raise RuntimeError(
-                f"this stage needs the output of '{stage}', which is not in this run; "
-                f"add it to --stages (or run `blast {stage} --config ...` first)"
+                f"this stage needs the output of '{stage}', which is not in this run and has no committed "
+                f"output for this config; add it to --stages (or run `blast {stage} --config ...` first)"
             )
         return self.outputs[stage]
+
+
+def ancestors(stage: str) -> set[str]:
+    """Every stage ``stage`` reads, directly or through its inputs."""
+    out: set[str] = set()
+    todo = list(STAGE_SPECS[stage].depends)
+    while todo:
+        s = todo.pop()
+        if s not in out:
+            out.add(s)
+            todo.extend(STAGE_SPECS[s].depends)
+    return out
 
 
 def load_stage_fn(spec: StageSpec) -> Callable[[StageContext, StageOutput], dict[str, Any]]:
@@ -102,8 +115,16 @@ def load_stage_fn(spec: StageSpec) -> Callable[[StageContext, StageOutput], dict
 
 
 def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:
+    """The config a stage's output depends on: whole sections, or ``section.key`` for one key."""
     d = cfg.to_dict()
-    return {s: d[s] for s in spec.sections}
+    out: dict[str, Any] = {}
+    for s in spec.sections:
+        if "." in s:
+            sec, key = s.split(".", 1)
+            out.setdefault(sec, {})[key] = d[sec][key]
+        else:
+            out[s] = d[s]
+    return out
 
 
 def new_run_id() -> str:
@@ -149,12 +170,17 @@ def run_pipeline(
     force: tuple[str, ...] = (),
     run_id: str | None = None,
     store: ArtifactStore | None = None,
+    use_committed_upstream: bool = False,
 ) -> PipelineResult:
     """Run the selected stages in DAG order, skipping those whose manifest matches.
 
     ``stages``: which stages to consider (default: ``cfg.stages``). ``from_stage``: stages before it
     must already be committed (they are resolved, never re-run) and it and the stages after it are
-    recomputed. ``force``: stages to recompute even when committed. Returns a PipelineResult; never raises for a stage failure (see ``failed_stage``).
+    recomputed. ``force``: stages to recompute even when committed. ``use_committed_upstream``
+    (what ``blast <stage>`` uses): stages outside ``stages`` that a selected stage reads are resolved
+    from the store when committed for this config (never run); without it a run sees only the
+    outputs of its selected stages. Returns a PipelineResult; never raises for a stage failure
+    (see ``failed_stage``).
     """
     stages = tuple(stages or cfg.stages)
     for s in stages:
@@ -175,6 +201,16 @@ def run_pipeline(
         spec = STAGE_SPECS[name]
         if name not in stages:
             status[name] = "not-selected"
+            if use_committed_upstream and any(name in ancestors(s) for s in stages):
+                try:
+                    out = resolve_output(ctx, spec)
+                except Exception as e:  # noqa: BLE001 - the stage that needs it says so via require()
+                    log.info("stage %-9s not selected and not resolvable (%s)", name, e)
+                    continue
+                if out.done:
+                    log.info("stage %-9s not selected: using its committed output %s", name, out.fingerprint)
+                    ctx.outputs[name] = out
+                    ctx.results[name] = out.manifest
             continue
         try:  # resolving hashes raw inputs (etl): a missing file must fail the run naming the stage
             out = resolve_output(ctx, spec)

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_pipeline(
             cfg, stages=stages, from_stage=args.from_stage,
             force=tuple(stages or cfg.stages) if args.force else (), run_id=args.run_id,
+            use_committed_upstream=True,  # --stages: unlisted upstream stages come from the store
         )
     except ValueError as e:
         print(f"jobs.pipeline: {e}", file=sys.stderr)

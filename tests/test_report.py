@@ -74,6 +74,20 @@ def test_baselines_console_table_and_report(data_dir, ml100k_store, tmp_path):
     assert "pop (baseline, same split)" in html and "bpr (baseline, same split)" in html
     assert "lightgcn (this run)" in html
 
+    # `blast recommend` alone: without the committed upstream outputs it fails naming what it lacks;
+    # with them (what the CLI does) it reads the committed etl + train and writes top-K per user.
+    alone = run_pipeline(cfg, stages=("recommend",))
+    assert not alone.ok and "needs the output of 'etl'" in alone.error
+    rec = run_pipeline(cfg, stages=("recommend",), use_committed_upstream=True)
+    assert rec.ok, rec.error
+    assert rec.status["etl"] == "not-selected" and rec.status["recommend"] == "ran"
+    top = pq.read_table(store.path("ml-100k", "stages", "recommend", rec.manifests["recommend"]["fingerprint"],
+                                   "recommendations"), filesystem=store.fs).to_pandas()
+    n_users = int(inter.user_idx.max()) + 1
+    assert len(top) == 20 * n_users and top.user_idx.nunique() == n_users
+    seen = set(zip(inter.user_idx, inter.item_idx))
+    assert not any((u, i) in seen for u, i in zip(top.user_idx, top.item_idx))
+
 
 def test_augment_section_shows_spread_over_activity_and_popularity(dataset):
     """The report's augmentation summary renders the quartile spread the augment stage records."""

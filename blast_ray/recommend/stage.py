@@ -16,6 +16,13 @@ import numpy as np
 import pandas as pd
 
 
+def ray_get(ref):
+    """The seen-items CSR travels once through the object store (an ObjectRef), not per actor."""
+    import ray
+
+    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+
+
 class _ScoreBlock:
     def __init__(self, store, train_parts, seen, top_k: int):
         import torch
@@ -23,13 +30,13 @@ class _ScoreBlock:
         self.torch = torch
         self.items = torch.from_numpy(np.load(io.BytesIO(store.read_bytes(*train_parts, "items.npy"))))
         self.users = torch.from_numpy(np.load(io.BytesIO(store.read_bytes(*train_parts, "users.npy"))))
-        self.seen = seen
+        self.seen = ray_get(seen)
         self.top_k = top_k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
         from blast_ray.evaluate.metrics import topk_items
 
-        users = batch["user_idx"].astype(np.int64)
+        users = batch["id"].astype(np.int64)  # ray.data.range's column
         scores, top = topk_items(self.users, self.items, users, self.seen, self.top_k)
         k = top.shape[1]
         return pd.DataFrame({
@@ -50,13 +57,14 @@ def run(ctx, out) -> dict[str, Any]:
     seen = (data.train + data.valid + data.test).tocsr()
     ray = ensure_ray()
     t0 = time.perf_counter()
-    ds = ray.data.from_items([{"user_idx": u} for u in range(data.n_users)], override_num_blocks=max(1, data.n_users // rc.batch_users))
+    # ray.data.range: user ids are generated inside the blocks, never listed on the driver.
+    ds = ray.data.range(data.n_users, override_num_blocks=max(1, -(-data.n_users // rc.batch_users)))
     recs = ds.map_batches(
         _ScoreBlock,
-        fn_constructor_args=(out.store, train_out.parts, seen, rc.top_k),
+        fn_constructor_args=(out.store, train_out.parts, ray.put(seen), rc.top_k),
         batch_size=rc.batch_users,
         batch_format="numpy",
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=rc.num_actors),
         num_cpus=0.5,  # fractional: a pool taking all CPUs deadlocks the read on 2-CPU nodes
     )
     recs.write_parquet(out.uri("recommendations"))
