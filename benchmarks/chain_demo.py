@@ -75,6 +75,9 @@ def print_profiles(store, cfg, n_items: int, n_users: int) -> list[dict]:
     for kind, n in (("item", n_items), ("user", n_users)):
         part = df[df["kind"] == kind].head(n)
         print(f"\n===== {kind} profiles: {len(df[df['kind'] == kind])} rows, engine {cfg.profiles.engine} =====")
+        if cfg.profiles.engine != "template":
+            sub = df[df["kind"] == kind]
+            print(f"   LLM answers parsed: {int((~sub['fallback']).sum())}, fallbacks: {int(sub['fallback'].sum())}")
         for r in part.itertuples():
             tag = ("template text" if r.engine == "template" else "FALLBACK (deterministic text)" if r.fallback
                    else f"LLM answer parsed after {getattr(r, 'attempts', '?')} attempt(s)")
@@ -83,6 +86,9 @@ def print_profiles(store, cfg, n_items: int, n_users: int) -> list[dict]:
                 head += f" {items.loc[r.idx, 'title']!s}"
             print(f"\n{head} -- {tag}")
             print(textwrap.fill(str(r.text), 110, initial_indent="  ", subsequent_indent="  "))
+            raw = getattr(r, "raw", None)
+            if r.engine != "template" and isinstance(raw, str) and raw.strip():
+                print("  (LLM's last raw answer: " + " ".join(raw.split())[:300] + ")")
             shown.append({"kind": kind, "idx": int(r.idx), "title": str(items.loc[r.idx, "title"]) if kind == "item" else None,
                           "fallback": bool(r.fallback), "text": str(r.text)})
     return shown
