@@ -183,11 +183,22 @@ def test_parse_schema_and_fallback():
     echo = '{"summarization": "<which kinds of users would enjoy this item, at most 200 words>", "reasoning": "x"}'
     assert parse_profile(echo) == (None, "'summarization' repeats the prompt's placeholder")
     assert parse_profile('{"summarization": "unterminated')[1] == "malformed JSON"
+    # an object that never closes (the 270M model adds keys until max_new_tokens): its complete
+    # leading members are used when they pass the schema; first value of a repeated key wins
+    from blast_ray.profiles.parsing import SALVAGED
+
+    cut = ('{"summarization": "Toy Story", "reasoning": "A great movie for children", "brand": "Toy Story", '
+           '"reviews": "from users", "reasoning": "again", "reviews": "from us')
+    assert parse_profile(cut) == ({"summarization": "Toy Story", "reasoning": "A great movie for children"}, SALVAGED)
+    assert parse_profile('{"summarization": "Kids.", "brand": "x", "revi')[1] == "malformed JSON"  # no reasoning
+    assert parse_profile('{"summarization": "<which kinds, at most 200 words>", "reasoning": "x", "a')[0] is None
     assert parse_profile("")[1] == "empty answer"
     # the strict retry's answer continues the primed prefix
     from blast_ray.profiles.engines.base import parse_answer
 
     assert parse_answer('Hikers.", "reasoning": "Boots."}', strict=True)[0]["summarization"] == "Hikers."
+    assert parse_answer('Hikers.", "reasoning": "Boots.", "brand": "unknown", "reviews": "fr', strict=True) == (
+        {"summarization": "Hikers.", "reasoning": "Boots."}, SALVAGED)
     fb = fallback_profile("item", {"title": "Heat", "categories": ["Crime"], "reviews": ["r1"]}, "movies")
     assert "Heat." in fb["summarization"] and "Crime movies" in fb["summarization"] and "r1" in fb["summarization"]
     fu = fallback_profile("user", {"about": "age 30", "items": []}, "movies")

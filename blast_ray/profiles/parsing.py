@@ -1,8 +1,10 @@
 """Parse an LLM answer into a profile, and the deterministic fallback text.
 
 ``parse_profile`` accepts the first JSON object in the text that passes the schema check
-(``summarization``: non-empty string, ``reasoning``: string); anything else is a parse failure
-with a one-line reason. ``fallback_profile`` builds a profile from the same input fields without a
+(``summarization``: non-empty string, ``reasoning``: string); failing that, an object that never
+closes (small models keep adding keys until ``max_new_tokens``) is salvaged when its COMPLETE
+leading members already pass the check (reason ``SALVAGED``, kept in the profile's ``error``
+column); anything else is a parse failure with a one-line reason. ``fallback_profile`` builds a profile from the same input fields without a
 model: it is the ``template`` engine's output and the last resort after failed retries.
 
 Example::
@@ -21,6 +23,7 @@ from typing import Any
 
 # The method asks for about 200 words; a longer answer is cut, not rejected.
 MAX_WORDS = 300
+SALVAGED = "salvaged: unterminated JSON object, its complete leading members used"
 
 
 def _limit_words(s: str, n: int = MAX_WORDS) -> str:
@@ -44,8 +47,47 @@ def check_schema(obj: Any) -> str:
     return ""
 
 
+def _leading_members(text: str, start: int) -> dict[str, Any]:
+    """The complete ``"key": value`` members of the object opening at ``text[start] == '{'``, read
+    until the first member that does not parse (an answer cut off by the token limit). A repeated
+    key keeps its FIRST value (later repeats of a rambling model are noise)."""
+    decoder = json.JSONDecoder()
+    members: dict[str, Any] = {}
+    pos, n = start + 1, len(text)
+    while True:
+        while pos < n and text[pos].isspace():
+            pos += 1
+        try:
+            key, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return members
+        while pos < n and text[pos].isspace():
+            pos += 1
+        if not isinstance(key, str) or pos >= n or text[pos] != ":":
+            return members
+        pos += 1
+        while pos < n and text[pos].isspace():
+            pos += 1
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return members
+        members.setdefault(key, value)
+        while pos < n and text[pos].isspace():
+            pos += 1
+        if pos >= n or text[pos] != ",":
+            return members
+        pos += 1
+
+
 def parse_profile(text: str) -> tuple[dict[str, str] | None, str]:
-    """(profile, '') for the first schema-valid JSON object in ``text``, else (None, reason)."""
+    """(profile, '') for the first schema-valid JSON object in ``text``; else (profile, SALVAGED)
+    for the first unterminated object whose complete leading members pass the schema check; else
+    (None, reason).
+
+    >>> parse_profile('{"summarization": "Kids.", "reasoning": "Animated.", "brand": "x", "revi')[1] == SALVAGED
+    True
+    """
     if not isinstance(text, str) or not text.strip():
         return None, "empty answer"
     decoder = json.JSONDecoder()
@@ -66,6 +108,16 @@ def parse_profile(text: str) -> tuple[dict[str, str] | None, str]:
                 }, ""
             reason = why
         pos = text.find("{", pos + 1)
+    if reason == "malformed JSON":
+        pos = text.find("{")
+        while pos != -1:
+            members = _leading_members(text, pos)
+            if members and not check_schema(members):
+                return {
+                    "summarization": _limit_words(members["summarization"]),
+                    "reasoning": _limit_words(members["reasoning"]),
+                }, SALVAGED
+            pos = text.find("{", pos + 1)
     return None, reason
 
 

@@ -250,7 +250,7 @@ class ParseWorker:
             parsed, why = parse_answer(str(ans), bool(strict))
             if parsed is not None:
                 results.append({"text": parsed["summarization"], "reasoning": parsed["reasoning"], "fallback": False,
-                                "attempts": self.attempt + 1, "error": "", "raw": str(ans)[:2000]})
+                                "attempts": self.attempt + 1, "error": why, "raw": str(ans)[:2000]})
                 ok.append(True)
             else:
                 fb = fallback_profile(str(kind), json.loads(f), self.category)

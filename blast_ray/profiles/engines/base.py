@@ -67,7 +67,7 @@ def answer_with_retries(
                 still.append(i)
             else:
                 results[i] = {"text": parsed["summarization"], "reasoning": parsed["reasoning"],
-                              "fallback": False, "attempts": attempt + 1, "error": ""}
+                              "fallback": False, "attempts": attempt + 1, "error": why}  # why: '' or SALVAGED
         pending = still
     for i in pending:
         fb = fallback_profile(kinds[i], fields[i], category)
