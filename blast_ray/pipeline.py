@@ -114,6 +114,11 @@ def load_stage_fn(spec: StageSpec) -> Callable[[StageContext, StageOutput], dict
     return fn
 
 
+# Keys that change how a stage runs but never what it writes: left out of fingerprints, so
+# turning a progress bar on or allowing more retries does not recompute a committed output.
+NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"train": ("progress", "max_failures")}
+
+
 def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:
     """The config a stage's output depends on: whole sections, or ``section.key`` for one key."""
     d = cfg.to_dict()
@@ -123,7 +128,7 @@ def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:
             sec, key = s.split(".", 1)
             out.setdefault(sec, {})[key] = d[sec][key]
         else:
-            out[s] = d[s]
+            out[s] = {k: v for k, v in d[s].items() if k not in NOT_FINGERPRINTED.get(s, ())}
     return out
 
 

@@ -62,3 +62,18 @@ def test_bad_values_name_the_key(data, key):
 def test_missing_config_file_is_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_fingerprinted_config_leaves_out_run_only_keys():
+    """train.progress / max_failures change how training runs, not what it writes; evaluate's
+    baselines do not touch the train output; train.lr and evaluate.ks do."""
+    from blast_ray.pipeline import STAGE_SPECS, stage_config
+
+    ml = Path(__file__).parent.parent / "configs" / "ml-100k.yaml"
+    base = load_config(ml)
+    spec = STAGE_SPECS["train"]
+    same = load_config(ml, overrides=["train.progress=true", "train.max_failures=3",
+                                                           "evaluate.baselines=[pop]"])
+    assert stage_config(same, spec) == stage_config(base, spec)
+    for change in ("train.lr=0.01", "evaluate.ks=[10,20]"):
+        assert stage_config(load_config(ml, overrides=[change]), spec) != stage_config(base, spec), change
