@@ -7,7 +7,8 @@ from typing import Any
 from blast_ray.config import STAGES, PipelineConfig
 
 
-def _metric_order(name: str) -> tuple:
+def metric_order(name: str) -> tuple:
+    """Sort key: recall, ndcg, precision, map, then by cutoff."""
     base, _, k = name.partition("@")
     order = {"recall": 0, "ndcg": 1, "precision": 2, "map": 3}
     return (order.get(base, 9), base, int(k) if k.isdigit() else 0)
@@ -31,7 +32,7 @@ def format_metrics_table(columns: dict[str, dict[str, Any]]) -> str:
                 split, metric = key.split(".", 1)
                 columns.setdefault(split, {})[metric] = value
         columns = {s: columns[s] for s in sorted(columns, key=lambda s: (s != "valid", s))}
-    metrics = sorted({m for col in columns.values() for m, v in col.items() if isinstance(v, (int, float))}, key=_metric_order)
+    metrics = sorted({m for col in columns.values() for m, v in col.items() if isinstance(v, (int, float))}, key=metric_order)
     if not metrics:
         return "(no metrics)"
     width = max(10, *(len(c) + 2 for c in columns))

@@ -15,6 +15,7 @@ import numpy as np
 
 from blast_ray.config import STAGES
 from blast_ray.report import html as H
+from blast_ray.report.console import metric_order
 from blast_ray.store import ArtifactStore, StageOutput
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def _metrics_section(ctx) -> str:
         tag = f"{other} (this run, train stage)" if m.get("fingerprint") == this_fp else f"{other} (train output {m.get('fingerprint', '')[:8]})"
         rows.append((tag, (m.get("extra") or {}).get("metrics") or {}))
     keys = sorted({k for _, m in rows for k, v in m.items() if isinstance(v, (int, float)) and k.startswith("test.")},
-                  key=lambda k: _metric_key(k.split(".", 1)[1]))
+                  key=lambda k: metric_order(k.split(".", 1)[1]))
     if not keys:
         return H.not_run("final metrics", "the train outputs report no metrics")
     if any("valid.recall@20" in m for _, m in rows):
@@ -109,11 +110,6 @@ def _metrics_section(ctx) -> str:
     note = ("<p>Full ranking over all items (train items masked; test also masks valid). Every model is "
             "selected on validation Recall@20; test figures are at its best validation epoch.</p>")
     return note + H.table(["model"] + keys, [[tag] + [m.get(k, "-") for k in keys] for tag, m in rows])
-
-
-def _metric_key(name: str) -> tuple:
-    base, _, k = name.partition("@")
-    return ({"recall": 0, "ndcg": 1, "precision": 2, "map": 3}.get(base, 9), base, int(k) if k.isdigit() else 0)
 
 
 def _spread_table(spread: dict, what: str, label: str) -> str:
