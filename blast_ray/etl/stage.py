@@ -67,6 +67,17 @@ def _counts_by(df, col: str) -> dict[str, int]:
     return {str(r[col]): int(r["count"]) for r in df.groupBy(col).count().collect()}  # one row per reason
 
 
+def _collect_rejects(frame, reject_frames: list):
+    """Checkpoint a side table (item meta, user side), queue its rejected rows for rejects/, and
+    return (checkpointed frame with all rows, row count, rejected count)."""
+    from pyspark.sql import functions as F
+
+    frame = frame.localCheckpoint(eager=True)
+    rejected = frame.filter(F.col("reason").isNotNull())
+    reject_frames.append(rejected.select("source", "line", "reason", "raw"))
+    return frame, frame.count(), rejected.count()
+
+
 def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[str, Any]:
     """Run the whole ETL and write the tables under the local folder ``dest``.
 
@@ -128,11 +139,7 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
 
     item_cols = ["item_idx", "item_id", "title", "description", "brand", "categories", "image_url"]
     if frames.items is not None:
-        meta = frames.items.localCheckpoint(eager=True)
-        meta_n = meta.count()
-        meta_rej = meta.filter(F.col("reason").isNotNull())
-        meta_rej_n = meta_rej.count()
-        reject_frames.append(meta_rej.select("source", "line", "reason", "raw"))
+        meta, meta_n, meta_rej_n = _collect_rejects(frames.items, reject_frames)
         mgood = collapse_meta(meta.filter(F.col("reason").isNull()))
         row_counts.update(meta_records=meta_n, meta_rejected=meta_rej_n, meta_duplicates=meta_n - meta_rej_n - mgood.count())
         mgood = mgood.select(
@@ -151,11 +158,7 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
 
     users_t = users
     if frames.users is not None:
-        side = frames.users.localCheckpoint(eager=True)
-        side_n = side.count()
-        side_rej = side.filter(F.col("reason").isNotNull())
-        side_rej_n = side_rej.count()
-        reject_frames.append(side_rej.select("source", "line", "reason", "raw"))
+        side, side_n, side_rej_n = _collect_rejects(frames.users, reject_frames)
         row_counts.update(user_side_records=side_n, user_side_rejected=side_rej_n)
         side_cols = [c for c in side.columns if c not in ("source", "line", "raw", "reason", "user_id")]
         from pyspark.sql import Window
