@@ -47,6 +47,13 @@ def check_schema(obj: Any) -> str:
     return ""
 
 
+def _skip_space(text: str, pos: int) -> int:
+    """The first index at or after ``pos`` that is not whitespace (``len(text)`` if none)."""
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
 def _leading_members(text: str, start: int) -> dict[str, Any]:
     """The complete ``"key": value`` members of the object opening at ``text[start] == '{'``, read
     until the first member that does not parse (an answer cut off by the token limit). A repeated
@@ -55,26 +62,19 @@ def _leading_members(text: str, start: int) -> dict[str, Any]:
     members: dict[str, Any] = {}
     pos, n = start + 1, len(text)
     while True:
-        while pos < n and text[pos].isspace():
-            pos += 1
         try:
-            key, pos = decoder.raw_decode(text, pos)
+            key, pos = decoder.raw_decode(text, _skip_space(text, pos))
         except json.JSONDecodeError:
             return members
-        while pos < n and text[pos].isspace():
-            pos += 1
+        pos = _skip_space(text, pos)
         if not isinstance(key, str) or pos >= n or text[pos] != ":":
             return members
-        pos += 1
-        while pos < n and text[pos].isspace():
-            pos += 1
         try:
-            value, pos = decoder.raw_decode(text, pos)
+            value, pos = decoder.raw_decode(text, _skip_space(text, pos + 1))
         except json.JSONDecodeError:
             return members
         members.setdefault(key, value)
-        while pos < n and text[pos].isspace():
-            pos += 1
+        pos = _skip_space(text, pos)
         if pos >= n or text[pos] != ",":
             return members
         pos += 1
