@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("name", choices=["ml-100k"])
     g.add_argument("--dest", default=None, help="target folder (default: ./blast-data/raw/<name>)")
 
+    from blast_ray.tune.cli import add_tune_args
+
+    add_tune_args(sub.add_parser("tune", help="Ray Tune over a search space, chosen on the validation split"))
+
     p = sub.add_parser("runs", help="list, show, compare and promote runs")
     p.add_argument("action", choices=["list", "show", "compare", "promote"])
     p.add_argument("run_ids", nargs="*", help="run id(s) for show/compare/promote")
@@ -87,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             from blast_ray.runs.cli import runs_command
 
             return runs_command(args)
+        if args.command == "tune":
+            from blast_ray.tune.cli import tune_command
+
+            return tune_command(args)
         cfg = _load(args)
         from blast_ray.pipeline import run_pipeline
         from blast_ray.report.console import print_summary

@@ -1,0 +1,46 @@
+"""``blast tune`` arguments and command (wired into ``blast_ray.cli`` with one parser + one branch)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from blast_ray.tune.runner import DEFAULT_TRIALS, TuneOptions
+
+_DEFAULTS = TuneOptions()
+
+
+def add_tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="dataset pipeline YAML (see configs/)")
+    p.add_argument("--space", required=True, help="search-space YAML, e.g. configs/spaces/blast.yaml")
+    p.add_argument("--store", help="artifact store, a local folder (default: the config's store)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value of the base config, e.g. --set train.embedding_dim=32 (repeatable)")
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"trial budget, Tune's num_samples (default {DEFAULT_TRIALS}, the same for every model)")
+    p.add_argument("--max-epochs", type=int, default=_DEFAULTS.max_epochs, help="epochs per trial at most (ASHA's max_t)")
+    p.add_argument("--grace-epochs", type=int, default=_DEFAULTS.grace_epochs,
+                   help="ASHA grace period: no trial stops before this many epochs")
+    p.add_argument("--cpus-per-trial", type=float, default=_DEFAULTS.cpus_per_trial, help="CPUs per trial (fractions are fine)")
+    p.add_argument("--max-concurrent", type=int, default=_DEFAULTS.max_concurrent, help="trials running at once")
+    p.add_argument("--seed", type=int, default=None, help="search seed (default: the config's train.seed)")
+    p.add_argument("--name", default=None, help="experiment name (default: <space>-<hash of config, space and budget>)")
+    p.add_argument("--resume", action="store_true", help="restore the experiment of this name (Tuner.restore) instead of starting it")
+    p.add_argument("--out", default=None, help="also write the best configuration YAML to this file")
+    p.add_argument("--no-final", dest="final", action="store_false",
+                   help="skip the final train + evaluate of the chosen configuration (then no test metric is computed)")
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    from blast_ray.tune.runner import format_outcome, run_tune
+
+    options = TuneOptions(trials=args.trials, max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
+                          cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed,
+                          name=args.name, resume=args.resume, final=args.final)
+    try:
+        outcome = run_tune(args.config, args.space, options, overrides=args.overrides, store=args.store, out=args.out)
+    except RuntimeError as e:
+        print(f"blast tune: {e}".splitlines()[0], file=sys.stderr)
+        return 1
+    print(format_outcome(outcome))
+    return 0
