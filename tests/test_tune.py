@@ -225,5 +225,44 @@ def test_tune_blast_trials_rerun_graphs_and_augment_then_final(data_dir, ml100k_
     assert summary["best"]["kept"]["item_graph"] == (summary["best"]["values"]["train.n_layers_ii"] > 0)
     # The final run trained the chosen configuration: its train manifest holds the chosen values.
     (train_out,) = [p for p in (stages / "train").iterdir() if (p / "_MANIFEST.json").exists()]
-    tcfg = json.loads((train_out / "manifest.json").read_text())["config"]["train"]
+    tcfg = json.loads((train_out / "_MANIFEST.json").read_text())["config"]["train"]
     assert tcfg["n_layers_ii"] == summary["best"]["values"]["train.n_layers_ii"] and tcfg["model"] == "blast"
+
+
+def test_tune_refuses_s3_store_and_cpu_starvation(s3_bucket, tmp_path, capsys):
+    """An S3 store and trial resources that leave no CPU for the graphs tasks fail with one line,
+    before any trial starts."""
+    from blast_ray.config import ConfigError
+    from blast_ray.tune.runner import TuneOptions, _check_free_cpus
+
+    argv = ["tune", "--config", str(ML100K), "--space", str(SPACES / "lightgcn.yaml"), "--store", f"{s3_bucket}/x",
+            "--trials", "2", "--no-final"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs a local store" in err and len(err.strip().splitlines()) == 1
+    cfg = load_config(ML100K)
+    space = space_from_dict({"graphs.knn_k": {"choice": [5, 10]}})
+    with pytest.raises(ConfigError, match="--cpus-per-trial"):
+        _check_free_cpus(space, cfg, TuneOptions(cpus_per_trial=1.0, max_concurrent=2), cluster_cpus=2.0)
+    _check_free_cpus(space, cfg, TuneOptions(cpus_per_trial=0.5, max_concurrent=2), cluster_cpus=2.0)
+    _check_free_cpus(space_from_dict({"train.lr": {"choice": [0.01]}}), cfg,
+                     TuneOptions(cpus_per_trial=1.0, max_concurrent=2), cluster_cpus=2.0)  # no graphs in trials
+    with pytest.raises(ConfigError, match="tune option 'trials'"):
+        TuneOptions(trials=0)
+
+
+def test_best_config_yaml_keeps_data_paths_from_another_folder(tmp_path):
+    """The best YAML is the dataset config + overrides + chosen values; written elsewhere, its
+    relative data paths still point at the same files."""
+    from blast_ray.tune.runner import best_config_yaml
+
+    out = tmp_path / "deep" / "best.yaml"
+    out.parent.mkdir()
+    text = best_config_yaml(ML100K, ["train.epochs=7"], {"train.lr": 0.005, "augment.ratio": 0.0}, "run X\nline 2",
+                            out_dir=out.parent)
+    out.write_text(text)
+    assert text.startswith("# run X\n# line 2\n")
+    chosen, orig = load_config(out), load_config(ML100K)
+    assert chosen.dataset.paths == orig.dataset.paths
+    assert chosen.train.epochs == 7 and chosen.train.lr == 0.005 and chosen.augment.ratio == 0.0
+    assert chosen.train.n_layers_ui == orig.train.n_layers_ui and chosen.augment.restrict_negatives is False

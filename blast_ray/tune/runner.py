@@ -282,11 +282,18 @@ class TrialSetup:
 
 def _trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """One Tune trial: one training of ``setup.base`` + ``config``, valid.* reported per epoch."""
+    import ray
     import ray.tune as tune
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     cfg = trial_config(setup.base, config, setup.max_epochs)
     trial_id = tune.get_context().get_trial_id()
-    outputs = upstream_outputs(cfg, run_id=f"tune-{setup.experiment}-{trial_id}", lock_path=setup.lock_path)
+    # The pipeline call runs in a task OUTSIDE the trial's placement group: Tune captures a trial's
+    # child tasks into its bundle ({"CPU": cpus_per_trial}), where the graphs stage's 1-CPU tasks
+    # never fit. The task itself takes no CPU (it waits on the stage's own tasks).
+    outside = ray.remote(num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    outputs = ray.get(outside(upstream_outputs).remote(
+        cfg, run_id=f"tune-{setup.experiment}-{trial_id}", lock_path=setup.lock_path))
     resume = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -315,6 +322,20 @@ def experiment_name(space: SearchSpace, base: PipelineConfig, options: TuneOptio
     key = {"space": space.as_dict(), "config": cfg, "trials": options.trials, "max_epochs": options.max_epochs,
            "grace": options.grace_epochs, "rf": options.reduction_factor, "seed": options.seed}
     return f"{space.name}-{stable_hash(key, 10)}"
+
+
+def _check_free_cpus(space: SearchSpace, base: PipelineConfig, options: TuneOptions, cluster_cpus: float) -> None:
+    """Trials that re-run graphs/augment start Ray tasks (graphs: 1 CPU each; augment: 0.5 CPU per
+    row block) next to the running trials: leave them room, or they would wait forever."""
+    if not any(k.split(".")[0] in ("graphs", "augment") for k in space.keys):
+        return
+    need = max(1.0, 0.5 * base.augment.num_blocks)
+    free = cluster_cpus - options.cpus_per_trial * options.max_concurrent
+    if free < need:
+        raise ConfigError(
+            f"tune options: cpus_per_trial x max_concurrent = {options.cpus_per_trial * options.max_concurrent:g} of the "
+            f"cluster's {cluster_cpus:g} CPUs leaves {free:g} for the graphs/augment tasks this space's trials start "
+            f"(they need {need:g}); lower --cpus-per-trial or --max-concurrent")
 
 
 def _trial_dirname(trial) -> str:
@@ -401,7 +422,8 @@ def run_tune(
     log.info("tune %s on %s: %d trials x <= %d epochs, ASHA (grace %d, rf %s), seed %d -> %s", space.name,
              base.dataset.name, options.trials, options.max_epochs, options.grace_epochs, options.reduction_factor,
              seed, exp_path)
-    ensure_ray()
+    ray = ensure_ray()
+    _check_free_cpus(space, base, options, float(ray.cluster_resources().get("CPU", 0)))
     logging.getLogger("tensorboardX").setLevel(logging.ERROR)  # one warning per "@" metric name otherwise
     setup = TrialSetup(base=base, max_epochs=options.max_epochs, experiment=name,
                        lock_path=artifacts.path(base.dataset.name, "tune", ".upstream.lock"))
@@ -476,6 +498,10 @@ def format_outcome(o: TuneOutcome) -> str:
     lines = [f"tune {o.experiment}: {o.n_trials} trials{' (restored)' if o.restored else ''} -> {o.experiment_path}",
              f"best {METRIC} = {o.best_metric:.4f} (epoch {o.best_epoch}); chosen values:"]
     lines += [f"  {k}: {v}" for k, v in o.best_values.items()]
+    errored = [t["trial_id"] for t in o.trials if t["status"] == "error"]
+    if errored:
+        lines.append(f"WARNING: {len(errored)} trial(s) failed ({', '.join(errored)}): see their error.txt; "
+                     "--resume re-runs them")
     lines.append("keeps: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in o.kept.items()))
     if o.final_metrics:
         keys = [k for k in ("valid.recall@20", "test.recall@20", "test.ndcg@20") if k in o.final_metrics]
