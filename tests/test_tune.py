@@ -266,3 +266,42 @@ def test_best_config_yaml_keeps_data_paths_from_another_folder(tmp_path):
     assert chosen.dataset.paths == orig.dataset.paths
     assert chosen.train.epochs == 7 and chosen.train.lr == 0.005 and chosen.augment.ratio == 0.0
     assert chosen.train.n_layers_ui == orig.train.n_layers_ui and chosen.augment.restrict_negatives is False
+
+
+@pytest.mark.slow
+def test_interrupted_tune_resumes_trials_from_their_checkpoints(data_dir, ml100k_store, tmp_path):
+    """Ctrl-C during a trial, then `--resume`: Tuner.restore continues the unfinished trial from its
+    last per-epoch checkpoint (the epoch count goes on, no epoch is trained twice)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg_path = _tune_config(data_dir, ml100k_store, tmp_path / "cfg.yaml", ("etl", "train", "evaluate"),
+                            epochs=30, patience=30)
+    argv = [sys.executable, "-m", "blast_ray.cli", "tune", "--config", str(cfg_path), "--space",
+            str(SPACES / "lightgcn.yaml"), "--trials", "1", "--max-epochs", "30", "--grace-epochs", "30",
+            "--cpus-per-trial", "0.5", "--no-final", "--name", "interrupted"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("RAY_ADDRESS", None)
+    exp = ml100k_store / "ml-100k" / "tune" / "interrupted"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if sum(len(p.read_text().splitlines()) for p in exp.glob("trial_*/result.json")) >= 3:
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # Tune saves the experiment state and stops
+    proc.communicate(timeout=120)
+    (result,) = exp.glob("trial_*/result.json")
+    done_before = len(result.read_text().splitlines())
+    assert 3 <= done_before < 30, "the trial was not interrupted mid-way"
+    res = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(restored)" in res.stdout
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(30))  # continued, not restarted
+    assert [r["training_iteration"] for r in rows] == list(range(1, 31))
+    restarted = [r["training_iteration"] for r in rows if r["iterations_since_restore"] == 1]
+    assert restarted[0] == 1 and len(restarted) == 2 and restarted[1] > done_before - 1
