@@ -16,7 +16,6 @@ State (which files, by content hash, went into the last successful run) lives in
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import logging
 import os
@@ -134,7 +133,7 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
             return {"action": "noop", "reason": "no new raw files", "run_id": state.get("run_id")}
         log.info("nightly: %d new raw file(s): %s", len(new), ", ".join(new))
         combined = combine(ncfg.inbox, sorted(files), os.path.join(os.path.abspath(ncfg.work_dir), ds, "reviews.json"))
-        cfg = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, paths={**cfg.dataset.paths, ncfg.raw_role: combined}))
+        cfg = cfg.updated(dataset={"paths": {**cfg.dataset.paths, ncfg.raw_role: combined}})
         latest = get_latest(store, ds)
         etl = run_pipeline(cfg, stages=("etl",))
         if not etl.ok:
@@ -146,7 +145,7 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
             changed = id_space_change(store, prev.get("etl", {}).get("uri"), ctx_etl(store, etl))
             if not changed and prev.get("train", {}).get("uri"):
                 # a copy: the caller's config object is left as it was
-                cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, warm_start_from=prev["train"]["uri"]))
+                cfg = cfg.updated(train={"warm_start_from": prev["train"]["uri"]})
                 warm_reason = f"id space unchanged since run {latest['run_id']}: warm start"
                 log.info("nightly: warm start from %s", cfg.train.warm_start_from)
             else:

@@ -6,12 +6,12 @@ the stage ``run`` and the loader ``load_augmentation``.
 """
 
 from blast_ray.augment.false_negatives import false_negative_candidates, union_graphs
-from blast_ray.augment.sinkhorn import SinkhornNotConverged, SinkhornResult, default_marginals, sparse_sinkhorn
+from blast_ray.augment.sinkhorn import SinkhornNotConverged, SinkhornResult, default_marginals, marginals, sparse_sinkhorn
 from blast_ray.augment.topq import top_q_cells
 
 __all__ = [
     "false_negative_candidates", "union_graphs", "sparse_sinkhorn", "distributed_sinkhorn", "SinkhornResult",
-    "SinkhornNotConverged", "default_marginals", "top_q_cells", "run", "load_augmentation", "Augmentation",
+    "SinkhornNotConverged", "default_marginals", "marginals", "top_q_cells", "run", "load_augmentation", "Augmentation",
 ]
 
 

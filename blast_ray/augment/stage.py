@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from blast_ray.augment.distributed import distributed_sinkhorn
 from blast_ray.augment.false_negatives import false_negative_candidates
-from blast_ray.augment.sinkhorn import default_marginals
+from blast_ray.augment.sinkhorn import marginals
 from blast_ray.augment.topq import top_q_cells
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def run(ctx, out) -> dict:
             raise RuntimeError(f"graphs output {graphs_out.fingerprint} lists no item modalities")
         G = false_negative_candidates(R, [_item_knn(graphs_out, m, cfg.knn_k, R.shape[1]) for m in modalities])
         t_g = time.time()
-        a, b = default_marginals(R)
+        a, b = marginals(R, cfg.row_target, cfg.col_target)
         res = distributed_sinkhorn(R, G, eps=cfg.eps, a=a, b=b, tol=cfg.tol, max_iter=cfg.max_iter,
                                    num_blocks=cfg.num_blocks, log=True)
         t_s = time.time()

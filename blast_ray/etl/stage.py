@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from blast_ray.config import DatasetConfig, EtlConfig, stable_hash
+from blast_ray.config import DatasetConfig, EtlConfig
+from blast_ray.store.hashing import stable_hash
 from blast_ray.etl.readers import FormatError, read_raw
 from blast_ray.etl.sparkio import get_spark
 from blast_ray.etl.transform import clean_text, collapse_duplicates, dense_ids, kcore, split_per_user

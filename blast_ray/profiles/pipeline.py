@@ -377,9 +377,7 @@ def run_pass(
 
 
 def _cfg_dict(cfg: ProfilesConfig) -> dict:
-    import dataclasses
-
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return cfg.model_dump()
 
 
 def _run_vllm(ds, req: pd.DataFrame, cfg: ProfilesConfig, cfg_d: dict, category: str, store: ArtifactStore,

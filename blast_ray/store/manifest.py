@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from blast_ray.config import stable_hash
 from blast_ray.store.artifact_store import ArtifactStore
+from blast_ray.store.hashing import stable_hash, to_plain
 
 MANIFEST_NAME = "_MANIFEST.json"
 MANIFEST_SCHEMA = 1
@@ -136,9 +136,7 @@ class StageOutput:
 
 
 def _plain(obj: Any) -> Any:
-    from blast_ray.config import _to_plain
-
-    return _to_plain(obj)
+    return to_plain(obj)
 
 
 def latest_output(store: ArtifactStore, dataset: str, stage: str) -> StageOutput | None:

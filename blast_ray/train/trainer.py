@@ -16,7 +16,7 @@ import io
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -249,14 +249,14 @@ def train_worker_loop(
             bar.set_postfix(loss=f"{row['loss']:.4f}", recall20=f"{row.get('valid.recall@20', float('nan')):.4f}",
                             best=f"{state['best']:.4f}@{state['best_epoch']}", refresh=False)
             bar.update(1)
-        full = dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=asdict(cfg))
+        full = dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=cfg.model_dump())
         if save_state is not None:
             save_state(full, row)
         done_here += 1
         if max_epochs is not None and done_here >= max_epochs:
             break
     bar.close()
-    return dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=asdict(cfg))
+    return dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=cfg.model_dump())
 
 
 def fit(
