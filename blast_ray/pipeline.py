@@ -54,13 +54,6 @@ STAGE_SPECS: dict[str, StageSpec] = {
 assert tuple(STAGE_SPECS) == STAGES
 
 
-class StageFailed(RuntimeError):
-    def __init__(self, stage: str, cause: BaseException):
-        super().__init__(f"stage '{stage}' failed: {type(cause).__name__}: {cause}")
-        self.stage = stage
-        self.cause = cause
-
-
 @dataclass
 class StageContext:
     """What a stage sees: the config, the store, the run, and the committed upstream outputs."""
