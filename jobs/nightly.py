@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from blast_ray.config import ConfigError, PipelineConfig, load_config
+from blast_ray.etl import artifacts as etl_artifacts
 from blast_ray.runs import StoreLock, get_latest, load_run, promote
-from blast_ray.store import ArtifactStore
+from blast_ray.store import ArtifactStore, StageOutput, layout
 
 log = logging.getLogger("jobs.nightly")
 
@@ -96,19 +97,20 @@ def combine(inbox: str, names: list[str], target: str) -> str:
     return target
 
 
-def id_space_change(store: ArtifactStore, prev_etl_uri: str | None, new_etl) -> str:
+def id_space_change(store: ArtifactStore, prev_etl_fingerprint: str | None, new_etl: StageOutput) -> str:
     """'' when the ETL output ``new_etl`` maps every user_idx/item_idx to the same raw id as the ETL
-    output at ``prev_etl_uri``, else why not (the first difference). Same counts are not enough: a
-    user dropped and another added would shift rows of the embedding tables."""
-    if not prev_etl_uri:
+    output ``prev_etl_fingerprint`` (same store and dataset), else why not (the first difference).
+    Same counts are not enough: a user dropped and another added would shift rows of the embedding
+    tables."""
+    if not prev_etl_fingerprint:
         return "the promoted run has no ETL output"
-    prev = ArtifactStore(prev_etl_uri)
-    for table, idx, raw in (("users", "user_idx", "user_id"), ("items", "item_idx", "item_id")):
+    for table, idx, raw in ((etl_artifacts.USERS, "user_idx", "user_id"), (etl_artifacts.ITEMS, "item_idx", "item_id")):
         try:
-            a = prev.read_table(table, columns=[idx, raw]).to_pandas().sort_values(idx)
+            prev = StageOutput.committed(store, new_etl.dataset, "etl", prev_etl_fingerprint)
+            a = etl_artifacts.load_frame(prev, table, columns=[idx, raw]).sort_values(idx)
         except (FileNotFoundError, OSError) as e:
             return f"cannot read the promoted run's {table} table: {e}"
-        b = new_etl.store.read_table(*new_etl.parts, table, columns=[idx, raw]).to_pandas().sort_values(idx)
+        b = etl_artifacts.load_frame(new_etl, table, columns=[idx, raw]).sort_values(idx)
         if len(a) != len(b):
             return f"{table}: {len(a)} before, {len(b)} now"
         diff = (a[idx].to_numpy() != b[idx].to_numpy()) | (a[raw].astype(str).to_numpy() != b[raw].astype(str).to_numpy())
@@ -125,7 +127,8 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
     store = ArtifactStore(cfg.store)
     ds = cfg.dataset.name
     with StoreLock(store, ds, ttl_s=ncfg.lock_ttl_s):
-        state = store.read_json(ds, "nightly", "STATE.json") if store.exists(ds, "nightly", "STATE.json") else {"files": {}}
+        state_parts = layout.nightly_state_parts(ds)
+        state = store.read_json(*state_parts) if store.exists(*state_parts) else {"files": {}}
         files = inbox_files(ncfg.inbox)
         new = sorted(n for n, h in files.items() if state["files"].get(n) != h)
         if not new:
@@ -142,7 +145,7 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
         warm_reason = "no promoted model yet: full training"
         if latest:
             prev = load_run(store, ds, latest["run_id"]).get("stages", {})
-            changed = id_space_change(store, prev.get("etl", {}).get("uri"), ctx_etl(store, etl))
+            changed = id_space_change(store, prev.get("etl", {}).get("fingerprint"), ctx_etl(store, etl))
             if not changed and prev.get("train", {}).get("uri"):
                 # a copy: the caller's config object is left as it was
                 cfg = cfg.updated(train={"warm_start_from": prev["train"]["uri"]})
@@ -162,7 +165,7 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
             promote(store, ds, res.run_id, reason=f"nightly: {reason}")
         store.write_json({"files": files, "run_id": res.run_id, "promoted": ok, "reason": reason,
                           "warm_start_from": cfg.train.warm_start_from, "warm_start_reason": warm_reason},
-                         ds, "nightly", "STATE.json")
+                         *state_parts)
         log.info("nightly: %s %s (%s)", "promoted" if ok else "kept the current model; not promoted", res.run_id, reason)
         return {"action": "promoted" if ok else "kept", "reason": reason, "run_id": res.run_id, "new_files": new,
                 "warm_start_from": cfg.train.warm_start_from, "warm_start_reason": warm_reason, "status": res.status,
@@ -171,10 +174,8 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
 
 def ctx_etl(store: ArtifactStore, etl_result):
     """The committed ETL StageOutput of a PipelineResult that ran (or skipped) only the etl stage."""
-    from blast_ray.store import StageOutput
-
     m = etl_result.manifests["etl"]
-    return StageOutput(store, m["dataset"], "etl", m["fingerprint"], m.get("config"), m.get("inputs", {}))
+    return StageOutput.committed(store, m["dataset"], "etl", m["fingerprint"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     if not result.ok:
         print(f"etl_job: {result.error}", file=sys.stderr)
         return 1
+    from blast_ray.store import layout
+
     m = result.manifests["etl"]
-    print(f"etl {result.status['etl']}: {m['row_counts']} -> {cfg.store}/{cfg.dataset.name}/stages/etl/{m['fingerprint']}")
+    where = "/".join(layout.stage_parts(cfg.dataset.name, "etl", m["fingerprint"]))
+    print(f"etl {result.status['etl']}: {m['row_counts']} -> {cfg.store}/{where}")
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 from blast_ray.runs.registry import flat_metrics, get_latest, list_runs, load_run, promote
-from blast_ray.store import ArtifactStore
+from blast_ray.store import ArtifactStore, layout
 
 
 def _store_and_dataset(args: argparse.Namespace) -> tuple[ArtifactStore, str]:
@@ -35,7 +35,7 @@ def runs_command(args: argparse.Namespace, out=None) -> int:
             ms = f"{m:16.4f}" if isinstance(m, (int, float)) else f"{'-':>16}"
             print(f"{r['run_id']:<24} {r.get('status', '?'):<10} {r.get('started_at', ''):<21} {ms}  {'*' if r['run_id'] == latest else ''}", file=out)
         if not runs:
-            print(f"(no runs under {store.uri(dataset, 'runs')})", file=out)
+            print(f"(no runs under {store.uri(*layout.runs_root(dataset))})", file=out)
         return 0
     if not args.run_ids:
         raise ValueError(f"blast runs {args.action} needs a run id (see `blast runs list`)")

@@ -1,6 +1,7 @@
 """The run manifest: config, code version, stage status, input manifests, metrics, timings.
 
-Layout: ``<store>/<dataset>/runs/<run_id>/run.json`` (rewritten atomically after every stage).
+Layout: ``<store>/<dataset>/runs/<run_id>/run.json`` (``layout.run_manifest_parts``; rewritten
+atomically after every stage).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blast_ray.config import PipelineConfig
-from blast_ray.store import ArtifactStore, code_version
+from blast_ray.store import ArtifactStore, code_version, layout
 
 
 @dataclass
@@ -38,10 +39,10 @@ class RunRecord:
 
     @property
     def parts(self) -> tuple[str, ...]:
-        return (self.dataset, "runs", self.run_id)
+        return layout.run_parts(self.dataset, self.run_id)
 
     def _write(self) -> None:
-        self.store.write_json(self.data, *self.parts, "run.json")
+        self.store.write_json(self.data, *layout.run_manifest_parts(self.dataset, self.run_id))
 
     def stage(self, name: str, status: str, manifest: dict[str, Any]) -> None:
         self.data["stages"][name] = {
@@ -50,7 +51,7 @@ class RunRecord:
             "timings": manifest.get("timings", {}),
             "row_counts": manifest.get("row_counts", {}),
             "inputs": manifest.get("inputs", {}),  # upstream fingerprints this output was built from
-            "uri": self.store.uri(self.dataset, "stages", name, manifest["fingerprint"]) if manifest.get("fingerprint") else None,
+            "uri": self.store.uri(*layout.stage_parts(self.dataset, name, manifest["fingerprint"])) if manifest.get("fingerprint") else None,
         }
         metrics = manifest.get("extra", {}).get("metrics")
         if metrics:
