@@ -132,6 +132,12 @@ def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:
     return out
 
 
+def _key_counts(manifest: dict[str, Any], n: int = 4) -> str:
+    """The first ``n`` row counts of a manifest, for the one console line per finished stage."""
+    counts = list((manifest.get("row_counts") or {}).items())[:n]
+    return ", ".join(f"{k} {v:,}" for k, v in counts)
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
@@ -248,7 +254,7 @@ def run_pipeline(
         if out.done:  # forced: drop the committed output first
             store.delete_dir(*out.parts)
         out.begin()
-        log.info("stage %-9s running -> %s", name, out.uri())
+        log.debug("stage %-9s running -> %s", name, out.uri())
         t0 = time.time()
         try:
             result = fn(ctx, out) or {}
@@ -268,6 +274,6 @@ def run_pipeline(
         ctx.results[name] = manifest
         status[name] = "ran"
         record.stage(name, "ran", manifest)
-        log.info("stage %-9s done in %.1fs", name, time.time() - t0)
+        log.info("stage %-9s done in %6.1fs  %s", name, time.time() - t0, _key_counts(manifest))
     record.finish(status)
     return PipelineResult(ctx.run_id, status, ctx.results)

@@ -185,5 +185,5 @@ def run(ctx, out: StageOutput) -> dict[str, Any]:
     doc = build_report(ctx)
     ctx.store.write_text(doc, *ctx.run_parts("report.html"))
     path = ctx.store.uri(*ctx.run_parts("report.html"))
-    log.info("report written to %s", path)
+    log.debug("report written to %s", path)
     return {"timings": {"render_s": round(time.time() - t0, 3)}, "extra": {"report_path": path, "bytes": len(doc)}}
