@@ -132,10 +132,15 @@ def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:
     return out
 
 
+KEY_COUNTS = ("interactions", "users", "items", "profiles", "augmented_pairs", "epochs", "recommendations")
+
+
 def _key_counts(manifest: dict[str, Any], n: int = 4) -> str:
-    """The first ``n`` row counts of a manifest, for the one console line per finished stage."""
-    counts = list((manifest.get("row_counts") or {}).items())[:n]
-    return ", ".join(f"{k} {v:,}" for k, v in counts)
+    """Up to ``n`` row counts of a manifest (the KEY_COUNTS first), for the one console line per
+    finished stage; the full counts are in the manifest and run.json."""
+    counts = manifest.get("row_counts") or {}
+    keys = [k for k in KEY_COUNTS if k in counts] + [k for k in counts if k not in KEY_COUNTS]
+    return ", ".join(f"{k} {counts[k]:,}" for k in keys[:n])
 
 
 def new_run_id() -> str:
