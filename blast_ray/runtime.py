@@ -48,6 +48,10 @@ def quiet_ray_data() -> None:
     terminal = sys.stdout.isatty() and sys.stderr.isatty()
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = terminal
+    if not terminal:
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")  # our choice: spare its "Progress bars disabled" warning
     ctx.print_on_execution_start = terminal or verbose
     ctx.execution_options.verbose_progress = verbose
     if not (terminal or verbose):

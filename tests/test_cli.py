@@ -234,3 +234,23 @@ def test_wheel_installs_only_the_blast_ray_namespace(tmp_path):
     assert "Classifier: Programming Language :: Python :: 3.11" in meta
     entry = zipfile.ZipFile(whl).read(f"blast_ray-{__version__}.dist-info/entry_points.txt").decode()
     assert "blast = blast_ray.cli:main" in entry
+
+
+def test_ray_data_console_quiet_off_a_terminal(monkeypatch):
+    """Not a terminal (pytest captures stdout): no Ray Data progress bars, no execution plans, its
+    console handler at WARNING and its 'Progress bars disabled' notice already spent."""
+    import ray.data
+    from ray.util.debug import log_once
+
+    from blast_ray.runtime import quiet_ray_data
+
+    monkeypatch.setenv("BLAST_LOG_LEVEL", "0")
+    ctx = ray.data.DataContext.get_current()
+    monkeypatch.setattr(ctx, "enable_progress_bars", True)
+    monkeypatch.setattr(ctx, "print_on_execution_start", True)
+    quiet_ray_data()
+    assert ctx.enable_progress_bars is False and ctx.print_on_execution_start is False
+    assert not log_once("ray_data_progress_manager_disabled")
+    consoles = [h for h in logging.getLogger("ray.data").handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    assert consoles and all(h.level >= logging.WARNING for h in consoles)
