@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                  f"Run only the '{stage}' stage: {STAGE_HELP[stage]}. The stages it reads are taken from the "
                  "store when committed for this config (else run them first, or use `blast run`).")
         _add_run_args(p, with_stages=False)
+        if stage == "recommend":
+            p.add_argument("--user", metavar="RAW_ID", help="print this user's committed top-K (raw ids, titles) "
+                           "instead of running the stage")
+            p.add_argument("--top", type=int, default=10, help="--user: how many items (default 10)")
 
     p = _sub(sub, "config", "show or validate a config",
              "Inspect a pipeline config: `show` prints every key with its resolved value and where it came "
@@ -168,8 +172,42 @@ def config_command(args: argparse.Namespace, out=None) -> int:
     return 0
 
 
+def user_recommendations(cfg, raw_user: str, top: int = 10):
+    """One user's committed recommendations as a DataFrame (rank, item_id, score, title), looked up
+    by the raw user id. UsageError when nothing is committed for this config or the id is unknown."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from blast_ray.dry_run import committed_output
+
+    rec = committed_output(cfg, "recommend")
+    etl = committed_output(cfg, "etl")
+    if rec is None or etl is None:
+        raise UsageError(f"no committed recommendations for this config in {cfg.store}; run "
+                         "`blast run --config ...` (or `blast recommend --config ...`) first")
+    users = etl.store.read_table(*etl.parts, "users", columns=["user_idx", "user_id"])
+    hit = users.filter(pc.equal(pc.cast(users["user_id"], "string"), str(raw_user)))
+    if hit.num_rows == 0:
+        sample = ", ".join(str(u) for u in users["user_id"].to_pylist()[:5])
+        raise UsageError(f"--user {raw_user}: no such user in dataset {cfg.dataset.name} (user ids look like: {sample})")
+    idx = hit["user_idx"][0].as_py()
+    recs = pq.read_table(rec.path("recommendations"), filesystem=rec.store.fs,
+                         columns=["user_idx", "rank", "item_idx", "score"], filters=[("user_idx", "=", idx)]).to_pandas()
+    items = etl.store.read_table(*etl.parts, "items").to_pandas()
+    cols = [c for c in ("item_idx", "item_id", "title") if c in items.columns]
+    out = recs.merge(items[cols], on="item_idx", how="left").sort_values("rank").head(top)
+    return out[[c for c in ("rank", "item_id", "score", "title") if c in out.columns]]
+
+
 def run_command(args: argparse.Namespace) -> int:
     cfg = load_config_from_args(args)
+    if getattr(args, "user", None) is not None:
+        recs = user_recommendations(cfg, args.user, args.top)
+        print(f"user {args.user}: top {len(recs)} of dataset {cfg.dataset.name} (committed recommend output)")
+        for r in recs.itertuples(index=False):
+            title = getattr(r, "title", None)
+            print(f"{int(r.rank):>4}  {str(r.item_id):<12} {float(r.score):8.4f}  {title if isinstance(title, str) else '-'}")
+        return 0
     if args.command == "run":
         stages = tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else None
         from_stage = args.from_stage

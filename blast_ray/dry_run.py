@@ -86,3 +86,20 @@ def format_plan(plan: list[PlannedStage]) -> str:
     for p in plan:
         lines.append(f"{p.stage:<10} {p.action:<14} {(p.fingerprint or '-'):<18} {p.reason}")
     return "\n".join(lines)
+
+
+def committed_output(cfg: PipelineConfig, stage: str, store: ArtifactStore | None = None):
+    """The committed StageOutput of ``stage`` for this config (its upstream resolved the same way a
+    run resolves them), or None when it is not committed. Reads only manifests (and, for the ETL,
+    hashes the raw inputs)."""
+    from blast_ray.pipeline import STAGE_SPECS, StageContext, ancestors, resolve_output
+
+    store = store or ArtifactStore(cfg.store)
+    ctx = StageContext(cfg=cfg, store=store, run_id="lookup")
+    wanted = ancestors(stage) | {stage}
+    for name in STAGES:
+        if name in wanted:
+            out = resolve_output(ctx, STAGE_SPECS[name])
+            if out.done:
+                ctx.outputs[name] = out
+    return ctx.outputs.get(stage)

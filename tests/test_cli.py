@@ -254,3 +254,9 @@ def test_ray_data_console_quiet_off_a_terminal(monkeypatch):
     consoles = [h for h in logging.getLogger("ray.data").handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
     assert consoles and all(h.level >= logging.WARNING for h in consoles)
+
+
+def test_recommend_user_needs_committed_recommendations(smoke_cfg, capsys):
+    assert main(["recommend", "--config", str(smoke_cfg), "--user", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("blast: no committed recommendations for this config") and err.count("\n") == 1
