@@ -36,7 +36,10 @@ def format_run_summary(run: dict[str, Any], run_uri: str) -> str:
     if run.get("error"):
         lines += ["", f"failed at stage {run.get('failed_stage')}: {run['error']}"]
     lines += ["", f"{'stage':<10} {'status':<16} {'seconds':>8}  fingerprint"]
-    for name, st in (run.get("stages") or {}).items():
+    from blast_ray.config import STAGES
+
+    stages = run.get("stages") or {}
+    for name, st in sorted(stages.items(), key=lambda kv: STAGES.index(kv[0]) if kv[0] in STAGES else len(STAGES)):
         secs = (st.get("timings") or {}).get("total_s")
         secs_s = f"{secs:8.1f}" if isinstance(secs, (int, float)) else f"{'-':>8}"
         lines.append(f"{name:<10} {st.get('status', '?'):<16} {secs_s}  {st.get('fingerprint') or '-'}")
