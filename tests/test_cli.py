@@ -229,6 +229,7 @@ def test_wheel_installs_only_the_blast_ray_namespace(tmp_path):
     assert tops == {"blast_ray", f"blast_ray-{__version__}.dist-info"}, tops
     assert "blast_ray/jobs/pipeline.py" in names and "blast_ray/jobs/nightly.py" in names and "blast_ray/jobs/etl.py" in names
     assert f"blast_ray-{__version__}.dist-info/licenses/LICENSE" in names
+    assert "blast_ray/etl/log4j2.properties" in names and "blast_ray/profiles/prompts/user_v1.txt" in names
     meta = zipfile.ZipFile(whl).read(f"blast_ray-{__version__}.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in meta and "Requires-Python: >=3.11" in meta
     assert "Classifier: Programming Language :: Python :: 3.11" in meta
