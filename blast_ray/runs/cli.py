@@ -43,7 +43,7 @@ def format_run_summary(run: dict[str, Any], run_uri: str) -> str:
         secs = (st.get("timings") or {}).get("total_s")
         secs_s = f"{secs:8.1f}" if isinstance(secs, (int, float)) else f"{'-':>8}"
         lines.append(f"{name:<10} {st.get('status', '?'):<16} {secs_s}  {st.get('fingerprint') or '-'}")
-    lines += ["", f"code {run.get('code_version')}; record: {run_uri}/run.json (--json prints it)"]
+    lines += ["", f"code {run.get('code_version')}; run folder: {run_uri} (--json prints the record)"]
     return "\n".join(lines)
 
 
