@@ -121,6 +121,17 @@ def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:
     return out
 
 
+KEY_COUNTS = ("interactions", "users", "items", "profiles", "augmented_pairs", "epochs", "recommendations")
+
+
+def _key_counts(manifest: dict[str, Any], n: int = 4) -> str:
+    """Up to ``n`` row counts of a manifest (the KEY_COUNTS first), for the one console line per
+    finished stage; the full counts are in the manifest and run.json."""
+    counts = manifest.get("row_counts") or {}
+    keys = [k for k in KEY_COUNTS if k in counts] + [k for k in counts if k not in KEY_COUNTS]
+    return ", ".join(f"{k} {counts[k]:,}" for k in keys[:n])
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
@@ -228,7 +239,7 @@ def run_pipeline(
         if out.done:  # forced: drop the committed output first
             store.delete_dir(*out.parts)
         out.begin()
-        log.info("stage %-9s running -> %s", name, out.uri())
+        log.debug("stage %-9s running -> %s", name, out.uri())
         t0 = time.time()
         try:
             result = load_stage_fn(spec)(ctx, out) or {}  # an import error fails the stage, named
@@ -248,6 +259,6 @@ def run_pipeline(
         ctx.results[name] = manifest
         status[name] = "ran"
         record.stage(name, "ran", manifest)
-        log.info("stage %-9s done in %.1fs", name, time.time() - t0)
+        log.info("stage %-9s done in %6.1fs  %s", name, time.time() - t0, _key_counts(manifest))
     record.finish(status)
     return PipelineResult(ctx.run_id, status, ctx.results)

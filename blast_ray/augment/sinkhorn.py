@@ -415,4 +415,4 @@ def _warn_if_unconverged(res: SinkhornResult, tol: float) -> None:
             stacklevel=3,
         )
     else:
-        log.info("Sinkhorn converged in %d iterations (error %.2e, %.4f s/iter)", res.n_iter, res.error, res.seconds_per_iter)
+        log.debug("Sinkhorn converged in %d iterations (error %.2e, %.4f s/iter)", res.n_iter, res.error, res.seconds_per_iter)

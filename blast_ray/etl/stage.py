@@ -191,7 +191,7 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     row_counts["rejects"] = tables["rejects"].count()
     timings["write_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - t0, 3)
-    log.info("etl: %s", {k: row_counts[k] for k in ("raw_records", "rejected", "collapsed_duplicates", "removed_by_kcore", "interactions", "users", "items")})
+    log.debug("etl: %s", {k: row_counts[k] for k in ("raw_records", "rejected", "collapsed_duplicates", "removed_by_kcore", "interactions", "users", "items")})
     return {"row_counts": row_counts, "timings": timings, "extra": extra}
 
 

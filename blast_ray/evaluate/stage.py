@@ -76,12 +76,12 @@ def run(ctx, out) -> dict[str, Any]:
     main_model = ctx.cfg.train.model
     for name in ev.baselines:
         if name == main_model:
-            log.info("evaluate: baseline %s is this run's model; not trained twice", name)
+            log.debug("evaluate: baseline %s is this run's model; not trained twice", name)
             continue
         res = run_baseline(name, ctx.cfg.train, data, ev.ks, ev.batch_users)
         baselines[name] = res["metrics"]
         timings[f"baseline_{name}_seconds"] = round(res["seconds"], 3)
-        log.info("evaluate: baseline %-8s valid recall@20 %.4f test recall@20 %.4f (%d epochs, %.1fs)", name,
+        log.debug("evaluate: baseline %-8s valid recall@20 %.4f test recall@20 %.4f (%d epochs, %.1fs)", name,
                  res["metrics"].get("valid.recall@20", float("nan")), res["metrics"].get("test.recall@20", float("nan")),
                  res["epochs"], res["seconds"])
     if baselines:

@@ -219,7 +219,7 @@ def run(ctx, out) -> dict:
     else:
         log.info("no visual features configured (features.visual_features / compute_image_features): text only")
 
-    log.info("features: modalities %s", modalities)
+    log.debug("features: modalities %s", modalities)
     extra["modalities"] = modalities
     timings["total_s"] = round(time.time() - t0, 3)
     return {"row_counts": row_counts, "timings": timings, "extra": extra, "metrics": {}}

@@ -55,7 +55,7 @@ def knn_topk_ray(
     remote = ray.remote(num_cpus=num_cpus)(_range_topk)
     ref = ray.put(xn)
     futures = [remote.remote(ref, s, e, k, include_self, block_rows) for s, e in ranges]
-    log.info("kNN top-%d over %d rows: %d Ray tasks", k, n, len(futures))
+    log.debug("kNN top-%d over %d rows: %d Ray tasks", k, n, len(futures))
     parts = ray.get(futures)
     del ref
     cols = np.concatenate([p[0] for p in parts])

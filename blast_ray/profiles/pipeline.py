@@ -344,7 +344,7 @@ def run_pass(
                 ProfileWorker,
                 fn_constructor_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset),
                 batch_size=cfg.batch_size,
-                concurrency=cfg.concurrency,
+                compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
                 num_cpus=cfg.num_cpus_per_actor,
                 num_gpus=cfg.num_gpus_per_actor or None,
                 batch_format="pandas",
@@ -359,7 +359,7 @@ def run_pass(
     out = out.sort_values("idx").reset_index(drop=True)
     st.fallbacks = int(out["fallback"].astype(bool).sum()) if len(out) else 0
     st.seconds = round(time.time() - t0, 3)
-    log.info("profiles %s pass: %d rows, %d reused (%d committed, %d cache), %d generated, %d fallbacks, %.1fs",
+    log.debug("profiles %s pass: %d rows, %d reused (%d committed, %d cache), %d generated, %d fallbacks, %.1fs",
              kind, st.total, st.reused_committed + st.reused_cache, st.reused_committed, st.reused_cache,
              st.generated, st.fallbacks, st.seconds)
     return out, st

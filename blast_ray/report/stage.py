@@ -183,5 +183,5 @@ def run(ctx, out: StageOutput) -> dict[str, Any]:
     t0 = time.time()
     doc = build_report(ctx)
     path = artifacts.write_report(ctx.store, ctx.dataset, ctx.run_id, doc)
-    log.info("report written to %s", path)
+    log.debug("report written to %s", path)
     return {"timings": {"render_s": round(time.time() - t0, 3)}, "extra": {"report_path": path, "bytes": len(doc)}}

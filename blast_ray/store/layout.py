@@ -41,6 +41,7 @@ NIGHTLY_DIR = "nightly"
 RAW_DIR = "raw"
 
 MANIFEST_NAME = "_MANIFEST.json"  # the commit of a stage output
+RUN_LOG_NAME = "run.log"
 RUN_MANIFEST_NAME = "run.json"
 LATEST_NAME = "LATEST.json"
 LOCK_NAME = "LOCK.json"
@@ -137,6 +138,11 @@ def run_parts(dataset: str, run_id: str, *sub: str) -> tuple[str, ...]:
 
 def run_manifest_parts(dataset: str, run_id: str) -> tuple[str, ...]:
     return run_parts(dataset, run_id, RUN_MANIFEST_NAME)
+
+
+def run_log_parts(dataset: str, run_id: str) -> tuple[str, ...]:
+    """The run's full log (``run.log``), next to its ``run.json``."""
+    return run_parts(dataset, run_id, RUN_LOG_NAME)
 
 
 def latest_parts(dataset: str) -> tuple[str, ...]:

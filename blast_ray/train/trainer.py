@@ -242,7 +242,7 @@ def train_worker_loop(
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if rank == 0:
-            log.info(
+            log.debug(
                 "epoch %d loss %.4f valid recall@20 %s (best %.4f @ %d) %.1fs",
                 epoch, row["loss"], f"{row.get('valid.recall@20', float('nan')):.4f}", state["best"], state["best_epoch"], row["seconds"],
             )
@@ -280,7 +280,7 @@ def fit(
     Returns the final training state dict (``best_state`` = weights of the best validation epoch).
     """
     used = inputs.used_modalities(cfg.model)
-    log.info("training %s on %d users x %d items; side inputs used: %s%s", cfg.model, inputs.data.n_users,
+    log.debug("training %s on %d users x %d items; side inputs used: %s%s", cfg.model, inputs.data.n_users,
              inputs.data.n_items, used, " (ID-only)" if cfg.model in PRUNED_MODELS and not (used["features"] or used["item_graph"] or used["user_graph"]) else "")
     if cfg.num_workers > 1:
         from blast_ray.train.ray_trainer import fit_ray
