@@ -12,6 +12,11 @@ user_graph.parquet (method doc section 2).
   vector would make their neighbours arbitrary). In S_I such an item's row is its text row with
   full weight (the method's "missing modality dropped, weights renormalized", per item;
   ``combine_graphs(row_masks=...)``). Counted in row_counts ``item_knn_<m>_rows_without_vector``.
+- A feature whose rows are (near-)identical (``spread.row_spread``: >= ``graphs.identical_feature_share``
+  (default 0.9) of its non-zero rows at cosine >= 1 - 1e-4 of one row; e.g. template profiles of
+  items without text) would give every row the same neighbours by the tie rule: it is not used.
+  Items: the remaining modalities, else the co-occurrence kNN; users: no user graph. The reason is
+  logged and written to manifest ``extra["fallbacks"][<feature>]``.
 - User-user: the same construction over user_text; skipped (logged, manifest extra) when absent.
   Users whose user_text vector is all-zero (no profile: e.g. ``profiles.sample_users``) get no
   user-user edges and are nobody's neighbour (row count ``user_graph_rows_without_vector``).
@@ -27,6 +32,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from blast_ray.graphs.knn import combine_graphs, knn_topk, sym_normalize
+from blast_ray.graphs.spread import DEGENERATE_SHARE, row_spread
 
 log = logging.getLogger("blast_ray.graphs")
 
@@ -75,6 +81,18 @@ def matrix_table(m: sp.spmatrix) -> pa.Table:
                      "value": c.data[order].astype(np.float32)})
 
 
+def degenerate_reason(x: np.ndarray, rows: np.ndarray | None, cfg) -> str | None:
+    """Why the feature ``x`` cannot rank neighbours (its rows are (near-)identical), or None.
+
+    ``rows``: the rows that hold a vector (None: all). Threshold: ``graphs.identical_feature_share``
+    (share of non-zero rows identical to the most central one; default ``DEGENERATE_SHARE``).
+    """
+    spread = row_spread(x, rows)
+    if spread.degenerate(float(getattr(cfg, "identical_feature_share", DEGENERATE_SHARE))):
+        return spread.describe()
+    return None
+
+
 def run(ctx, out) -> dict:
     cfg = ctx.cfg.graphs
     etl = ctx.require("etl")
@@ -98,20 +116,35 @@ def run(ctx, out) -> dict:
     extra: dict = {"knn_k": cfg.knn_k, "include_self": cfg.include_self}
     item_inputs: dict[str, object] = {}
     item_rows: dict[str, np.ndarray] = {}  # modality -> rows that have a vector (absent: all)
+    fallbacks: dict[str, str] = {}  # feature -> why it was not used and what replaced it
+    degenerate_items: dict[str, str] = {}
     for name, modality in FEATURE_MODALITY.items():
         if name in feats:
             if feats[name].shape[0] != n_items:
                 raise ValueError(f"features.{name} has {feats[name].shape[0]} rows, ETL has {n_items} items")
+            mask = masks.get(name)
+            why = degenerate_reason(feats[name], None if mask is None or mask.all() else np.flatnonzero(mask), cfg)
+            if why is not None:
+                # every item would get the same neighbours by the tie rule: the feature says nothing
+                degenerate_items[name] = why
+                continue
             item_inputs[modality] = feats[name]
-            if name in masks and not masks[name].all():
-                item_rows[modality] = masks[name]
+            if mask is not None and not mask.all():
+                item_rows[modality] = mask
+    for name, why in degenerate_items.items():
+        then = f"dropped, S_I from {', '.join(sorted(item_inputs))}" if item_inputs else "co-occurrence"
+        fallbacks[name] = f"{why} -> {then}"
+        log.warning("features.%s is uninformative for the item kNN: %s", name, fallbacks[name])
     if not item_inputs:
         if not cfg.item_cooc_fallback:
-            raise RuntimeError("no item feature (text/visual) and graphs.item_cooc_fallback=false: cannot build S_I")
+            what = "every item feature has (near-)identical rows" if degenerate_items else "no item feature (text/visual)"
+            raise RuntimeError(f"{what} and graphs.item_cooc_fallback=false: cannot build S_I; "
+                               "set graphs.item_cooc_fallback=true or give the items distinct text/visual features")
         from blast_ray.data import load_interactions
 
         data = load_interactions(etl)
-        log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
+        if not degenerate_items:
+            log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
         item_inputs["cooc"] = sp.csr_matrix(data.train.T)
     weights = {"visual": cfg.alpha_v, "text": cfg.alpha_t, "cooc": 1.0}
 
@@ -155,9 +188,15 @@ def run(ctx, out) -> dict:
         # users without a profile have a zero user_text vector (features stage): a zero row's
         # neighbours would be arbitrary (lowest indices), so they get no user-user edges instead
         has = np.linalg.norm(y, axis=1) > 0
+        why = degenerate_reason(y, None if has.all() else np.flatnonzero(has), cfg) if has.sum() >= 2 else None
         if has.sum() < 2:
             extra["user_graph"] = f"skipped: only {int(has.sum())} user(s) with a non-zero user_text vector"
             log.warning("user-user graph skipped: %s", extra["user_graph"])
+        elif why is not None:
+            # the same neighbours for every user by the tie rule; no co-occurrence user graph exists
+            fallbacks["user_text"] = f"{why} -> no user graph"
+            extra["user_graph"] = f"skipped: user_text {why}"
+            log.warning("features.user_text is uninformative for the user kNN: %s", fallbacks["user_text"])
         else:
             if not has.all():
                 row_counts["user_graph_rows_without_vector"] = int((~has).sum())
@@ -169,6 +208,8 @@ def run(ctx, out) -> dict:
             timings["user_graph_s"] = round(time.time() - t1, 3)
             row_counts["user_graph"] = int(s_u.nnz)
             extra["user_graph"] = "built from user_text"
+    if fallbacks:
+        extra["fallbacks"] = fallbacks
     extra["shape"] = {"items": n_items, "users": n_users}
     timings["total_s"] = round(time.time() - t0, 3)
     return {"row_counts": row_counts, "timings": timings, "extra": extra, "metrics": {}}
