@@ -8,6 +8,7 @@ import sys
 
 from blast_ray.runs.registry import flat_metrics, get_latest, list_runs, load_run, promote
 from blast_ray.store import ArtifactStore
+from blast_ray.store.names import validate_name
 
 
 def _store_and_dataset(args: argparse.Namespace) -> tuple[ArtifactStore, str]:
@@ -20,11 +21,13 @@ def _store_and_dataset(args: argparse.Namespace) -> tuple[ArtifactStore, str]:
         dataset = dataset or cfg.dataset.name
     if not store or not dataset:
         raise ValueError("blast runs needs --config, or both --store and --dataset")
-    return ArtifactStore(store), dataset
+    return ArtifactStore(store), validate_name(dataset, "--dataset")
 
 
 def runs_command(args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
+    for rid in getattr(args, "run_ids", None) or []:
+        validate_name(rid, "run id")  # before any store access: a run id becomes a path part
     store, dataset = _store_and_dataset(args)
     latest = (get_latest(store, dataset) or {}).get("run_id")
     if args.action == "list":

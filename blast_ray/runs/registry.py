@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blast_ray.store import ArtifactStore
+from blast_ray.store.names import validate_name
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def list_runs(store: ArtifactStore, dataset: str) -> list[dict[str, Any]]:
 
 
 def load_run(store: ArtifactStore, dataset: str, run_id: str) -> dict[str, Any]:
+    validate_name(run_id, "run id")
     if not store.exists(*_runs_parts(dataset, run_id, "run.json")):
         raise FileNotFoundError(f"no run {run_id!r} under {store.uri(*_runs_parts(dataset))}")
     return store.read_json(*_runs_parts(dataset, run_id, "run.json"))
@@ -76,6 +78,7 @@ def get_latest(store: ArtifactStore, dataset: str) -> dict[str, Any] | None:
 
 def promote(store: ArtifactStore, dataset: str, run_id: str, reason: str = "manual", extra: dict | None = None) -> dict[str, Any]:
     """Point ``latest`` at ``run_id`` (atomically). Only a succeeded run can be promoted."""
+    validate_name(run_id, "run id")
     run = load_run(store, dataset, run_id)
     if run.get("status") != "succeeded":
         raise ValueError(f"run {run_id} has status {run.get('status')!r}; only succeeded runs can be promoted")

@@ -6,6 +6,11 @@ and credentials come from the standard AWS environment variables (``AWS_ENDPOINT
 
 Paths inside the store are given as parts (``store.uri("ml-100k", "stages", "etl")``); ``uri``
 returns what Ray Data / pandas / Spark accept, ``path`` the path for ``store.fs``.
+
+Nothing escapes the root: ``path`` refuses (ValueError naming the part) a part that is absolute,
+has a ``.``/``..``/empty segment, a NUL or control character, a backslash, ``%`` (an escape a URI
+reader could decode), ``:``, a leading ``~``, a non-ASCII character (look-alikes) or a segment over
+255 bytes; then it checks that the joined path (local: with symlinks resolved) is inside the root.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import uuid
 from typing import Any
 
@@ -40,6 +46,46 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+# A path segment the store accepts: printable ASCII without '/', '\\', '%', ':' (Spark/Hadoop read a
+# colon as a URI scheme) and not starting with '~'. '.'/'..' and empty segments are refused apart.
+_SEGMENT_RE = re.compile(r"[\x21-\x7e]+")
+_SEGMENT_FORBIDDEN = set("\\%:")
+MAX_SEGMENT_BYTES = 255
+
+
+def _shown(part: str) -> str:
+    r = repr(part)
+    return r if len(r) <= 80 else r[:60] + f"... ({len(part)} chars)"
+
+
+def check_part(part: str) -> list[str]:
+    """The ``/``-separated segments of one store path part, or a ValueError naming the part and why.
+
+    A part may hold several segments (``"runs/abc/run.json"``) and trailing slashes; it may not be
+    absolute nor contain ``.``/``..``/empty segments or unsafe characters (see the module doc).
+    """
+    if not isinstance(part, str):
+        raise ValueError(f"store path part {part!r} must be a str, got {type(part).__name__}")
+    if part.startswith("/"):
+        raise ValueError(f"store path part {_shown(part)} is absolute: parts are relative to the store root")
+    segs = part.rstrip("/").split("/")
+    for seg in segs:
+        why = None
+        if seg in ("", ".", ".."):
+            why = f"has a {seg or 'empty'!r} segment" if seg else "has an empty segment"
+        elif len(seg.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            why = f"has a segment of {len(seg.encode('utf-8', 'surrogatepass'))} bytes (max {MAX_SEGMENT_BYTES})"
+        elif not _SEGMENT_RE.fullmatch(seg):
+            why = "has a character outside printable ASCII (control, NUL, space or non-ASCII look-alike)"
+        elif _SEGMENT_FORBIDDEN & set(seg):
+            why = f"has a forbidden character ({', '.join(sorted(repr(c) for c in _SEGMENT_FORBIDDEN & set(seg)))})"
+        elif seg.startswith("~"):
+            why = "starts with '~' (home-directory shorthand)"
+        if why:
+            raise ValueError(f"store path part {_shown(part)} {why}; it would not stay a plain name inside the store root")
+    return segs
+
+
 class ArtifactStore:
     """A root URI (local folder or ``s3://bucket/prefix``) with atomic small-object writes."""
 
@@ -58,6 +104,8 @@ class ArtifactStore:
             self.fs = pafs.LocalFileSystem()
             self._base = os.path.abspath(root.removeprefix("file://"))
             os.makedirs(self._base, exist_ok=True)
+        # what a path must stay inside (local: the root with its own symlinks resolved)
+        self._real_base = os.path.realpath(self._base) if not self.is_s3 else posixpath.normpath(self._base)
         self.root = root
 
     def __repr__(self) -> str:
@@ -68,8 +116,19 @@ class ArtifactStore:
 
     # ---- paths -------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
-        """Filesystem path (for ``self.fs``) of ``parts`` under the root."""
-        return posixpath.join(self._base, *[p.strip("/") for p in parts if p])
+        """Filesystem path (for ``self.fs``) of ``parts`` under the root.
+
+        Each part is checked (``check_part``; empty parts are skipped) and the result must lie
+        inside the root (local stores: after resolving symlinks, so a link planted in the store
+        cannot lead out); anything else is a ValueError naming the part.
+        """
+        segs = [seg for p in parts if p for seg in check_part(p)]
+        joined = posixpath.join(self._base, *segs)
+        resolved = os.path.realpath(joined) if not self.is_s3 else posixpath.normpath(joined)
+        base = self._real_base
+        if resolved != base and not resolved.startswith(base.rstrip("/") + "/"):
+            raise ValueError(f"store path {'/'.join(segs)!r} resolves to {resolved!r}, outside the store root {self.root!r}")
+        return joined
 
     def uri(self, *parts: str) -> str:
         """Full URI of ``parts`` (``s3://...`` or an absolute local path)."""
