@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from blast_ray.config import STAGES, PipelineConfig
 from blast_ray.store import ArtifactStore, StageOutput, layout
+from blast_ray.store.names import validate_name
 
 log = logging.getLogger("blast_ray.pipeline")
 
@@ -192,7 +193,8 @@ def run_pipeline(
     if from_stage is not None and from_stage not in STAGES:
         raise ValueError(f"unknown --from-stage {from_stage!r}; stages are {', '.join(STAGES)}")
     store = store or ArtifactStore(cfg.store)
-    ctx = StageContext(cfg=cfg, store=store, run_id=run_id or new_run_id())
+    # an outside run id (--run-id) becomes a store path part: same rule as dataset names
+    ctx = StageContext(cfg=cfg, store=store, run_id=validate_name(run_id, "--run-id") if run_id else new_run_id())
     status: dict[str, str] = {}
     from_idx = STAGES.index(from_stage) if from_stage else 0
     forced = set(force) | (set(STAGES[from_idx:]) if from_stage else set())

@@ -41,7 +41,7 @@ PENDING_MERGE = {
 # File names that are not store artifacts, each with why it may be spelled where it is.
 NOT_ARTIFACTS = {
     ("blast_ray/features/encoders.py", "config.json"): "a file of the packaged Hugging Face model folder",
-    ("jobs/nightly.py", "reviews.json"): "the combined raw input in the local work_dir, outside the store",
+    ("blast_ray/jobs/nightly.py", "reviews.json"): "the combined raw input in the local work_dir, outside the store",
     ("blast_ray/etl/readers.py", "train.json"): "a published LATTICE split file (raw input)",
     ("blast_ray/etl/readers.py", "val.json"): "a published LATTICE split file (raw input)",
     ("blast_ray/etl/readers.py", "test.json"): "a published LATTICE split file (raw input)",

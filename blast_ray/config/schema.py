@@ -326,6 +326,22 @@ class GraphsConfig(ConfigModel):
     num_blocks: Int = Field(0, ge=0, description="0: one Ray task per block_rows rows")
     distributed: bool = True  # blocked top-k on Ray tasks; False: single process (same result)
     item_cooc_fallback: bool = True  # [choice] no item feature at all: item kNN over co-occurrence (columns of train R)
+    identical_feature_share: Float = Field(
+        0.9, gt=0, le=1, description="a feature whose share of (near-)identical non-zero rows reaches this "
+        "is not used for a kNN (items: co-occurrence fallback; users: no user graph)")
+    # dense features: FAISS inner-product search (blast_ray.graphs.ann); sparse co-occurrence rows
+    # keep the exact blocked path (block_rows / num_blocks)
+    index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="auto: exact flat index up to exact_max_rows rows, HNSW above")
+    exact_max_rows: Int = Field(200_000, ge=1)
+    task_memory_gib: Float = Field(2.0, gt=0, description="per-task memory budget: the index plus one query block")
+    recall_floor: Float = Field(0.95, ge=0, le=1, description="approximate index: sampled recall@k below this fails the stage")
+    recall_sample: Int = Field(1000, ge=10)
+    hnsw_m: Int = Field(32, ge=4)
+    ef_construction: Int = Field(200, ge=8)
+    ef_search: Int = Field(128, ge=8)
+    ivf_nlist: Int = Field(0, ge=0, description="0: 4 * sqrt(rows)")
+    ivf_nprobe: Int = Field(32, ge=1)
 
     @model_validator(mode="after")
     def _some_modality_weight(self):

@@ -74,7 +74,7 @@ def load_visual(path: str, n_items: int) -> np.ndarray:
     if not os.path.exists(path):
         raise FileNotFoundError(f"features.visual_features={path!r} does not exist")
     if path.endswith(".npy"):
-        x = np.load(path).astype(np.float32)
+        x = np.load(path, allow_pickle=False).astype(np.float32)  # numbers only: never unpickle a file
         if x.ndim != 2 or len(x) != n_items:
             raise ValueError(f"features.visual_features {path}: shape {x.shape}, expected ({n_items}, D)")
         return x

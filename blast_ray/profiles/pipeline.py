@@ -11,7 +11,9 @@ in the latest committed profiles output of the dataset, or in the resumable cach
 ``<store>/<dataset>/cache/profiles/`` (written per batch by the workers, so a killed run keeps what
 it finished), are reused; only missing or changed rows are generated.
 
-Only TRAIN interactions feed user prompts (``build_user_fields`` filters on ``split``).
+Only TRAIN interactions feed the prompts: user prompts sample the user's train items, and the
+reviews in item and user prompts are those of train interactions only (``train_reviews``): a review
+written for a valid/test interaction would leak the held-out item into the features.
 """
 
 from __future__ import annotations
@@ -50,11 +52,28 @@ def _review_text(summary: Any, text: Any) -> str:
     return f"{s}: {t}" if s and t else (s or t)
 
 
-def build_item_fields(items: pd.DataFrame, reviews: pd.DataFrame | None, max_reviews: int) -> list[tuple[int, dict]]:
+def train_reviews(reviews: pd.DataFrame | None, interactions: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows of ``reviews`` whose (user_idx, item_idx) is a TRAIN interaction (``split == 'train'``).
+
+    ``reviews``: ETL reviews table (user_idx, item_idx, text, summary); ``interactions``: ETL
+    interactions with a ``split`` column. None stays None. Order and columns are kept.
+    """
+    if reviews is None or not len(reviews):
+        return reviews
+    train = interactions.loc[interactions["split"] == "train", ["user_idx", "item_idx"]]
+    key = pd.MultiIndex.from_arrays([train["user_idx"].to_numpy(np.int64), train["item_idx"].to_numpy(np.int64)])
+    mine = pd.MultiIndex.from_arrays([reviews["user_idx"].to_numpy(np.int64), reviews["item_idx"].to_numpy(np.int64)])
+    return reviews[mine.isin(key)]
+
+
+def build_item_fields(
+    items: pd.DataFrame, reviews: pd.DataFrame | None, interactions: pd.DataFrame, max_reviews: int
+) -> list[tuple[int, dict]]:
     """(item_idx, fields) per item: title, description, brand, categories, up to ``max_reviews``
-    reviews (a fixed pseudo-random sample per item). Extra item columns such as ``year``/``genres``
-    (MovieLens) are folded into description/categories."""
+    reviews of TRAIN interactions (``train_reviews``; a fixed pseudo-random sample per item). Extra
+    item columns such as ``year``/``genres`` (MovieLens) are folded into description/categories."""
     by_item: dict[int, list[str]] = {}
+    reviews = train_reviews(reviews, interactions)
     if reviews is not None and len(reviews):
         r = reviews.copy()
         r["_o"] = _mix(r["item_idx"].to_numpy(), r["user_idx"].to_numpy())
@@ -93,7 +112,8 @@ def build_user_fields(
     reviews: pd.DataFrame | None,
     max_items: int,
 ) -> list[tuple[int, dict]]:
-    """(user_idx, fields) per user from a fixed sample of the user's TRAIN items only."""
+    """(user_idx, fields) per user from a fixed sample of the user's TRAIN items only, each with the
+    user's own review of it (so a train review too)."""
     train = interactions[interactions["split"] == "train"][["user_idx", "item_idx"]].copy()
     train["_o"] = _mix(train["user_idx"].to_numpy(), train["item_idx"].to_numpy())
     train = train.sort_values(["user_idx", "_o"])

@@ -60,7 +60,7 @@ def run(ctx, out) -> dict:
     reusable = load_reusable(store, ctx.dataset, prior)
     t_read = time.time() - t0
 
-    item_rows = build_item_fields(items, reviews, cfg.max_reviews_per_item)
+    item_rows = build_item_fields(items, reviews, inter, cfg.max_reviews_per_item)
     item_prof, st_i = run_pass("item", item_rows, cfg, category, store, ctx.dataset, reusable)
 
     all_items = _table(etl, etl_artifacts.ITEMS)

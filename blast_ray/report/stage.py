@@ -18,7 +18,7 @@ from blast_ray.config import STAGES
 from blast_ray.etl import artifacts as etl_artifacts
 from blast_ray.report import artifacts
 from blast_ray.report import html as H
-from blast_ray.report.console import metric_order
+from blast_ray.report.console import epoch_cap_warning, metric_order
 from blast_ray.store import ArtifactStore, StageOutput, layout
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,24 @@ def _dataset_section(ctx) -> str:
     return stats + charts
 
 
+def _epoch_cap_note(ctx) -> str:
+    """A warning when the train stage stopped at the epoch cap while validation still improved
+    (train manifest ``extra.epoch_cap``); a muted line when the cap was hit after the best epoch."""
+    extra = (ctx.results.get("train") or {}).get("extra") or {}
+    text = epoch_cap_warning(extra)
+    if text:
+        return H.warning(text)
+    cap = extra.get("epoch_cap")
+    if isinstance(cap, dict) and cap.get("hit"):
+        return (f'<p class="muted">Reached the epoch cap ({H.esc(cap.get("epochs_run", "?"))} epochs); validation had '
+                f'stopped improving (best epoch {H.esc(cap.get("best_epoch", "?"))}).</p>')
+    return ""
+
+
 def _history_section(ctx) -> str:
+    note = _epoch_cap_note(ctx)
     if "train" not in ctx.outputs:
-        return H.not_run("training curves", "the train stage is not in this run")
+        return note + H.not_run("training curves", "the train stage is not in this run")
     train: StageOutput = ctx.outputs["train"]
     # TODO(merge): use blast_ray.train.artifacts (the history table) instead of the file name
     if not ctx.store.exists(*train.parts, "history.parquet"):
@@ -66,7 +81,7 @@ def _history_section(ctx) -> str:
     x = df["epoch"].to_numpy() if "epoch" in df else np.arange(len(df))
     loss = {c: df[c].to_numpy() for c in df.columns if "loss" in c.lower()}
     rank = {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
-    out = '<div class="charts">'
+    out = note + '<div class="charts">'
     out += H.line_svg(x, loss, "training loss") if loss else H.not_run("loss curve", "no loss column in history")
     out += H.line_svg(x, rank, "validation Recall/NDCG") if rank else H.not_run("validation curve", "no metric columns in history")
     return out + "</div>"

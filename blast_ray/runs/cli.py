@@ -9,6 +9,7 @@ from typing import Any
 
 from blast_ray.runs.registry import flat_metrics, get_latest, list_runs, load_run, promote
 from blast_ray.store import ArtifactStore, layout
+from blast_ray.store.names import validate_name
 
 
 def _store_and_dataset(args: argparse.Namespace) -> tuple[ArtifactStore, str]:
@@ -21,7 +22,7 @@ def _store_and_dataset(args: argparse.Namespace) -> tuple[ArtifactStore, str]:
         dataset = dataset or cfg.dataset.name
     if not store or not dataset:
         raise ValueError("blast runs needs --config, or both --store and --dataset")
-    return ArtifactStore(store), dataset
+    return ArtifactStore(store), validate_name(dataset, "--dataset")
 
 
 def format_run_summary(run: dict[str, Any], run_uri: str) -> str:
@@ -49,6 +50,8 @@ def format_run_summary(run: dict[str, Any], run_uri: str) -> str:
 
 def runs_command(args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
+    for rid in getattr(args, "run_ids", None) or []:
+        validate_name(rid, "run id")  # before any store access: a run id becomes a path part
     store, dataset = _store_and_dataset(args)
     latest = (get_latest(store, dataset) or {}).get("run_id")
     if args.action == "list":
@@ -70,7 +73,7 @@ def runs_command(args: argparse.Namespace, out=None) -> int:
             if getattr(args, "json", False):
                 print(json.dumps(run, indent=2, sort_keys=True, default=str), file=out)
             else:
-                print(format_run_summary(run, store.uri(dataset, "runs", rid)), file=out)
+                print(format_run_summary(run, store.uri(*layout.run_parts(dataset, rid))), file=out)
         return 0
     if args.action == "compare":
         runs = [load_run(store, dataset, rid) for rid in args.run_ids]

@@ -29,6 +29,7 @@ from typing import Any
 
 from blast_ray.store import ArtifactStore, layout
 from blast_ray.store.layout import LATEST_NAME, LOCK_NAME  # noqa: F401  (re-exported)
+from blast_ray.store.names import validate_name
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def list_runs(store: ArtifactStore, dataset: str) -> list[dict[str, Any]]:
 
 
 def load_run(store: ArtifactStore, dataset: str, run_id: str) -> dict[str, Any]:
+    validate_name(run_id, "run id")
     if not store.exists(*layout.run_manifest_parts(dataset, run_id)):
         raise FileNotFoundError(f"no run {run_id!r} under {store.uri(*layout.runs_root(dataset))}")
     return store.read_json(*layout.run_manifest_parts(dataset, run_id))
@@ -72,6 +74,7 @@ def get_latest(store: ArtifactStore, dataset: str) -> dict[str, Any] | None:
 
 def promote(store: ArtifactStore, dataset: str, run_id: str, reason: str = "manual", extra: dict | None = None) -> dict[str, Any]:
     """Point ``latest`` at ``run_id`` (atomically). Only a succeeded run can be promoted."""
+    validate_name(run_id, "run id")
     run = load_run(store, dataset, run_id)
     if run.get("status") != "succeeded":
         raise ValueError(f"run {run_id} has status {run.get('status')!r}; only succeeded runs can be promoted")

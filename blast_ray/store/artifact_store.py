@@ -6,8 +6,12 @@ and credentials come from the standard AWS environment variables (``AWS_ENDPOINT
 
 Paths inside the store are given as parts, built by ``blast_ray.store.layout``
 (``store.uri(*layout.stage_root("ml-100k", "etl"))``); ``uri`` returns what Ray Data / pandas /
-Spark accept, ``path`` the path for ``store.fs``. Every part is checked by ``layout.check_part``:
-one that would leave the root (``..``, ``/``, an absolute path, ...) is a ``ValueError``.
+Spark accept, ``path`` the path for ``store.fs``.
+
+Nothing escapes the root: every part is one segment checked by ``layout.check_part`` (no ``.``,
+``..``, ``/``, ``\``, ``%``, ``~``, ``:``, control or non-ASCII character, at most 255 characters),
+and the joined path (local: with symlinks resolved, so a link planted in the store cannot lead
+out) must lie inside the root; anything else is a ValueError naming the part.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import uuid
 from typing import Any
 
@@ -62,6 +67,8 @@ class ArtifactStore:
             self.fs = pafs.LocalFileSystem()
             self._base = os.path.abspath(root.removeprefix("file://"))
             os.makedirs(self._base, exist_ok=True)
+        # what a path must stay inside (local: the root with its own symlinks resolved)
+        self._real_base = os.path.realpath(self._base) if not self.is_s3 else posixpath.normpath(self._base)
         self.root = root
 
     def __repr__(self) -> str:
@@ -72,9 +79,16 @@ class ArtifactStore:
 
     # ---- paths -------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
-        """Filesystem path (for ``self.fs``) of ``parts`` under the root; every part is one checked
-        segment (``layout.check_part``), so no path can leave the root."""
-        return posixpath.join(self._base, *check_parts(parts))
+        """Filesystem path (for ``self.fs``) of ``parts`` under the root: each part one checked
+        segment (``layout.check_part``), the result inside the root (local stores: after resolving
+        symlinks); anything else is a ValueError naming the part."""
+        segs = check_parts(parts)
+        joined = posixpath.join(self._base, *segs)
+        resolved = os.path.realpath(joined) if not self.is_s3 else posixpath.normpath(joined)
+        base = self._real_base
+        if resolved != base and not resolved.startswith(base.rstrip("/") + "/"):
+            raise ValueError(f"store path {'/'.join(segs)!r} resolves to {resolved!r}, outside the store root {self.root!r}")
+        return joined
 
     def uri(self, *parts: str) -> str:
         """Full URI of ``parts`` (``s3://...`` or an absolute local path)."""

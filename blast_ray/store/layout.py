@@ -51,6 +51,12 @@ MAX_PART_LEN = 255  # the usual file-name limit (ext4, APFS, NTFS); S3 keys allo
 _FORBIDDEN_CHARS = frozenset("/\\%~:")
 
 
+def _shown(part: str) -> str:
+    """``repr(part)``, cut to 80 characters so the error stays one readable line."""
+    r = repr(part)
+    return r if len(r) <= 80 else r[:60] + f"... ({len(part)} chars)"
+
+
 def check_part(part: object) -> str:
     """``part`` itself when it is one safe path segment, else ``ValueError`` saying why.
 
@@ -76,7 +82,7 @@ def check_part(part: object) -> str:
         why = "has leading or trailing whitespace"
     if why:
         raise ValueError(
-            f"store path part {part!r} is refused: {why}; dataset names, run ids, stage names and file names "
+            f"store path part {_shown(part)} is refused: {why}; dataset names, run ids, stage names and file names "
             "must be single plain ASCII segments (letters, digits, '-', '_', '.', '=')"
         )
     return part
