@@ -11,8 +11,8 @@ log = logging.getLogger(__name__)
 def ensure_ray(num_cpus: int | None = None):
     """Connect to the cluster in ``RAY_ADDRESS`` (or the job's cluster), else start a local one.
 
-    A local instance gets a bounded object store (``BLAST_RAY_OBJECT_STORE_BYTES``, default 1 GiB)
-    so several tools can share a small machine. Returns the ``ray`` module.
+    A local instance binds its dashboard / job server to 127.0.0.1 and gets a bounded object store
+    (``BLAST_RAY_OBJECT_STORE_BYTES``, default 1 GiB) so several tools can share a small machine. Returns the ``ray`` module.
     """
     import ray
 
@@ -29,7 +29,37 @@ def ensure_ray(num_cpus: int | None = None):
             num_cpus=num_cpus,
             object_store_memory=store_bytes,
             include_dashboard=False,
+            # the dashboard and its job server (off here; on if a user turns it on) listen on
+            # loopback only. Ray's own gRPC ports (GCS, raylet, agents) still listen on all
+            # interfaces (not configurable in 2.60; _node_ip_address does not change it): token
+            # auth, on by default, guards them.
+            dashboard_host="127.0.0.1",
             log_to_driver=False,
             configure_logging=False,
         )
+    quiet_ray_data()
     return ray
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's progress bars and execution plans only when a person watches a terminal (and
+    with -v); otherwise its console handler shows warnings only (its own log file keeps the rest)."""
+    import logging as _logging
+    import sys
+
+    from ray.data import DataContext
+
+    verbose = os.environ.get("BLAST_LOG_LEVEL") == "1"
+    terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = terminal
+    if not terminal:
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")  # our choice: spare its "Progress bars disabled" warning
+    ctx.print_on_execution_start = terminal or verbose
+    ctx.execution_options.verbose_progress = verbose
+    if not (terminal or verbose):
+        for h in _logging.getLogger("ray.data").handlers:
+            if isinstance(h, _logging.StreamHandler) and not isinstance(h, _logging.FileHandler):
+                h.setLevel(_logging.WARNING)

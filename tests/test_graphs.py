@@ -3,12 +3,16 @@ Ray-distributed blocks == single process."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from blast_ray.graphs import combine_graphs, knn_graph, knn_topk, sym_normalize
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def dense_reference(x: np.ndarray, k: int, include_self: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -130,3 +134,74 @@ def test_ray_blocks_equal_single_process(ray_local, feat1cls, scientific_cooc):
     ref = knn_topk(scientific_cooc, 10, block_rows=500)
     got = knn_topk_ray(scientific_cooc, 10, block_rows=500, num_blocks=2)
     np.testing.assert_array_equal(got[0], ref[0])
+
+
+# ---- (near-)identical feature rows: detection and the graphs stage's fallback ------------------
+def test_row_spread_on_real_features(feat1cls):
+    """Informative real features are not degenerate; the same rows repeated are; a few distinct
+    rows among many identical ones are still caught (the reference is a real row, not the mean)."""
+    from blast_ray.graphs.spread import row_spread
+
+    s = row_spread(feat1cls, block_rows=100)
+    assert not s.degenerate() and s.n_identical < 0.05 * s.n_rows and s.n_zero == 0
+    same = np.repeat(feat1cls[3:4], 500, axis=0) * np.linspace(0.5, 2.0, 500)[:, None]  # scale: same direction
+    s = row_spread(same, block_rows=64)
+    assert s.degenerate() and s.n_identical == 500 and "all 500 rows identical" in s.describe()
+    mixed = np.vstack([same, feat1cls[10:30], np.zeros((7, 512), np.float32)])
+    s = row_spread(mixed, block_rows=50)
+    assert s.n_zero == 7 and s.n_identical == 500 and s.degenerate()  # 500 of 520 non-zero rows
+    assert "500 of 520 non-zero rows identical" in s.describe()
+    assert not row_spread(mixed, rows=np.arange(490, 520)).degenerate()  # 10 identical of 30
+    assert row_spread(np.zeros((4, 3))).degenerate()  # no direction at all
+
+
+def _graph_manifest(store_dir, cfg, stages=("etl", "profiles", "features", "graphs")) -> dict:
+    from blast_ray.pipeline import run_pipeline
+
+    res = run_pipeline(cfg, stages=stages)
+    assert res.ok, res.error
+    return res.manifests["graphs"]
+
+
+def test_baby_template_profiles_fall_back_to_cooccurrence(data_dir, tmp_path, ray_local, caplog):
+    """Amazon Baby (no item text in the shared data) with template profiles: every item text and
+    every user text vector is the same, so S_I comes from co-occurrence and no user graph is built,
+    with the reason in the manifest and the log. (Profiles for the first 2,000 users only, to
+    bound the encoder's time; the others get zero vectors, which the user graph leaves out.)"""
+    from blast_ray.config import load_config
+    from blast_ray.graphs.stage import load_item_knn
+    from blast_ray.store import ArtifactStore, StageOutput
+
+    cfg = load_config(str(PROJECT_ROOT / "configs" / "amazon-baby.yaml"),
+                      overrides=[f"store={tmp_path / 'store'}", "graphs.distributed=false",
+                                 "features.num_cpus_per_actor=1.5", "profiles.sample_users=2000"])
+    with caplog.at_level("WARNING", logger="blast_ray.graphs"):
+        m = _graph_manifest(tmp_path / "store", cfg)
+    extra = m["extra"]
+    n_items, n_users = extra["shape"]["items"], extra["shape"]["users"]
+    assert (n_items, n_users) == (7050, 19445)
+    fb = extra["fallbacks"]
+    assert fb["item_text"].startswith(f"all {n_items} rows identical") and fb["item_text"].endswith("-> co-occurrence")
+    assert fb["user_text"].startswith("all 2000 rows identical") and fb["user_text"].endswith("-> no user graph")
+    assert extra["item_modalities"] == ["cooc"] and extra["user_graph"].startswith("skipped: user_text all")
+    assert "user_graph" not in m["row_counts"]
+    assert any("item_text is uninformative" in r.message for r in caplog.records)
+    assert any("user_text is uninformative" in r.message for r in caplog.records)
+    # the co-occurrence kNN is not the tie rule's 0..k-1 for every item
+    out = StageOutput(ArtifactStore(str(tmp_path / "store")), "amazon-baby", "graphs", m["fingerprint"], {}, {})
+    knn = load_item_knn(out, "cooc")
+    first = {tuple(knn[i].indices) for i in range(0, n_items, 50)}
+    assert len(first) > 100
+
+
+def test_informative_ml100k_features_do_not_fall_back(data_dir, ml100k_store, tmp_path, ray_local):
+    """MovieLens-100k template profiles (titles, years, genres, demographics) differ per item and
+    user: both graphs are built from text and no fallback is recorded."""
+    from blast_ray.config import load_config
+    from jobs.smoke import smoke_config
+
+    cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml",
+                                   graphs={"distributed": False}))
+    m = _graph_manifest(ml100k_store, cfg)
+    assert "fallbacks" not in m["extra"]
+    assert m["extra"]["item_modalities"] == ["text"] and m["extra"]["user_graph"] == "built from user_text"

@@ -68,3 +68,15 @@ def test_budget_and_recall_floor_fail_with_the_setting_named(sci_features):
     small = plan_blocks(1_000_000, 384, 10, AnnParams(index="flat"), 2.0)
     big = plan_blocks(1_000_000, 384, 10, AnnParams(index="flat"), 4.0)
     assert 256 <= small < big
+
+
+def test_ray_sharded_search_equals_one_process(sci_features):
+    from blast_ray.graphs.distributed import knn_ann_ray
+
+    params = AnnParams(index="hnsw")
+    one_cols, one_sims, one = knn_ann(sci_features, 10, include_self=False, params=params, recall_sample=300)
+    cols, sims, info = knn_ann_ray(sci_features, 10, include_self=False, params=params, recall_sample=300,
+                                   num_blocks=3, num_cpus=0.5)
+    assert info["tasks"] == 3 and info["recall_at_k"] == one["recall_at_k"]
+    np.testing.assert_array_equal(cols, one_cols)
+    np.testing.assert_allclose(sims, one_sims)

@@ -249,6 +249,58 @@ def test_user_prompts_use_train_items_only(data_dir):
     assert max(len(f["items"]) for _, f in small) == 5
 
 
+def _held_out_review_texts(t: dict[str, pd.DataFrame]) -> tuple[set[str], set[str]]:
+    """(texts of reviews of valid/test interactions that no train review shares, train review texts)
+    as the prompts render them."""
+    from blast_ray.profiles.pipeline import _review_text
+
+    r = t["reviews"].merge(t["interactions"][["user_idx", "item_idx", "split"]], on=["user_idx", "item_idx"])
+    texts = [_review_text(s, x) for s, x in zip(r["summary"], r["text"])]
+    train = {x for x, sp_ in zip(texts, r["split"]) if x and sp_ == "train"}
+    held = {x for x, sp_ in zip(texts, r["split"]) if x and sp_ != "train"} - train
+    return held, train
+
+
+def test_prompts_quote_train_reviews_only(data_dir):
+    """Real All_Beauty 5-core reviews: no review of a valid/test interaction reaches an item or a
+    user prompt; every train review of an item does (no sampling limit)."""
+    from blast_ray.profiles.pipeline import build_item_fields, build_user_fields
+
+    t = beauty_tables(data_dir)
+    held, train = _held_out_review_texts(t)
+    assert len(held) > 100 and len(train) > 1000  # facts of the file: the check below can fail
+    items = build_item_fields(t["items"], t["reviews"], t["interactions"], max_reviews=10**6)
+    prompts = [render_prompt("item", f, category="beauty products") for _, f in items]
+    quoted = {r for _, f in items for r in f["reviews"]}
+    assert not (quoted & held) and quoted == train
+    assert not any(h in p for p in prompts for h in list(held)[:200])
+    titles = dict(zip(t["items"]["item_idx"], t["items"]["title"]))
+    users = build_user_fields(t["users"], t["interactions"], titles, {}, t["reviews"], max_items=10**6)
+    user_quoted = {it["review"] for _, f in users for it in f["items"] if it["review"]}
+    assert user_quoted and not (user_quoted & held) and user_quoted <= train
+    # Without the split (every interaction called train) the same check fails: it can detect a leak.
+    leaky = t["interactions"].assign(split="train")
+    leaked = {r for _, f in build_item_fields(t["items"], t["reviews"], leaky, max_reviews=10**6) for r in f["reviews"]}
+    assert leaked & held
+
+
+def test_template_stage_profiles_hold_no_held_out_review(tmp_path, data_dir, ray_local):
+    """The stage itself (template engine, real All_Beauty): no profile text quotes a held-out review."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    t = beauty_tables(data_dir)
+    held, train = _held_out_review_texts(t)
+    etl = write_etl(store, "beauty", t)
+    cfg = make_cfg(store.root, "beauty", "beauty products", engine="template", batch_size=512,
+                   max_reviews_per_item=10**6, max_items_per_user=10**6)
+    out, _ = run_stage(cfg, store, etl)
+    df = store.read_table(*out.parts, "profiles").to_pandas()
+    # the template quotes up to 3 reviews, cut to 200 words: compare on each review's first 60 chars
+    heads = {h[:60] for h in held if len(h) >= 60} - {x[:60] for x in train}
+    text = "\n".join(df["text"])
+    assert heads and not [h for h in heads if h in text]
+    assert "Reviewers say: " in text and "In their own words: " in text
+
+
 # ---- the stage on Ray Data ----------------------------------------------------------------------
 def test_template_profiles_movielens_and_scientific(tmp_path, data_dir, ray_local, caplog):
     """Full MovieLens-100k and Scientific with the template engine on a 2-CPU Ray (no deadlock)."""

@@ -109,3 +109,45 @@ def test_augment_section_shows_spread_over_activity_and_popularity(dataset):
     assert "Q1 (lowest)" in html and "share of pairs" in html
     for n in spread["users"]["pairs"]:
         assert f"<td>{n}</td>" in html or f"<td>{n:,}</td>" in html
+
+
+# ---- the epoch cap (train manifest extra.epoch_cap) ------------------------------------------
+def _train_manifest(still_improving: bool, hit: bool = True) -> dict:
+    return {"fingerprint": "f00d", "timings": {"total_s": 12.0},
+            "extra": {"metrics": {"valid.recall@20": 0.31, "test.recall@20": 0.30},
+                      "epoch_cap": {"hit": hit, "still_improving": still_improving, "best_epoch": 59, "epochs_run": 60}}}
+
+
+def _report_for(train_manifest: dict) -> str:
+    from types import SimpleNamespace
+
+    from blast_ray.report.stage import build_report
+
+    ctx = SimpleNamespace(outputs={}, results={"train": train_manifest}, dataset="ml-100k", run_id="r1",
+                          cfg=None, store=SimpleNamespace(root="/nowhere"))
+    return build_report(ctx)
+
+
+def test_epoch_cap_still_improving_is_warned_in_report_and_console(capsys):
+    from blast_ray.config import config_from_dict
+    from blast_ray.pipeline import PipelineResult
+    from blast_ray.report.console import epoch_cap_warning, print_summary
+
+    msg = "while validation was still improving: raise train.epochs"
+    doc = _report_for(_train_manifest(still_improving=True))
+    assert 'class="warn"' in doc and msg in doc and "60 epochs run, best validation epoch 59" in doc
+    # hit, but validation had already peaked: a plain note, no warning
+    calm = _report_for(_train_manifest(still_improving=False))
+    assert 'class="warn"' not in calm and msg not in calm and "Reached the epoch cap" in calm
+    # no epoch_cap entry (an older train manifest): nothing
+    old = _report_for({"extra": {"metrics": {}}})
+    assert 'class="warn"' not in old and "epoch cap" not in old
+    assert epoch_cap_warning(None) is None and epoch_cap_warning({"epoch_cap": "junk"}) is None
+
+    cfg = config_from_dict({"dataset": {"name": "ml-100k", "format": "movielens_atomic", "paths": {"inter": "x"}},
+                            "store": "/nowhere"})
+    for still, expected in ((True, True), (False, False)):
+        res = PipelineResult("r1", {"train": "ran"}, {"train": _train_manifest(still)})
+        print_summary(cfg, res)
+        out = capsys.readouterr().out
+        assert (f"WARNING: train: stopped at the epoch cap" in out) is expected and ("recall@20" in out)

@@ -6,7 +6,6 @@ the one final train + evaluate that computes test metrics."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -20,9 +19,6 @@ from blast_ray.tune.space import SpaceError, load_space, space_from_dict
 
 SPACES = Path(__file__).resolve().parent.parent / "configs" / "spaces"
 ML100K = Path(__file__).resolve().parent.parent / "configs" / "ml-100k.yaml"
-# augment.row_target / col_target gain `uniform | <number>` in H1's config rewrite (issue 13); until
-# that is merged the config accepts only mean_activity / mean_popularity. Drop this after the merge.
-PENDING_CONFIG_VALUES = {"augment.row_target", "augment.col_target"}
 
 
 def _check(space, cfg):
@@ -84,10 +80,7 @@ def test_shipped_spaces(model):
     space = load_space(SPACES / f"{model}.yaml")
     assert space.fixed["train.model"] == model
     cfg = load_config(ML100K)
-    for p in space.params:
-        if p.key in PENDING_CONFIG_VALUES:
-            assert p.kind == "choice" and p.args[0] in ("mean_activity", "mean_popularity")
-    _check(dataclasses.replace(space, params=tuple(p for p in space.params if p.key not in PENDING_CONFIG_VALUES)), cfg)
+    _check(space, cfg)
     assert {"train.lr", "train.l2_weight"} <= set(space.keys)
     if model == "bpr":
         assert not space.fallback

@@ -1,5 +1,5 @@
-"""The graphs stage: ``run(ctx, out)`` -> item_knn_<modality>.parquet, item_graph.parquet,
-user_graph.parquet (method doc section 2).
+"""The graphs stage: ``run(ctx, out)`` -> per-modality item kNN edges, S_I and S_U (method doc
+section 2; files and schemas in ``blast_ray.graphs.artifacts``).
 
 - Item modalities come from the features output: item_text -> "text", item_visual -> "visual".
   When there is none and ``graphs.item_cooc_fallback`` is on, the item kNN is built over item
@@ -12,6 +12,11 @@ user_graph.parquet (method doc section 2).
   vector would make their neighbours arbitrary). In S_I such an item's row is its text row with
   full weight (the method's "missing modality dropped, weights renormalized", per item;
   ``combine_graphs(row_masks=...)``). Counted in row_counts ``item_knn_<m>_rows_without_vector``.
+- A feature whose rows are (near-)identical (``spread.row_spread``: >= ``graphs.identical_feature_share``
+  (default 0.9) of its non-zero rows at cosine >= 1 - 1e-4 of one row; e.g. template profiles of
+  items without text) would give every row the same neighbours by the tie rule: it is not used.
+  Items: the remaining modalities, else the co-occurrence kNN; users: no user graph. The reason is
+  logged and written to manifest ``extra["fallbacks"][<feature>]``.
 - User-user: the same construction over user_text; skipped (logged, manifest extra) when absent.
   Users whose user_text vector is all-zero (no profile: e.g. ``profiles.sample_users``) get no
   user-user edges and are nobody's neighbour (row count ``user_graph_rows_without_vector``).
@@ -23,35 +28,64 @@ import logging
 import time
 
 import numpy as np
-import pyarrow as pa
 import scipy.sparse as sp
 
+from blast_ray.graphs import artifacts
+from blast_ray.graphs.artifacts import (  # noqa: F401  (re-exported: the stage's public loaders)
+    edges_table,
+    has_user_graph,
+    load_graph,
+    load_item_knn,
+    matrix_table,
+)
+from blast_ray.graphs.ann import AnnParams, knn_ann
 from blast_ray.graphs.knn import combine_graphs, knn_topk, sym_normalize
+from blast_ray.graphs.spread import row_spread
 
 log = logging.getLogger("blast_ray.graphs")
 
 FEATURE_MODALITY = {"item_text": "text", "item_visual": "visual"}
 
 
-def _knn(x, cfg):
+def ann_params(cfg) -> AnnParams:
+    """The FAISS settings of the graphs config section."""
+    return AnnParams(index=cfg.index, exact_max_rows=cfg.exact_max_rows, hnsw_m=cfg.hnsw_m,
+                     ef_construction=cfg.ef_construction, ef_search=cfg.ef_search,
+                     ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe)
+
+
+def _knn(x, cfg) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(cols, sims, info): dense rows on FAISS (sharded over Ray tasks when ``graphs.distributed``),
+    sparse co-occurrence rows on the exact blocked path."""
+    if sp.issparse(x):
+        if cfg.distributed:
+            from blast_ray.graphs.distributed import knn_topk_ray
+
+            cols, sims = knn_topk_ray(x, cfg.knn_k, cfg.include_self, cfg.block_rows, cfg.num_blocks)
+        else:
+            cols, sims = knn_topk(x, cfg.knn_k, cfg.include_self, cfg.block_rows)
+        return cols, sims, {"index": "exact-sparse", "rows": int(x.shape[0])}
+    kwargs = dict(k=cfg.knn_k, include_self=cfg.include_self, params=ann_params(cfg),
+                  task_memory_gib=cfg.task_memory_gib, recall_sample=cfg.recall_sample,
+                  recall_floor=cfg.recall_floor)
     if cfg.distributed:
-        from blast_ray.graphs.distributed import knn_topk_ray
+        from blast_ray.graphs.distributed import knn_ann_ray
 
-        return knn_topk_ray(x, cfg.knn_k, cfg.include_self, cfg.block_rows, cfg.num_blocks)
-    return knn_topk(x, cfg.knn_k, cfg.include_self, cfg.block_rows)
+        return knn_ann_ray(x, num_blocks=cfg.num_blocks, num_cpus=0.5, **kwargs)
+    return knn_ann(x, **kwargs)
 
 
-def knn_rows(x: np.ndarray, rows: np.ndarray | None, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k among the given rows only (None: all rows): (src rows, cols (len(src), k), sims).
+def knn_rows(x, rows: np.ndarray | None, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Top-k among the given rows only (None: all rows): (src rows, cols (len(src), k), sims, info).
 
     Rows outside ``rows`` (no vector for that modality) get no out-edges and are nobody's
-    neighbour; column ids are global.
+    neighbour; column ids are global. ``info``: the search's index kind, block and sampled recall.
     """
     if rows is None:
-        cols, sims = _knn(x, cfg)
-        return np.arange(x.shape[0]), cols, sims
-    sub_cols, sims = _knn(x[rows], cfg)
-    return rows, rows[sub_cols], sims
+        cols, sims, info = _knn(x, cfg)
+        return np.arange(x.shape[0]), cols, sims, info
+    sub_cols, sims, info = _knn(x[rows], cfg)
+    return rows, rows[sub_cols], sims, info
 
 
 def binary_knn(src: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
@@ -61,24 +95,21 @@ def binary_knn(src: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
     return m
 
 
-def edges_table(cols: np.ndarray, sims: np.ndarray, rows: np.ndarray | None = None) -> pa.Table:
-    n, k = cols.shape
-    src = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    return pa.table({"src": np.repeat(src, k), "dst": cols.reshape(-1),
-                     "sim": sims.reshape(-1).astype(np.float32)})
+def degenerate_reason(x: np.ndarray, rows: np.ndarray | None, cfg) -> str | None:
+    """Why the feature ``x`` cannot rank neighbours (its rows are (near-)identical), or None.
 
-
-def matrix_table(m: sp.spmatrix) -> pa.Table:
-    c = sp.coo_matrix(m)
-    order = np.lexsort((c.col, c.row))
-    return pa.table({"row": c.row[order].astype(np.int64), "col": c.col[order].astype(np.int64),
-                     "value": c.data[order].astype(np.float32)})
+    ``rows``: the rows that hold a vector (None: all). Threshold: ``graphs.identical_feature_share``
+    (share of non-zero rows identical to the most central one).
+    """
+    spread = row_spread(x, rows)
+    if spread.degenerate(cfg.identical_feature_share):
+        return spread.describe()
+    return None
 
 
 def run(ctx, out) -> dict:
     cfg = ctx.cfg.graphs
     etl = ctx.require("etl")
-    store = ctx.store
     t0 = time.time()
     counts = etl.manifest.get("row_counts", {})
     n_items, n_users = int(counts["items"]), int(counts["users"])
@@ -86,7 +117,7 @@ def run(ctx, out) -> dict:
     masks: dict[str, np.ndarray] = {}
     feat_out = ctx.outputs.get("features")
     if feat_out is not None:
-        from blast_ray.features import load_feature_masks, load_features
+        from blast_ray.features.artifacts import load_feature_masks, load_features
 
         feats = load_features(feat_out)
         masks = load_feature_masks(feat_out)
@@ -98,20 +129,35 @@ def run(ctx, out) -> dict:
     extra: dict = {"knn_k": cfg.knn_k, "include_self": cfg.include_self}
     item_inputs: dict[str, object] = {}
     item_rows: dict[str, np.ndarray] = {}  # modality -> rows that have a vector (absent: all)
+    fallbacks: dict[str, str] = {}  # feature -> why it was not used and what replaced it
+    degenerate_items: dict[str, str] = {}
     for name, modality in FEATURE_MODALITY.items():
         if name in feats:
             if feats[name].shape[0] != n_items:
                 raise ValueError(f"features.{name} has {feats[name].shape[0]} rows, ETL has {n_items} items")
+            mask = masks.get(name)
+            why = degenerate_reason(feats[name], None if mask is None or mask.all() else np.flatnonzero(mask), cfg)
+            if why is not None:
+                # every item would get the same neighbours by the tie rule: the feature says nothing
+                degenerate_items[name] = why
+                continue
             item_inputs[modality] = feats[name]
-            if name in masks and not masks[name].all():
-                item_rows[modality] = masks[name]
+            if mask is not None and not mask.all():
+                item_rows[modality] = mask
+    for name, why in degenerate_items.items():
+        then = f"dropped, S_I from {', '.join(sorted(item_inputs))}" if item_inputs else "co-occurrence"
+        fallbacks[name] = f"{why} -> {then}"
+        log.warning("features.%s is uninformative for the item kNN: %s", name, fallbacks[name])
     if not item_inputs:
         if not cfg.item_cooc_fallback:
-            raise RuntimeError("no item feature (text/visual) and graphs.item_cooc_fallback=false: cannot build S_I")
+            what = "every item feature has (near-)identical rows" if degenerate_items else "no item feature (text/visual)"
+            raise RuntimeError(f"{what} and graphs.item_cooc_fallback=false: cannot build S_I; "
+                               "set graphs.item_cooc_fallback=true or give the items distinct text/visual features")
         from blast_ray.data import load_interactions
 
         data = load_interactions(etl)
-        log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
+        if not degenerate_items:
+            log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
         item_inputs["cooc"] = sp.csr_matrix(data.train.T)
     weights = {"visual": cfg.alpha_v, "text": cfg.alpha_t, "cooc": 1.0}
 
@@ -125,18 +171,19 @@ def run(ctx, out) -> dict:
                 log.warning("only %d item(s) have a %s vector: no %s kNN", len(rows), modality, modality)
                 item_rows.pop(modality)
                 continue
-            rows, cols, sims = knn_rows(x, rows, cfg)
+            rows, cols, sims, search = knn_rows(x, rows, cfg)
             row_counts[f"item_knn_{modality}_rows_without_vector"] = int(n_items - len(rows))
             log.warning("%d of %d items have no %s vector: no %s edges for them", n_items - len(rows), n_items, modality, modality)
         else:
-            rows, cols, sims = knn_rows(x, None, cfg)
-        store.write_table(edges_table(cols, sims, rows), *out.parts, f"item_knn_{modality}.parquet")
+            rows, cols, sims, search = knn_rows(x, None, cfg)
+        extra.setdefault("knn_search", {})[f"item_{modality}"] = search
+        artifacts.write_item_knn(out, modality, cols, sims, rows)
         normalized[modality] = sym_normalize(binary_knn(rows, cols, n_items))
         timings[f"item_knn_{modality}_s"] = round(time.time() - t1, 3)
         row_counts[f"item_knn_{modality}"] = int(cols.size)
     s_i, eff = combine_graphs(normalized, {m: w for m, w in weights.items() if m != "cooc" or "cooc" in normalized},
                               row_masks=item_rows)
-    store.write_table(matrix_table(s_i), *out.parts, "item_graph.parquet")
+    artifacts.write_graph(out, "item", s_i)
     row_counts["item_graph"] = int(s_i.nnz)
     extra["item_modalities"] = sorted(normalized)
     extra["item_weights"] = eff
@@ -155,52 +202,29 @@ def run(ctx, out) -> dict:
         # users without a profile have a zero user_text vector (features stage): a zero row's
         # neighbours would be arbitrary (lowest indices), so they get no user-user edges instead
         has = np.linalg.norm(y, axis=1) > 0
+        why = degenerate_reason(y, None if has.all() else np.flatnonzero(has), cfg) if has.sum() >= 2 else None
         if has.sum() < 2:
             extra["user_graph"] = f"skipped: only {int(has.sum())} user(s) with a non-zero user_text vector"
             log.warning("user-user graph skipped: %s", extra["user_graph"])
+        elif why is not None:
+            # the same neighbours for every user by the tie rule; no co-occurrence user graph exists
+            fallbacks["user_text"] = f"{why} -> no user graph"
+            extra["user_graph"] = f"skipped: user_text {why}"
+            log.warning("features.user_text is uninformative for the user kNN: %s", fallbacks["user_text"])
         else:
             if not has.all():
                 row_counts["user_graph_rows_without_vector"] = int((~has).sum())
                 log.warning("%d of %d users have a zero user_text vector (no profile): no user-user edges for them",
                             int((~has).sum()), n_users)
-            src, cols, _ = knn_rows(y, None if has.all() else np.flatnonzero(has), cfg)
+            src, cols, _, search = knn_rows(y, None if has.all() else np.flatnonzero(has), cfg)
+            extra.setdefault("knn_search", {})["user_text"] = search
             s_u = sym_normalize(binary_knn(src, cols, n_users))
-            store.write_table(matrix_table(s_u), *out.parts, "user_graph.parquet")
+            artifacts.write_graph(out, "user", s_u)
             timings["user_graph_s"] = round(time.time() - t1, 3)
             row_counts["user_graph"] = int(s_u.nnz)
             extra["user_graph"] = "built from user_text"
+    if fallbacks:
+        extra["fallbacks"] = fallbacks
     extra["shape"] = {"items": n_items, "users": n_users}
     timings["total_s"] = round(time.time() - t0, 3)
     return {"row_counts": row_counts, "timings": timings, "extra": extra, "metrics": {}}
-
-
-def load_item_knn(out, modality: str) -> sp.csr_matrix:
-    """Binary (N, N) CSR of the raw top-k neighbours of one item modality ('text'|'visual'|'cooc')."""
-    extra = out.manifest.get("extra", {})
-    mods = extra.get("item_modalities", [])
-    if modality not in mods:
-        raise KeyError(f"graphs output {out.fingerprint} has no item kNN for modality {modality!r}; it has {mods}")
-    n = int(extra["shape"]["items"])
-    t = out.store.read_table(*out.parts, f"item_knn_{modality}.parquet")
-    src, dst = t["src"].to_numpy(), t["dst"].to_numpy()
-    m = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (src, dst)), shape=(n, n))
-    m.sort_indices()
-    return m
-
-
-def load_graph(out, kind: str) -> sp.csr_matrix:
-    """The normalized S_I ('item') or S_U ('user') as CSR float32."""
-    if kind not in ("item", "user"):
-        raise ValueError(f"kind must be 'item' or 'user', got {kind!r}")
-    extra = out.manifest.get("extra", {})
-    n = int(extra["shape"]["items" if kind == "item" else "users"])
-    if kind == "user" and not out.store.exists(*out.parts, "user_graph.parquet"):
-        raise FileNotFoundError(f"graphs output {out.fingerprint} has no user graph ({extra.get('user_graph')})")
-    t = out.store.read_table(*out.parts, f"{kind}_graph.parquet")
-    m = sp.csr_matrix((t["value"].to_numpy(), (t["row"].to_numpy(), t["col"].to_numpy())), shape=(n, n), dtype=np.float32)
-    m.sort_indices()
-    return m
-
-
-def has_user_graph(out) -> bool:
-    return out.store.exists(*out.parts, "user_graph.parquet")

@@ -11,7 +11,9 @@ in the latest committed profiles output of the dataset, or in the resumable cach
 ``<store>/<dataset>/cache/profiles/`` (written per batch by the workers, so a killed run keeps what
 it finished), are reused; only missing or changed rows are generated.
 
-Only TRAIN interactions feed user prompts (``build_user_fields`` filters on ``split``).
+Only TRAIN interactions feed the prompts: user prompts sample the user's train items, and the
+reviews in item and user prompts are those of train interactions only (``train_reviews``): a review
+written for a valid/test interaction would leak the held-out item into the features.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ import pandas as pd
 import pyarrow as pa
 
 from blast_ray.config import ProfilesConfig
+from blast_ray.profiles import artifacts
+from blast_ray.profiles.artifacts import PROFILE_COLUMNS, PROFILE_SCHEMA, cache_parts  # noqa: F401  (re-exported)
 from blast_ray.profiles.engines.base import answer_with_retries, parse_answer
 from blast_ray.profiles.engines.template import TEMPLATE_MODEL, template_profiles
 from blast_ray.profiles.parsing import fallback_profile
@@ -35,14 +38,6 @@ from blast_ray.profiles.prompts import clip, profile_key, render_prompt
 from blast_ray.store import ArtifactStore
 
 log = logging.getLogger("blast_ray.profiles")
-
-PROFILE_COLUMNS = ["kind", "idx", "text", "reasoning", "engine", "model", "prompt_version", "fallback", "key",
-                   "attempts", "error", "raw"]
-PROFILE_SCHEMA = pa.schema([
-    ("kind", pa.string()), ("idx", pa.int64()), ("text", pa.string()), ("reasoning", pa.string()),
-    ("engine", pa.string()), ("model", pa.string()), ("prompt_version", pa.string()), ("fallback", pa.bool_()),
-    ("key", pa.string()), ("attempts", pa.int64()), ("error", pa.string()), ("raw", pa.string()),
-])
 
 
 # ---- input fields -------------------------------------------------------------------------------
@@ -57,11 +52,28 @@ def _review_text(summary: Any, text: Any) -> str:
     return f"{s}: {t}" if s and t else (s or t)
 
 
-def build_item_fields(items: pd.DataFrame, reviews: pd.DataFrame | None, max_reviews: int) -> list[tuple[int, dict]]:
+def train_reviews(reviews: pd.DataFrame | None, interactions: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows of ``reviews`` whose (user_idx, item_idx) is a TRAIN interaction (``split == 'train'``).
+
+    ``reviews``: ETL reviews table (user_idx, item_idx, text, summary); ``interactions``: ETL
+    interactions with a ``split`` column. None stays None. Order and columns are kept.
+    """
+    if reviews is None or not len(reviews):
+        return reviews
+    train = interactions.loc[interactions["split"] == "train", ["user_idx", "item_idx"]]
+    key = pd.MultiIndex.from_arrays([train["user_idx"].to_numpy(np.int64), train["item_idx"].to_numpy(np.int64)])
+    mine = pd.MultiIndex.from_arrays([reviews["user_idx"].to_numpy(np.int64), reviews["item_idx"].to_numpy(np.int64)])
+    return reviews[mine.isin(key)]
+
+
+def build_item_fields(
+    items: pd.DataFrame, reviews: pd.DataFrame | None, interactions: pd.DataFrame, max_reviews: int
+) -> list[tuple[int, dict]]:
     """(item_idx, fields) per item: title, description, brand, categories, up to ``max_reviews``
-    reviews (a fixed pseudo-random sample per item). Extra item columns such as ``year``/``genres``
-    (MovieLens) are folded into description/categories."""
+    reviews of TRAIN interactions (``train_reviews``; a fixed pseudo-random sample per item). Extra
+    item columns such as ``year``/``genres`` (MovieLens) are folded into description/categories."""
     by_item: dict[int, list[str]] = {}
+    reviews = train_reviews(reviews, interactions)
     if reviews is not None and len(reviews):
         r = reviews.copy()
         r["_o"] = _mix(r["item_idx"].to_numpy(), r["user_idx"].to_numpy())
@@ -100,7 +112,8 @@ def build_user_fields(
     reviews: pd.DataFrame | None,
     max_items: int,
 ) -> list[tuple[int, dict]]:
-    """(user_idx, fields) per user from a fixed sample of the user's TRAIN items only."""
+    """(user_idx, fields) per user from a fixed sample of the user's TRAIN items only, each with the
+    user's own review of it (so a train review too)."""
     train = interactions[interactions["split"] == "train"][["user_idx", "item_idx"]].copy()
     train["_o"] = _mix(train["user_idx"].to_numpy(), train["item_idx"].to_numpy())
     train = train.sort_values(["user_idx", "_o"])
@@ -131,10 +144,6 @@ def build_user_fields(
 
 
 # ---- reuse: committed output + resumable cache --------------------------------------------------
-def cache_parts(dataset: str) -> tuple[str, ...]:
-    return (dataset, "cache", "profiles")
-
-
 def load_reusable(store: ArtifactStore, dataset: str, prior: pd.DataFrame | None) -> dict[str, dict]:
     """key -> profile row, from the prior committed output and the per-batch cache files."""
     frames = []
@@ -144,7 +153,7 @@ def load_reusable(store: ArtifactStore, dataset: str, prior: pd.DataFrame | None
     for kind in ("item", "user"):
         parts = (*cache_parts(dataset), kind)
         for name in store.list_files(*parts):
-            if not name.endswith(".parquet"):  # a temp file of a write that was killed midway
+            if not artifacts.is_cache_file(name):  # a temp file of a write that was killed midway
                 skipped += 1
                 continue
             frames.append(store.read_table(*parts, name).to_pandas().assign(_src="cache"))
@@ -189,7 +198,7 @@ def write_cache_batch(store: ArtifactStore, dataset: str, frame: pd.DataFrame) -
     """One Parquet file per finished batch and kind: what a killed run keeps."""
     for kind, part in frame.groupby("kind"):
         table = pa.Table.from_pandas(part.reset_index(drop=True), schema=PROFILE_SCHEMA, preserve_index=False)
-        store.write_table(table, *cache_parts(dataset), str(kind), f"part-{uuid.uuid4().hex}.parquet")
+        store.write_table(table, *cache_parts(dataset, str(kind)), artifacts.cache_batch_name())
 
 
 class ProfileWorker:
@@ -298,7 +307,7 @@ def _requests_frame(kind: str, rows: list[tuple[int, dict]], keys: list[str], st
 
 def _read_requests(store: ArtifactStore, dataset: str, frame: pd.DataFrame, ray):
     """Write the pass's requests to the cache area and open them with ray.data.read_parquet."""
-    parts = (*cache_parts(dataset), "requests", f"{uuid.uuid4().hex}.parquet")
+    parts = artifacts.requests_parts(dataset)
     store.write_table(pa.Table.from_pandas(frame, preserve_index=False), *parts)
     # Fractional CPUs for the read: a whole-CPU read task next to an engine's CPU bundle starves
     # a 2-CPU node (the vLLM engine actor then never schedules).
@@ -355,7 +364,7 @@ def run_pass(
                 ProfileWorker,
                 fn_constructor_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset),
                 batch_size=cfg.batch_size,
-                concurrency=cfg.concurrency,
+                compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
                 num_cpus=cfg.num_cpus_per_actor,
                 num_gpus=cfg.num_gpus_per_actor or None,
                 batch_format="pandas",
@@ -370,16 +379,14 @@ def run_pass(
     out = out.sort_values("idx").reset_index(drop=True)
     st.fallbacks = int(out["fallback"].astype(bool).sum()) if len(out) else 0
     st.seconds = round(time.time() - t0, 3)
-    log.info("profiles %s pass: %d rows, %d reused (%d committed, %d cache), %d generated, %d fallbacks, %.1fs",
+    log.debug("profiles %s pass: %d rows, %d reused (%d committed, %d cache), %d generated, %d fallbacks, %.1fs",
              kind, st.total, st.reused_committed + st.reused_cache, st.reused_committed, st.reused_cache,
              st.generated, st.fallbacks, st.seconds)
     return out, st
 
 
 def _cfg_dict(cfg: ProfilesConfig) -> dict:
-    import dataclasses
-
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return cfg.model_dump()
 
 
 def _run_vllm(ds, req: pd.DataFrame, cfg: ProfilesConfig, cfg_d: dict, category: str, store: ArtifactStore,

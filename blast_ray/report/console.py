@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from blast_ray.config import STAGES, PipelineConfig
+from blast_ray.store import layout
 
 
 def metric_order(name: str) -> tuple:
@@ -54,6 +55,25 @@ def summary_columns(model: str, metrics: dict[str, Any], baselines: dict[str, di
     return {c: v for c, v in cols.items() if v}
 
 
+def epoch_cap_warning(train_extra: dict[str, Any] | None) -> str | None:
+    """The warning line when training stopped at the epoch cap while validation still improved.
+
+    ``train_extra``: the train manifest's ``extra``; reads its ``epoch_cap`` entry
+    ``{"hit": bool, "still_improving": bool, "best_epoch": int, "epochs_run": int}``. None when
+    the entry is absent or the run did not stop while still improving.
+
+    >>> epoch_cap_warning({"epoch_cap": {"hit": True, "still_improving": True, "best_epoch": 59, "epochs_run": 60}})
+    'stopped at the epoch cap (60 epochs run, best validation epoch 59) while validation was still improving: raise train.epochs'
+    >>> epoch_cap_warning({"epoch_cap": {"hit": True, "still_improving": False, "best_epoch": 20, "epochs_run": 60}}) is None
+    True
+    """
+    cap = (train_extra or {}).get("epoch_cap")
+    if not isinstance(cap, dict) or not cap.get("still_improving"):
+        return None
+    return (f"stopped at the epoch cap ({cap.get('epochs_run', '?')} epochs run, best validation epoch "
+            f"{cap.get('best_epoch', '?')}) while validation was still improving: raise train.epochs")
+
+
 def print_summary(cfg: PipelineConfig, result) -> None:
     print()
     print(f"run {result.run_id} on dataset {cfg.dataset.name} (store: {cfg.store})")
@@ -72,8 +92,13 @@ def print_summary(cfg: PipelineConfig, result) -> None:
         print(f"metrics (full ranking; test at the best valid epoch; baselines on the same split, "
               f"evaluate.baselines):")
         print(format_metrics_table(summary_columns(cfg.train.model, metrics, ev.get("baselines") or {})))
+    cap_warning = epoch_cap_warning(result.manifests.get("train", {}).get("extra"))
+    if cap_warning:
+        print()
+        print(f"WARNING: train: {cap_warning}")
     report = result.manifests.get("report", {}).get("extra", {}).get("report_path")
     print()
-    print(f"outputs: {cfg.store}/{cfg.dataset.name}/  (run manifest: runs/{result.run_id}/run.json)")
+    run_json = "/".join(layout.run_manifest_parts(cfg.dataset.name, result.run_id)[1:])
+    print(f"outputs: {cfg.store}/{cfg.dataset.name}/  (run manifest: {run_json})")
     if report:
         print(f"report:  {report}")

@@ -23,7 +23,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-.notrun{color:#a33;font-style:italic}.muted{color:#777}.charts{display:flex;flex-wrap:wrap;gap:1em}
+.notrun{color:#a33;font-style:italic}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:.4em .8em}.muted{color:#777}.charts{display:flex;flex-wrap:wrap;gap:1em}
 svg{background:#fcfcfc;border:1px solid #eee}
 """
 
@@ -37,6 +37,11 @@ def esc(x: Any) -> str:
 def not_run(what: str, why: str) -> str:
     """The placeholder for a missing piece: says what and why, never a fake number."""
     return f'<p class="notrun">{esc(what)}: not run ({esc(why)}).</p>'
+
+
+def warning(text: str) -> str:
+    """A visible warning box (e.g. training stopped at the epoch cap while still improving)."""
+    return f'<p class="warn"><strong>Warning:</strong> {esc(text)}</p>'
 
 
 def fmt(v: Any) -> str:

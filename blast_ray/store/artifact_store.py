@@ -4,8 +4,14 @@
 and credentials come from the standard AWS environment variables (``AWS_ENDPOINT_URL`` or
 ``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``).
 
-Paths inside the store are given as parts (``store.uri("ml-100k", "stages", "etl")``); ``uri``
-returns what Ray Data / pandas / Spark accept, ``path`` the path for ``store.fs``.
+Paths inside the store are given as parts, built by ``blast_ray.store.layout``
+(``store.uri(*layout.stage_root("ml-100k", "etl"))``); ``uri`` returns what Ray Data / pandas /
+Spark accept, ``path`` the path for ``store.fs``.
+
+Nothing escapes the root: every part is one segment checked by ``layout.check_part`` (no ``.``,
+``..``, ``/``, ``\``, ``%``, ``~``, ``:``, control or non-ASCII character, at most 255 characters),
+and the joined path (local: with symlinks resolved, so a link planted in the store cannot lead
+out) must lie inside the root; anything else is a ValueError naming the part.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ import io
 import json
 import os
 import posixpath
+import re
 import uuid
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from blast_ray.store.layout import check_parts, rel_parts
 
 
 def _s3_filesystem() -> pafs.S3FileSystem:
@@ -58,6 +67,8 @@ class ArtifactStore:
             self.fs = pafs.LocalFileSystem()
             self._base = os.path.abspath(root.removeprefix("file://"))
             os.makedirs(self._base, exist_ok=True)
+        # what a path must stay inside (local: the root with its own symlinks resolved)
+        self._real_base = os.path.realpath(self._base) if not self.is_s3 else posixpath.normpath(self._base)
         self.root = root
 
     def __repr__(self) -> str:
@@ -68,8 +79,16 @@ class ArtifactStore:
 
     # ---- paths -------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
-        """Filesystem path (for ``self.fs``) of ``parts`` under the root."""
-        return posixpath.join(self._base, *[p.strip("/") for p in parts if p])
+        """Filesystem path (for ``self.fs``) of ``parts`` under the root: each part one checked
+        segment (``layout.check_part``), the result inside the root (local stores: after resolving
+        symlinks); anything else is a ValueError naming the part."""
+        segs = check_parts(parts)
+        joined = posixpath.join(self._base, *segs)
+        resolved = os.path.realpath(joined) if not self.is_s3 else posixpath.normpath(joined)
+        base = self._real_base
+        if resolved != base and not resolved.startswith(base.rstrip("/") + "/"):
+            raise ValueError(f"store path {'/'.join(segs)!r} resolves to {resolved!r}, outside the store root {self.root!r}")
+        return joined
 
     def uri(self, *parts: str) -> str:
         """Full URI of ``parts`` (``s3://...`` or an absolute local path)."""
@@ -158,7 +177,7 @@ class ArtifactStore:
                 src = os.path.join(dirpath, name)
                 rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
                 with open(src, "rb") as f:
-                    self.write_bytes(f.read(), *parts, rel)
+                    self.write_bytes(f.read(), *parts, *rel_parts(rel))
                 n += 1
         return n
 
@@ -168,6 +187,6 @@ class ArtifactStore:
             dst = os.path.join(local_dir, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             with open(dst, "wb") as f:
-                f.write(self.read_bytes(*parts, rel))
+                f.write(self.read_bytes(*parts, *rel_parts(rel)))
             n += 1
         return n

@@ -49,7 +49,7 @@ def _side_inputs(ctx, data) -> TrainInputs:
         inputs.extra_users, inputs.extra_items = np.asarray(aug.users), np.asarray(aug.items)
         if getattr(cfg.augment, "restrict_negatives", False):
             inputs.neg_exclude = (data.train + aug.false_negatives).tocsr()
-        log.info("train: %d augmented pairs; negatives restricted: %s", len(inputs.extra_users), inputs.neg_exclude is not None)
+        log.debug("train: %d augmented pairs; negatives restricted: %s", len(inputs.extra_users), inputs.neg_exclude is not None)
     return inputs
 
 

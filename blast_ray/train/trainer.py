@@ -16,7 +16,7 @@ import io
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -242,21 +242,21 @@ def train_worker_loop(
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if rank == 0:
-            log.info(
+            log.debug(
                 "epoch %d loss %.4f valid recall@20 %s (best %.4f @ %d) %.1fs",
                 epoch, row["loss"], f"{row.get('valid.recall@20', float('nan')):.4f}", state["best"], state["best_epoch"], row["seconds"],
             )
             bar.set_postfix(loss=f"{row['loss']:.4f}", recall20=f"{row.get('valid.recall@20', float('nan')):.4f}",
                             best=f"{state['best']:.4f}@{state['best_epoch']}", refresh=False)
             bar.update(1)
-        full = dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=asdict(cfg))
+        full = dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=cfg.model_dump())
         if save_state is not None:
             save_state(full, row)
         done_here += 1
         if max_epochs is not None and done_here >= max_epochs:
             break
     bar.close()
-    return dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=asdict(cfg))
+    return dict(state, model=model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(), config=cfg.model_dump())
 
 
 def fit(
@@ -280,7 +280,7 @@ def fit(
     Returns the final training state dict (``best_state`` = weights of the best validation epoch).
     """
     used = inputs.used_modalities(cfg.model)
-    log.info("training %s on %d users x %d items; side inputs used: %s%s", cfg.model, inputs.data.n_users,
+    log.debug("training %s on %d users x %d items; side inputs used: %s%s", cfg.model, inputs.data.n_users,
              inputs.data.n_items, used, " (ID-only)" if cfg.model in PRUNED_MODELS and not (used["features"] or used["item_graph"] or used["user_graph"]) else "")
     if cfg.num_workers > 1:
         from blast_ray.train.ray_trainer import fit_ray

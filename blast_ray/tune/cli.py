@@ -11,11 +11,10 @@ _DEFAULTS = TuneOptions()
 
 
 def add_tune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="dataset pipeline YAML (see configs/)")
-    p.add_argument("--space", required=True, help="search-space YAML, e.g. configs/spaces/blast.yaml")
-    p.add_argument("--store", help="artifact store, a local folder (default: the config's store)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value of the base config, e.g. --set train.embedding_dim=32 (repeatable)")
+    from blast_ray.entry import add_config_args
+
+    add_config_args(p)  # --config, --set, --store (a local folder for tune)
+    p.add_argument("--space", required=True, metavar="PATH", help="search-space YAML, e.g. configs/spaces/blast.yaml")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                    help=f"trial budget, Tune's num_samples (default {DEFAULT_TRIALS}, the same for every model)")
     p.add_argument("--max-epochs", type=int, default=_DEFAULTS.max_epochs, help="epochs per trial at most (ASHA's max_t)")

@@ -38,8 +38,10 @@ from typing import Any, Callable
 
 import yaml
 
-from blast_ray.config import ConfigError, PipelineConfig, config_from_dict, load_config, stable_hash
+from blast_ray.config import ConfigError, PipelineConfig, config_from_dict, load_config
 from blast_ray.store import ArtifactStore, StageOutput
+from blast_ray.store.hashing import stable_hash
+from blast_ray.store.names import validate_name
 from blast_ray.tune.space import SearchSpace, load_space
 
 log = logging.getLogger("blast_ray.tune")
@@ -81,8 +83,11 @@ class TuneOptions:
             fail("cpus_per_trial", f"must be > 0, got {self.cpus_per_trial}")
         if self.max_concurrent < 1:
             fail("max_concurrent", f"must be >= 1, got {self.max_concurrent}")
-        if self.name is not None and (not self.name or any(c in self.name for c in "/\\ ")):
-            fail("name", f"{self.name!r} must be non-empty without '/', '\\' or spaces")
+        if self.name is not None:
+            try:
+                validate_name(self.name, "name")
+            except ValueError as e:
+                fail("name", str(e).split(": ", 1)[-1])
 
 
 @dataclass
