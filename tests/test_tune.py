@@ -294,7 +294,12 @@ def test_interrupted_tune_resumes_trials_from_their_checkpoints(data_dir, ml100k
     assert res.returncode == 0, res.stderr[-2000:]
     assert "(restored)" in res.stdout
     rows = [json.loads(line) for line in result.read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == list(range(30))  # continued, not restarted
-    assert [r["training_iteration"] for r in rows] == list(range(1, 31))
-    restarted = [r["training_iteration"] for r in rows if r["iterations_since_restore"] == 1]
-    assert restarted[0] == 1 and len(restarted) == 2 and restarted[1] > done_before - 1
+    (k,) = [i for i, r in enumerate(rows) if i > 0 and r["iterations_since_restore"] == 1]  # the resume
+    assert k == done_before and [r["epoch"] for r in rows[:k]] == list(range(k))
+    e0 = int(rows[k]["epoch"])
+    # Continued from the last persisted checkpoint: the epoch whose checkpoint the interrupt cut
+    # off may be trained again (Tune is at-least-once), never the trial from scratch.
+    assert k - 1 <= e0 <= k and e0 >= 2
+    assert [r["epoch"] for r in rows[k:]] == list(range(e0, 30))
+    if e0 < k:  # the redone epoch starts from the same state (weights, optimizer, RNG): same result
+        assert rows[k]["valid.recall@20"] == pytest.approx(rows[e0]["valid.recall@20"], rel=1e-6)

@@ -12,6 +12,7 @@ Layout (``<store>`` is a local folder or ``s3://bucket/prefix``)::
     <store>/<dataset>/runs/LATEST.json                             the promoted run (atomic pointer)
     <store>/<dataset>/runs/LOCK.json                               the nightly lock (owner + expiry)
     <store>/<dataset>/nightly/STATE.json                           inbox files of the last nightly run
+    <store>/<dataset>/tune/<experiment>/...                        a ``blast tune`` experiment (Ray Tune's storage_path/name)
 
 Functions return *parts* (a tuple of path segments) for the ``ArtifactStore`` methods
 (``store.read_json(*layout.run_manifest_parts(ds, run_id))``). The file names inside a stage
@@ -38,6 +39,7 @@ RUNS_DIR = "runs"
 CHECKPOINTS_DIR = "checkpoints"
 CACHE_DIR = "cache"
 NIGHTLY_DIR = "nightly"
+TUNE_DIR = "tune"
 RAW_DIR = "raw"
 
 MANIFEST_NAME = "_MANIFEST.json"  # the commit of a stage output
@@ -171,6 +173,12 @@ def checkpoint_parts(dataset: str, fingerprint: str, *sub: str) -> tuple[str, ..
 def cache_parts(dataset: str, stage: str, *sub: str) -> tuple[str, ...]:
     """Resumable per-batch results of ``stage`` (profiles): outside the stage prefix for the same reason."""
     return check_parts((dataset, CACHE_DIR, stage, *sub))
+
+
+def tune_parts(dataset: str, *sub: str) -> tuple[str, ...]:
+    """``blast tune`` experiments of ``dataset``: ``tune_parts(ds)`` is Ray Tune's storage_path,
+    ``tune_parts(ds, experiment, ...)`` one experiment's folder and files."""
+    return check_parts((dataset, TUNE_DIR, *sub))
 
 
 def nightly_state_parts(dataset: str) -> tuple[str, ...]:

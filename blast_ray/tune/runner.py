@@ -27,7 +27,6 @@ What one call does (:func:`run_tune`):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import tempfile
@@ -39,9 +38,10 @@ from typing import Any, Callable
 import yaml
 
 from blast_ray.config import ConfigError, PipelineConfig, config_from_dict, load_config
-from blast_ray.store import ArtifactStore, StageOutput
+from blast_ray.store import ArtifactStore, StageOutput, layout
 from blast_ray.store.hashing import stable_hash
 from blast_ray.store.names import validate_name
+from blast_ray.tune import artifacts
 from blast_ray.tune.space import SearchSpace, load_space
 
 log = logging.getLogger("blast_ray.tune")
@@ -49,7 +49,6 @@ log = logging.getLogger("blast_ray.tune")
 UPSTREAM_STAGES = ("etl", "profiles", "features", "graphs", "augment")
 METRIC = "valid.recall@20"  # what the train stage early-stops and selects on
 DEFAULT_TRIALS = 24  # the same budget for every model unless --trials says otherwise
-STATE_FILE = "train_state.pt"
 
 
 @dataclass(frozen=True)
@@ -303,7 +302,7 @@ def _trial(config: dict[str, Any], setup: TrialSetup) -> None:
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            resume = Path(d, STATE_FILE).read_bytes()
+            resume = artifacts.read_trial_state(d)
 
     def on_epoch(row: dict[str, Any], state_bytes: Callable[[], bytes]) -> None:
         metrics = {k: float(v) for k, v in row.items()
@@ -311,7 +310,7 @@ def _trial(config: dict[str, Any], setup: TrialSetup) -> None:
         if METRIC not in metrics:
             return  # trial configs validate every epoch; a row without the metric is not reported
         with tempfile.TemporaryDirectory() as d:
-            Path(d, STATE_FILE).write_bytes(state_bytes())
+            artifacts.write_trial_state(d, state_bytes())
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     train_with_epoch_reports(cfg, outputs, on_epoch, resume)
@@ -413,14 +412,14 @@ def run_tune(
     space = load_space(space_path)
     space.check_against(base.to_dict(), lambda values: config_with(base, values))
     base = config_with(base, space.fixed)
-    artifacts = ArtifactStore(base.store)
-    if artifacts.is_s3:
+    art_store = ArtifactStore(base.store)
+    if art_store.is_s3:
         raise ConfigError(f"store {base.store!r}: `blast tune` needs a local store for now (Tune experiment "
                           "and trial checkpoints are written with local paths); tune into a local folder")
-    base.store = artifacts.uri()  # absolute: trials run in other working directories
+    base.store = art_store.uri()  # absolute: trials run in other working directories
     seed = options.seed if options.seed is not None else base.train.seed
     name = options.name or experiment_name(space, base, options)
-    storage_path = artifacts.path(base.dataset.name, "tune")
+    storage_path = art_store.path(*layout.tune_parts(base.dataset.name))
     exp_path = os.path.join(storage_path, name)
     t0 = time.time()
 
@@ -431,7 +430,7 @@ def run_tune(
     _check_free_cpus(space, base, options, float(ray.cluster_resources().get("CPU", 0)))
     logging.getLogger("tensorboardX").setLevel(logging.ERROR)  # one warning per "@" metric name otherwise
     setup = TrialSetup(base=base, max_epochs=options.max_epochs, experiment=name,
-                       lock_path=artifacts.path(base.dataset.name, "tune", ".upstream.lock"))
+                       lock_path=art_store.path(*layout.tune_parts(base.dataset.name, ".upstream.lock")))
     trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), {"cpu": options.cpus_per_trial})
     restorable = tune.Tuner.can_restore(exp_path)
     if options.resume:
@@ -457,13 +456,13 @@ def run_tune(
     best_values = {k: best_row["values"][k] for k in space.keys if k in best_row["values"]}
     chosen = config_with(base, best_values)
     kept = kept_components(chosen)
-    header = (f"tuned by `blast tune` run {name} ({artifacts.uri(base.dataset.name, 'tune', name)}):\n"
+    header = (f"tuned by `blast tune` run {name} ({art_store.uri(*layout.tune_parts(base.dataset.name, name))}):\n"
               f"space {space.source}, {len(rows)} trials x <= {options.max_epochs} epochs, ASHA, seed {seed};\n"
               f"chosen on VALIDATION: {METRIC} = {best_row[METRIC]:.4f} (trial {best_row['trial_id']}, epoch "
               f"{best_row['best_epoch']}); keeps: {', '.join(k for k, v in kept.items() if v) or 'none (LightGCN + BPR)'}")
     all_values = {**space.fixed, **best_values}
     best_yaml = best_config_yaml(config_path, overrides, all_values, header, out_dir=Path(exp_path))
-    artifacts.write_text(best_yaml, base.dataset.name, "tune", name, "best_config.yaml")
+    artifacts.write_best_config(art_store, base.dataset.name, name, best_yaml)
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -484,7 +483,7 @@ def run_tune(
                  "best_epoch": best_row["best_epoch"], "kept": kept},
         "trials": rows, "final": {"run_id": outcome.final_run_id, "metrics": outcome.final_metrics},
     }
-    artifacts.write_text(json.dumps(summary, indent=1, default=str), base.dataset.name, "tune", name, "tune_summary.json")
+    artifacts.write_summary(art_store, base.dataset.name, name, summary)
     return outcome
 
 
