@@ -8,8 +8,9 @@ What one call does (:func:`run_tune`):
    features, graphs, augment; skipped when committed for the same fingerprint).
 3. Runs a ``ray.tune.Tuner``: ``num_samples`` = the trial budget (``--trials``, the same for every
    model), a seeded ``BasicVariantGenerator`` (random search; the space's ``fallback`` point, the
-   simpler model it extends, is evaluated first), an ``ASHAScheduler`` on ``valid.recall@20``
-   (``time_attr = training_iteration`` = one epoch), ``max_concurrent`` trials of ``cpus_per_trial``
+   simpler model it extends, is evaluated first), an ``ASHAScheduler`` on the validation metric the
+   train stage selects on (``valid.<evaluate.select_metric>``, default ``valid.recall@20``;
+   ``time_attr = training_iteration`` = one epoch), ``max_concurrent`` trials of ``cpus_per_trial``
    CPUs. The experiment lives at ``<store>/<dataset>/tune/<experiment>/`` (Tune's ``storage_path``
    is ``<store>/<dataset>/tune``) and is restored with ``Tuner.restore(..., resume_errored=True)``
    when ``--resume`` is given and ``Tuner.can_restore`` finds it.
@@ -47,7 +48,12 @@ from blast_ray.tune.space import SearchSpace, load_space
 log = logging.getLogger("blast_ray.tune")
 
 UPSTREAM_STAGES = ("etl", "profiles", "features", "graphs", "augment")
-METRIC = "valid.recall@20"  # what the train stage early-stops and selects on
+
+
+def metric_key(cfg: PipelineConfig) -> str:
+    """The validation metric trials are scheduled and chosen on: the one the train stage selects its
+    best epoch on (``evaluate.select_metric``, default recall@20), prefixed ``valid.``."""
+    return f"valid.{cfg.evaluate.select_metric}"
 DEFAULT_TRIALS = 24  # the same budget for every model unless --trials says otherwise
 
 
@@ -98,7 +104,8 @@ class TuneOutcome:
     restored: bool  # True: Tuner.restore, False: a new experiment
     n_trials: int
     best_values: dict[str, Any]  # the chosen dotted values (tuned keys only)
-    best_metric: float  # best valid.recall@20 of the chosen trial (over its epochs)
+    metric: str  # the validation metric trials were chosen on (metric_key)
+    best_metric: float  # its best value in the chosen trial (over its epochs)
     best_epoch: int  # 1-based training_iteration of that value
     best_yaml: str
     kept: dict[str, bool]  # which parts of the model the chosen configuration keeps
@@ -282,6 +289,7 @@ class TrialSetup:
     max_epochs: int
     experiment: str
     lock_path: str
+    metric: str  # metric_key(base): the validation metric reported per epoch
 
 
 def _trial(config: dict[str, Any], setup: TrialSetup) -> None:
@@ -307,7 +315,7 @@ def _trial(config: dict[str, Any], setup: TrialSetup) -> None:
     def on_epoch(row: dict[str, Any], state_bytes: Callable[[], bytes]) -> None:
         metrics = {k: float(v) for k, v in row.items()
                    if k.startswith("valid.") or k in ("epoch", "loss", "train_seconds", "eval_seconds")}
-        if METRIC not in metrics:
+        if setup.metric not in metrics:
             return  # trial configs validate every epoch; a row without the metric is not reported
         with tempfile.TemporaryDirectory() as d:
             artifacts.write_trial_state(d, state_bytes())
@@ -346,7 +354,8 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _build_tuner(trainable, space: SearchSpace, options: TuneOptions, seed: int, storage_path: str, name: str):
+def _build_tuner(trainable, space: SearchSpace, options: TuneOptions, seed: int, storage_path: str, name: str,
+                 metric: str):
     import ray.tune as tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -361,24 +370,24 @@ def _build_tuner(trainable, space: SearchSpace, options: TuneOptions, seed: int,
     return tune.Tuner(
         trainable,
         param_space=space.param_space(),
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
+        tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=searcher, scheduler=scheduler,
                                     num_samples=options.trials, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
 
 
-def _trial_rows(grid) -> list[dict[str, Any]]:
+def _trial_rows(grid, metric: str) -> list[dict[str, Any]]:
     rows = []
     for r in grid:
         df = r.metrics_dataframe
-        has = df is not None and METRIC in df.columns and len(df)
+        has = df is not None and metric in df.columns and len(df)
         rows.append({
             "trial_id": (r.metrics or {}).get("trial_id") or Path(r.path).name,
             "status": "error" if r.error else "ok",
             "values": dict(r.config or {}),
-            METRIC: float(df[METRIC].max()) if has else None,
-            "best_epoch": int(df["training_iteration"].iloc[int(df[METRIC].to_numpy().argmax())]) if has else None,
+            metric: float(df[metric].max()) if has else None,
+            "best_epoch": int(df["training_iteration"].iloc[int(df[metric].to_numpy().argmax())]) if has else None,
             "epochs": int(len(df)) if df is not None else 0,
             "reported_keys": sorted(df.columns) if df is not None else [],
             "error": str(r.error).splitlines()[0] if r.error else None,
@@ -418,6 +427,7 @@ def run_tune(
                           "and trial checkpoints are written with local paths); tune into a local folder")
     base.store = art_store.uri()  # absolute: trials run in other working directories
     seed = options.seed if options.seed is not None else base.train.seed
+    metric = metric_key(base)
     name = options.name or experiment_name(space, base, options)
     storage_path = art_store.path(*layout.tune_parts(base.dataset.name))
     exp_path = os.path.join(storage_path, name)
@@ -430,7 +440,7 @@ def run_tune(
     _check_free_cpus(space, base, options, float(ray.cluster_resources().get("CPU", 0)))
     logging.getLogger("tensorboardX").setLevel(logging.ERROR)  # one warning per "@" metric name otherwise
     setup = TrialSetup(base=base, max_epochs=options.max_epochs, experiment=name,
-                       lock_path=art_store.path(*layout.tune_parts(base.dataset.name, ".upstream.lock")))
+                       lock_path=art_store.path(*layout.tune_parts(base.dataset.name, ".upstream.lock")), metric=metric)
     trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), {"cpu": options.cpus_per_trial})
     restorable = tune.Tuner.can_restore(exp_path)
     if options.resume:
@@ -445,20 +455,20 @@ def run_tune(
                               "or --name NEW for a new one")
         outputs = upstream_outputs(base, run_id=f"tune-{name}-upstream", lock_path=setup.lock_path)
         log.info("upstream outputs: %s", {s: o.fingerprint for s, o in outputs.items()})
-        tuner = _build_tuner(trainable, space, options, seed, storage_path, name)
+        tuner = _build_tuner(trainable, space, options, seed, storage_path, name, metric)
     grid = tuner.fit()
-    rows = _trial_rows(grid)
-    scored = [r for r in rows if r[METRIC] is not None]
+    rows = _trial_rows(grid, metric)
+    scored = [r for r in rows if r[metric] is not None]
     if not scored:
         errs = "; ".join(r["error"] for r in rows if r["error"])[:500]
-        raise RuntimeError(f"tune {name}: no trial reported {METRIC} ({errs or 'no trials ran'}); see {exp_path}")
-    best_row = max(scored, key=lambda r: r[METRIC])
+        raise RuntimeError(f"tune {name}: no trial reported {metric} ({errs or 'no trials ran'}); see {exp_path}")
+    best_row = max(scored, key=lambda r: r[metric])
     best_values = {k: best_row["values"][k] for k in space.keys if k in best_row["values"]}
     chosen = config_with(base, best_values)
     kept = kept_components(chosen)
     header = (f"tuned by `blast tune` run {name} ({art_store.uri(*layout.tune_parts(base.dataset.name, name))}):\n"
               f"space {space.source}, {len(rows)} trials x <= {options.max_epochs} epochs, ASHA, seed {seed};\n"
-              f"chosen on VALIDATION: {METRIC} = {best_row[METRIC]:.4f} (trial {best_row['trial_id']}, epoch "
+              f"chosen on VALIDATION: {metric} = {best_row[metric]:.4f} (trial {best_row['trial_id']}, epoch "
               f"{best_row['best_epoch']}); keeps: {', '.join(k for k, v in kept.items() if v) or 'none (LightGCN + BPR)'}")
     all_values = {**space.fixed, **best_values}
     best_yaml = best_config_yaml(config_path, overrides, all_values, header, out_dir=Path(exp_path))
@@ -467,19 +477,19 @@ def run_tune(
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(best_config_yaml(config_path, overrides, all_values, header, out_dir=out.parent))
-    outcome = TuneOutcome(experiment=name, experiment_path=exp_path, restored=options.resume, n_trials=len(rows),
-                          best_values=best_values, best_metric=best_row[METRIC], best_epoch=best_row["best_epoch"],
+    outcome = TuneOutcome(experiment=name, experiment_path=exp_path, restored=options.resume, n_trials=len(rows), metric=metric,
+                          best_values=best_values, best_metric=best_row[metric], best_epoch=best_row["best_epoch"],
                           best_yaml=best_yaml, kept=kept, trials=rows)
     if options.final:
         outcome.final_metrics, outcome.final_run_id = _final_run(chosen, name)
     summary = {
         "experiment": name, "path": exp_path, "space": space.as_dict(), "dataset": base.dataset.name,
-        "metric": METRIC, "mode": "max", "trials_budget": options.trials, "max_epochs": options.max_epochs,
+        "metric": metric, "mode": "max", "trials_budget": options.trials, "max_epochs": options.max_epochs,
         "scheduler": {"name": "ASHA", "time_attr": "training_iteration (epochs)", "max_t": options.max_epochs,
                       "grace_period": options.grace_epochs, "reduction_factor": options.reduction_factor},
         "search": {"name": "random (BasicVariantGenerator)", "seed": seed, "fallback_first": bool(space.fallback)},
         "restored": options.resume, "seconds": round(time.time() - t0, 1),
-        "best": {"values": best_values, METRIC: best_row[METRIC], "trial_id": best_row["trial_id"],
+        "best": {"values": best_values, metric: best_row[metric], "trial_id": best_row["trial_id"],
                  "best_epoch": best_row["best_epoch"], "kept": kept},
         "trials": rows, "final": {"run_id": outcome.final_run_id, "metrics": outcome.final_metrics},
     }
@@ -500,7 +510,7 @@ def _final_run(chosen: PipelineConfig, name: str) -> tuple[dict[str, Any], str]:
 def format_outcome(o: TuneOutcome) -> str:
     """The console summary: best values, what the configuration keeps, the final test metrics."""
     lines = [f"tune {o.experiment}: {o.n_trials} trials{' (restored)' if o.restored else ''} -> {o.experiment_path}",
-             f"best {METRIC} = {o.best_metric:.4f} (epoch {o.best_epoch}); chosen values:"]
+             f"best {o.metric} = {o.best_metric:.4f} (epoch {o.best_epoch}); chosen values:"]
     lines += [f"  {k}: {v}" for k, v in o.best_values.items()]
     errored = [t["trial_id"] for t in o.trials if t["status"] == "error"]
     if errored:
@@ -508,7 +518,8 @@ def format_outcome(o: TuneOutcome) -> str:
                      "--resume re-runs them")
     lines.append("keeps: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in o.kept.items()))
     if o.final_metrics:
-        keys = [k for k in ("valid.recall@20", "test.recall@20", "test.ndcg@20") if k in o.final_metrics]
+        test = "test." + o.metric.split(".", 1)[1]
+        keys = [k for k in dict.fromkeys((o.metric, test, "test.recall@20", "test.ndcg@20")) if k in o.final_metrics]
         lines.append(f"final run {o.final_run_id}: " + ", ".join(f"{k} {o.final_metrics[k]:.4f}" for k in keys))
     else:
         lines.append("final run skipped (--no-final): no test metric computed")
