@@ -94,7 +94,7 @@ def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
     synth = _synth_module()
     if not (dump / "synth.json").exists():
         t = time.time()
-        synth.main(["--reviews", str(size), "--out", str(dump), "--seed", str(seed)])
+        synth.generate(dump, size, seed, Path(os.environ.get("BLAST_DATA_DIR", synth.DEFAULT_DATA)), "Clothing_Shoes_and_Jewelry", 0.005, 0.001)
         print(f"[{size:,}] synthetic dump written in {time.time() - t:.0f} s", flush=True)
     info = json.loads((dump / "synth.json").read_text())
     cfg = config_from_dict({
