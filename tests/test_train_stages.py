@@ -13,7 +13,7 @@ from blast_ray.config import PipelineConfig, TrainConfig
 from blast_ray.pipeline import StageContext
 from blast_ray.store import ArtifactStore, StageOutput
 from blast_ray.train.datasets import read_lattice_split
-from blast_ray.train.trainer import TrainInputs
+from blast_ray.train import TrainInputs
 
 N_USERS = 1500
 
@@ -39,7 +39,7 @@ def test_progress_setting():
     import io
 
     from blast_ray.config import ConfigError
-    from blast_ray.train.trainer import progress_enabled
+    from blast_ray.train.loop import progress_enabled
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -118,17 +118,17 @@ def test_two_workers_and_killed_worker_resumes(baby_small, tmp_path, ray_local):
 
     store = ArtifactStore(str(tmp_path))
     base = dict(model="lightgcn", epochs=3, lr=0.01, seed=5)
-    single = __import__("blast_ray.train.trainer", fromlist=["fit"]).fit(TrainConfig(**base), TrainInputs(baby_small))
+    single = __import__("blast_ray.train", fromlist=["fit"]).fit(TrainConfig(**base), TrainInputs(baby_small))
     two = fit_ray(TrainConfig(**base, num_workers=2), TrainInputs(baby_small), storage_path=store.path("baby", "checkpoints"), name="two", storage_filesystem=store.fs)
-    assert two["epoch"] == 3 and len(two["history"]) == 3
+    assert two.epoch == 3 and len(two.history) == 3
     # Same seed, 1 vs 2 workers: statistically the same model quality.
-    assert abs(two["best"] - single["best"]) < 0.3 * single["best"] + 0.005
+    assert abs(two.best - single.best) < 0.3 * single.best + 0.005
     # Warm-started from the single-process model, 2 workers, one killed at epoch 2: every worker
     # loads the warm weights, and the restarted worker resumes from the checkpoint (which wins).
     crashed = fit_ray(TrainConfig(**base, num_workers=2, max_failures=2), TrainInputs(baby_small),
                       storage_path=store.path("baby", "checkpoints"), name="crash", storage_filesystem=store.fs, crash_at_epoch=2,
-                      init_state=single["best_state"], init_source="single-process model")
-    assert crashed["epoch"] == 3
-    assert [r["epoch"] for r in crashed["history"]] == [0, 1, 2]
-    cold0, warm0 = single["history"][0]["valid.recall@20"], crashed["history"][0]["valid.recall@20"]
+                      init_state=single.best_state, init_source="single-process model")
+    assert crashed.epoch == 3
+    assert [r["epoch"] for r in crashed.history] == [0, 1, 2]
+    cold0, warm0 = single.history[0]["valid.recall@20"], crashed.history[0]["valid.recall@20"]
     assert warm0 > 1.5 * cold0 + 0.002, (cold0, warm0)
