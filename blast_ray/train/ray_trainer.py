@@ -26,7 +26,10 @@ from blast_ray.train.loop import EvalPlan, TrainState, Worker, train_loop
 log = logging.getLogger("blast_ray.train")
 
 
-def _loop_per_worker(config: dict[str, Any]) -> None:
+def _loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """One Ray Train worker. Returns (rank 0's value becomes ``Result.return_value``) where this
+    attempt started: ``resumed_from_epoch`` is the checkpoint's epoch when the worker group was
+    restarted after a failure (or the run re-submitted), None on a fresh start."""
     import ray.train
     from ray.train import Checkpoint
 
@@ -56,8 +59,9 @@ def _loop_per_worker(config: dict[str, Any]) -> None:
         else:
             ray.train.report(metrics, checkpoint=None)
 
-    train_loop(cfg, inputs, config["plan"], worker=Worker(rank, world, device, ddp), model=model, start=resume,
-               init_weights=config.get("init_state"), init_source=config.get("init_source", ""), on_epoch=report)
+    final = train_loop(cfg, inputs, config["plan"], worker=Worker(rank, world, device, ddp), model=model, start=resume,
+                       init_weights=config.get("init_state"), init_source=config.get("init_source", ""), on_epoch=report)
+    return {"resumed_from_epoch": None if resume is None else int(resume.epoch), "epochs": int(final.epoch)}
 
 
 def fit_ray(

@@ -83,7 +83,9 @@ def load_warm_start(uri: str, model: torch.nn.Module, model_name: str, n_users: 
     try:
         saved = read_model_file(uri)
     except Exception as e:  # noqa: BLE001 - a gone or torn previous model must not stop the retrain
-        ws = WarmStart(uri, None, f"cannot read model.pt: {type(e).__name__}: {e}")
+        from blast_ray.train.artifacts import MODEL_FILE
+
+        ws = WarmStart(uri, None, f"cannot read {MODEL_FILE}: {type(e).__name__}: {e}")
     else:
         why = check_compatible(saved, model, model_name, n_users, n_items)
         if why:
