@@ -24,7 +24,7 @@ import time
 import torch
 
 from blast_ray.config import TrainConfig, shared_data_dir
-from blast_ray.train.datasets import read_lattice_split
+from blast_ray.etl.readers import read_lattice_split
 from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
 
 PAPER = {"bpr": 0.0607, "lightgcn": 0.0754}

@@ -18,7 +18,7 @@ import numpy as np
 
 from blast_ray.config import TrainConfig, shared_data_dir
 from blast_ray.store import ArtifactStore
-from blast_ray.train.datasets import read_lattice_split
+from blast_ray.etl.readers import read_lattice_split
 from blast_ray.train import TrainInputs, fit
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from blast_ray.config import STAGES, PipelineConfig
-from blast_ray.store import ArtifactStore, StageOutput
+from blast_ray.store import ArtifactStore, StageOutput, layout
 
 log = logging.getLogger("blast_ray.pipeline")
 
@@ -30,12 +30,16 @@ class StageSpec:
     depends: tuple[str, ...]  # upstream stages whose outputs it reads when present
     sections: tuple[str, ...]  # config sections that shape its output
     cached: bool = True  # False: runs every time (the per-run report)
+    # "module:function" (cfg) -> {name: content hash} of the inputs that no upstream stage
+    # produces (the ETL's raw dumps): added to the stage's fingerprint inputs, so changed raw
+    # files re-run it. Imported only when the stage is resolved.
+    raw_inputs: str | None = None
 
 
 STAGE_SPECS: dict[str, StageSpec] = {
     s.name: s
     for s in (
-        StageSpec("etl", "blast_ray.etl.stage:run", (), ("dataset", "etl")),
+        StageSpec("etl", "blast_ray.etl.stage:run", (), ("dataset", "etl"), raw_inputs="blast_ray.etl.stage:raw_inputs"),
         StageSpec("profiles", "blast_ray.profiles.stage:run", ("etl",), ("profiles",)),
         StageSpec("features", "blast_ray.features.stage:run", ("etl", "profiles"), ("features",)),
         StageSpec("graphs", "blast_ray.graphs.stage:run", ("etl", "features"), ("graphs",)),
@@ -48,17 +52,6 @@ STAGE_SPECS: dict[str, StageSpec] = {
     )
 }
 assert tuple(STAGE_SPECS) == STAGES
-
-
-class StageNotImplemented(RuntimeError):
-    pass
-
-
-class StageFailed(RuntimeError):
-    def __init__(self, stage: str, cause: BaseException):
-        super().__init__(f"stage '{stage}' failed: {type(cause).__name__}: {cause}")
-        self.stage = stage
-        self.cause = cause
 
 
 @dataclass
@@ -76,7 +69,7 @@ class StageContext:
         return self.cfg.dataset.name
 
     def run_parts(self, *sub: str) -> tuple[str, ...]:
-        return (self.dataset, "runs", self.run_id, *sub)
+        return layout.run_parts(self.dataset, self.run_id, *sub)
 
     def require(self, stage: str) -> StageOutput:
         """The committed output of an upstream stage, or a clear error naming how to get it."""
@@ -100,18 +93,14 @@ def ancestors(stage: str) -> set[str]:
     return out
 
 
+def _import_entry(entrypoint: str) -> Callable[..., Any]:
+    """The function named by ``"module:function"``."""
+    module_name, fn_name = entrypoint.split(":")
+    return getattr(importlib.import_module(module_name), fn_name)
+
+
 def load_stage_fn(spec: StageSpec) -> Callable[[StageContext, StageOutput], dict[str, Any]]:
-    module_name, fn_name = spec.entrypoint.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
-            raise StageNotImplemented(f"stage '{spec.name}' is not implemented yet ({module_name})") from None
-        raise
-    fn = getattr(module, fn_name, None)
-    if fn is None:
-        raise StageNotImplemented(f"stage '{spec.name}' is not implemented yet ({spec.entrypoint})")
-    return fn
+    return _import_entry(spec.entrypoint)
 
 
 # Keys that change how a stage runs but never what it writes: left out of fingerprints, so
@@ -132,6 +121,17 @@ def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:
     return out
 
 
+KEY_COUNTS = ("interactions", "users", "items", "profiles", "augmented_pairs", "epochs", "recommendations")
+
+
+def _key_counts(manifest: dict[str, Any], n: int = 4) -> str:
+    """Up to ``n`` row counts of a manifest (the KEY_COUNTS first), for the one console line per
+    finished stage; the full counts are in the manifest and run.json."""
+    counts = manifest.get("row_counts") or {}
+    keys = [k for k in KEY_COUNTS if k in counts] + [k for k in counts if k not in KEY_COUNTS]
+    return ", ".join(f"{k} {counts[k]:,}" for k in keys[:n])
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
@@ -139,7 +139,7 @@ def new_run_id() -> str:
 @dataclass
 class PipelineResult:
     run_id: str
-    status: dict[str, str]  # stage -> ran | skipped | not-implemented | failed | not-selected
+    status: dict[str, str]  # stage -> ran | skipped | failed | not-selected
     manifests: dict[str, dict[str, Any]]
     failed_stage: str | None = None
     error: str | None = None
@@ -159,10 +159,8 @@ class PipelineResult:
 def resolve_output(ctx: StageContext, spec: StageSpec) -> StageOutput:
     inputs = {d: ctx.outputs[d].fingerprint for d in spec.depends if d in ctx.outputs}
     config = stage_config(ctx.cfg, spec)
-    if spec.name == "etl":  # raw input files have no upstream stage: their content hash is the input
-        from blast_ray.etl.stage import raw_inputs
-
-        inputs.update(raw_inputs(ctx.cfg))
+    if spec.raw_inputs:  # inputs no upstream stage produces (raw files): their content hash is the input
+        inputs.update(_import_entry(spec.raw_inputs)(ctx.cfg))
     if not spec.cached:
         config = {"run_id": ctx.run_id}
     return StageOutput.open(ctx.store, ctx.dataset, spec.name, config=config, inputs=inputs)
@@ -238,20 +236,13 @@ def run_pipeline(
             status[name] = "failed"
             record.finish(status, failed=name, error=msg)
             return PipelineResult(ctx.run_id, status, ctx.results, name, msg)
-        try:
-            fn = load_stage_fn(spec)
-        except StageNotImplemented as e:
-            log.warning("%s: skipping it", e)
-            status[name] = "not-implemented"
-            record.stage(name, "not-implemented", {})
-            continue
         if out.done:  # forced: drop the committed output first
             store.delete_dir(*out.parts)
         out.begin()
-        log.info("stage %-9s running -> %s", name, out.uri())
+        log.debug("stage %-9s running -> %s", name, out.uri())
         t0 = time.time()
         try:
-            result = fn(ctx, out) or {}
+            result = load_stage_fn(spec)(ctx, out) or {}  # an import error fails the stage, named
             timings = dict(result.get("timings", {}))
             timings.setdefault("total_s", round(time.time() - t0, 3))
             extra = dict(result.get("extra", {}))
@@ -268,6 +259,6 @@ def run_pipeline(
         ctx.results[name] = manifest
         status[name] = "ran"
         record.stage(name, "ran", manifest)
-        log.info("stage %-9s done in %.1fs", name, time.time() - t0)
+        log.info("stage %-9s done in %6.1fs  %s", name, time.time() - t0, _key_counts(manifest))
     record.finish(status)
     return PipelineResult(ctx.run_id, status, ctx.results)

@@ -32,4 +32,29 @@ def ensure_ray(num_cpus: int | None = None):
             log_to_driver=False,
             configure_logging=False,
         )
+    quiet_ray_data()
     return ray
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's progress bars and execution plans only when a person watches a terminal (and
+    with -v); otherwise its console handler shows warnings only (its own log file keeps the rest)."""
+    import logging as _logging
+    import sys
+
+    from ray.data import DataContext
+
+    verbose = os.environ.get("BLAST_LOG_LEVEL") == "1"
+    terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = terminal
+    if not terminal:
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")  # our choice: spare its "Progress bars disabled" warning
+    ctx.print_on_execution_start = terminal or verbose
+    ctx.execution_options.verbose_progress = verbose
+    if not (terminal or verbose):
+        for h in _logging.getLogger("ray.data").handlers:
+            if isinstance(h, _logging.StreamHandler) and not isinstance(h, _logging.FileHandler):
+                h.setLevel(_logging.WARNING)

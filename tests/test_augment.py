@@ -15,6 +15,7 @@ from blast_ray.augment import (
     default_marginals,
     distributed_sinkhorn,
     false_negative_candidates,
+    marginals,
     sparse_sinkhorn,
     top_q_cells,
 )
@@ -146,3 +147,55 @@ def test_blocked_ray_equals_single_block(sci, ray_local):
     assert many.n_iter == one.n_iter
     P1, P3 = one.dense_plan(R, G), many.dense_plan(R, G)
     assert np.abs(P1 - P3).max() <= 1e-12 * P1.max()
+
+
+# (row_target, col_target): the options of augment.row_target / augment.col_target, numbers as in
+# the paper's Fig. 3c sweep.
+MARGINAL_TARGETS = [
+    ("mean_activity", "mean_popularity"),
+    ("uniform", "uniform"),
+    ("uniform", "mean_popularity"),
+    ("mean_activity", "uniform"),
+    (2.5, 0.3),
+]
+
+
+@pytest.mark.parametrize("row_target, col_target", MARGINAL_TARGETS, ids=lambda t: str(t))
+def test_marginal_targets_match_pot_and_the_mass_rule(sci, row_target, col_target):
+    """Each target gives the documented a, b (b rescaled to a's mass); our plan equals POT's dense
+    plan for those marginals; and H is the default's H with plan values scaled by sum(a)/|D|."""
+    R, G, _ = sci
+    R, G = R[:40], G[:40]  # a small dense case: 40 real users x 1,585 items
+    M, N = R.shape
+    nnz = R.nnz
+    a, b = marginals(R, row_target, col_target)
+    a_u = {"mean_activity": nnz / M, "uniform": 1.0}.get(row_target, row_target)
+    np.testing.assert_allclose(a, np.full(M, a_u), rtol=1e-15)
+    np.testing.assert_allclose(b, np.full(N, a_u * M / N), rtol=1e-12)  # constant b, total sum(a)
+    assert a.sum() == pytest.approx(b.sum(), rel=1e-12)
+
+    C = np.zeros(R.shape)
+    C[G.toarray() != 0] = -1.0
+    C[R.toarray() != 0] = 1.0
+    res = sparse_sinkhorn(R, G, eps=0.1, a=a, b=b, tol=1e-12, max_iter=20000)
+    assert res.converged
+    P = res.dense_plan(R, G)
+    P_ref = ot.sinkhorn(a, b, C, 0.1, method="sinkhorn_log", stopThr=1e-13, numItermax=20000)
+    assert np.abs(P - P_ref).max() <= 1e-8 * P_ref.max()
+    np.testing.assert_allclose(P.sum(1), a, rtol=1e-9)
+    np.testing.assert_allclose(P.sum(0), b, rtol=1e-9)
+
+    base = sparse_sinkhorn(R, G, eps=0.1, tol=1e-12, max_iter=20000)
+    q = 60
+    u0, i0, v0 = top_q_cells(base.f, base.g, 0.1, R, G, q)
+    u1, i1, v1 = top_q_cells(res.f, res.g, 0.1, R, G, q)
+    np.testing.assert_array_equal(u1, u0)
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_allclose(np.exp(v1), np.exp(v0) * a.sum() / nnz, rtol=1e-7)
+
+
+def test_marginal_targets_reject_bad_values(sci):
+    R, _, _ = sci
+    for row, col in (("popular", "uniform"), (0, "uniform"), ("uniform", -1.0), (True, "uniform")):
+        with pytest.raises(ValueError, match=r"augment\.(row|col)_target"):
+            marginals(R, row, col)

@@ -77,3 +77,103 @@ def test_fingerprinted_config_leaves_out_run_only_keys():
     assert stage_config(same, spec) == stage_config(base, spec)
     for change in ("train.lr=0.01", "evaluate.ks=[10,20]"):
         assert stage_config(load_config(ml, overrides=[change]), spec) != stage_config(base, spec), change
+
+
+BASE = {"dataset": {"name": "x", "format": "mmrec_inter", "paths": {"inter": "/tmp/x.inter"}}}
+
+
+def _with(**sections):
+    return {**BASE, **sections}
+
+
+@pytest.mark.parametrize(
+    "data, key, hint",
+    [
+        ({"evaluate": {"select_metric": "recall@7"}}, "evaluate.select_metric", "K in evaluate.ks"),
+        ({"evaluate": {"select_metric": "auc@20"}}, "evaluate.select_metric", "recall, ndcg"),
+        ({"evaluate": {"ks": "5,10"}}, "evaluate.select_metric", "add K to evaluate.ks"),
+        ({"evaluate": {"baselines": "pop,pop"}}, "evaluate.baselines", "twice"),
+        ({"augment": {"row_target": "popular"}}, "augment.row_target", "mean_activity, uniform or a positive number"),
+        ({"augment": {"col_target": 0}}, "augment.col_target", "mean_popularity, uniform or a positive number"),
+        ({"train": {"epochs": True}}, "train.epochs", "integer"),
+        ({"train": {"progress": "yes"}}, "train.progress", "true, false or auto"),
+        ({"etl": {"split": "0.5,0.5"}}, "etl.split", "three"),
+        ({"profiles": {"engine": "http"}}, "profiles.endpoint", "base URL"),
+        ({"features": {"image_dir": "imgs"}}, "features.image_dir", "compute_image_features"),
+        ({"dataset": {**BASE["dataset"], "name": "a/b"}}, "dataset.name", "letters, digits"),
+        ({"dataset": {**BASE["dataset"], "name": ".."}}, "dataset.name", "letters, digits"),
+        ({"dataset": {**BASE["dataset"], "name": ".hidden"}}, "dataset.name", "starting with a letter or digit"),
+        ({"dataset": {"name": "x"}}, "dataset.format", "one of"),
+    ],
+)
+def test_rules_name_the_key_and_the_fix(data, key, hint):
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(_with(**data))
+    msg = str(e.value)
+    assert msg.startswith(f"config key '{key}': ") and hint in msg and "\n" not in msg, msg
+
+
+def test_yaml_strings_and_overrides_coerce():
+    cfg = config_from_dict(_with(
+        evaluate={"ks": "5,10", "select_metric": "ndcg@10", "baselines": ""},
+        train={"use_gpu": "true", "lr": "1e-3", "progress": "False"},
+        augment={"row_target": "2.5", "col_target": "uniform"},
+        etl={"split": "0.7,0.2,0.1"},
+        dataset={**BASE["dataset"], "name": "amazon-baby_2018.v1"},
+    ))
+    assert cfg.evaluate.ks == (5, 10) and cfg.evaluate.baselines == ()
+    assert cfg.train.use_gpu is True and cfg.train.lr == 0.001 and cfg.train.progress is False
+    assert cfg.augment.row_target == 2.5 and cfg.augment.col_target == "uniform"
+    assert cfg.etl.split == (0.7, 0.2, 0.1)
+    cfg = load_config(CONFIGS[0], overrides=["evaluate.ks=5,10", "evaluate.select_metric=recall@10",
+                                             "augment.row_target=uniform"])
+    assert cfg.evaluate.ks == (5, 10) and cfg.augment.row_target == "uniform"
+
+
+def test_validated_on_construction_assignment_and_update():
+    from blast_ray.config import EvaluateConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^config key 'train\.epochs': must be >= 1"):
+        TrainConfig(epochs=0)
+    cfg = config_from_dict(BASE)
+    with pytest.raises(ConfigError, match=r"^config key 'train\.lr'"):
+        cfg.train.lr = -1.0
+    with pytest.raises(ConfigError, match=r"evaluate\.select_metric"):
+        cfg.evaluate.ks = (5, 10)  # recall@20 would no longer be computed
+    assert cfg.train.lr == 1e-3 and cfg.evaluate.ks == (5, 10, 20, 50)  # a rejected assignment leaves no trace
+    cfg.train.epochs = "7"
+    assert cfg.train.epochs == 7
+
+    new = cfg.updated(train={"model": "bpr"}, store="/tmp/elsewhere")
+    assert (new.train.model, new.store, new.train.epochs) == ("bpr", "/tmp/elsewhere", 7)
+    assert cfg.train.model == "blast" and cfg.store != "/tmp/elsewhere"  # the original is unchanged
+    new.dataset.paths["extra"] = "/tmp/y"
+    assert "extra" not in cfg.dataset.paths  # the copy shares no container
+    with pytest.raises(ConfigError, match=r"train\.modle': unknown key"):
+        cfg.updated(train={"modle": "bpr"})
+    with pytest.raises(ConfigError, match=r"evaluate\.select_metric"):
+        EvaluateConfig().updated(ks=[5])
+    # in-place edits of a container are not seen by assignment validation; validate() catches them
+    assert cfg.validate() is cfg
+    cfg.dataset.paths["meta"] = None
+    with pytest.raises(ConfigError, match=r"^config key 'dataset\.paths\.meta': must be a string"):
+        cfg.validate()
+
+
+def test_select_metric_names_are_the_computed_metrics():
+    from blast_ray.config import RANKING_METRICS
+    from blast_ray.ranking.metrics import METRICS
+
+    assert tuple(RANKING_METRICS) == tuple(METRICS)
+
+
+def test_hash_is_stable_over_equal_values():
+    from blast_ray.config import TrainConfig
+    from blast_ray.store.hashing import stable_hash, to_plain
+
+    a = TrainConfig(lr=0.001, epochs=3)
+    assert stable_hash(a) == stable_hash(TrainConfig(lr="1e-3", epochs="3")) == stable_hash(to_plain(a))
+    assert stable_hash(a) == stable_hash(a.model_dump()) and stable_hash(a) != stable_hash(TrainConfig(lr=0.002, epochs=3))
+    cfg = load_config(CONFIGS[0])
+    assert stable_hash(cfg.to_dict()) == stable_hash(cfg) == stable_hash(cfg.updated())
+    assert to_plain({"ks": (5, 10)}) == {"ks": [5, 10]}

@@ -46,7 +46,7 @@ from blast_ray.graphs.knn import knn_graph, sym_normalize
 from blast_ray.models import MODELS
 from blast_ray.ranking import known_items, score_split
 from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
-from blast_ray.train.datasets import read_lattice_split
+from blast_ray.etl.readers import read_lattice_split
 
 torch.set_num_threads(1)
 data = read_lattice_split(sys.argv[1], max_users=int(sys.argv[2]))

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from blast_ray.config import DatasetConfig, EtlConfig, load_config
+from blast_ray.config import ConfigError, DatasetConfig, EtlConfig, load_config
 from blast_ray.etl import FormatError, raw_input_hash, run_etl
 
 FIX = Path(__file__).parent / "fixtures" / "etl"
@@ -159,8 +159,8 @@ def test_presplit_baby_keeps_published_split(spark, dataset, tmp_path):
 def test_fail_fast_on_missing_path_and_unknown_format(spark, tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset.paths.reviews"):
         raw_input_hash(DatasetConfig("x", "amazon2018", {"reviews": str(tmp_path / "nope.json.gz")}), EtlConfig())
-    with pytest.raises(FormatError, match="not recognised"):
-        run_etl(spark, DatasetConfig("x", "csv_guess", {"reviews": str(FIX / "Toys_2023.jsonl")}), EtlConfig(), str(tmp_path))
+    with pytest.raises(ConfigError, match="dataset.format"):  # rejected when the config is built
+        DatasetConfig("x", "csv_guess", {"reviews": str(FIX / "Toys_2023.jsonl")})
     with pytest.raises(FormatError, match="does not start with the header"):
         run_etl(spark, DatasetConfig("x", "movielens_atomic", {"inter": str(FIX / "Toys_2023.jsonl")}), EtlConfig(), str(tmp_path))
 

@@ -11,7 +11,7 @@ from blast_ray.config import TrainConfig
 from blast_ray.ranking.metrics import evaluate_ranking
 from blast_ray.models.adjacency import prune_edges
 from blast_ray.store import ArtifactStore
-from blast_ray.train.datasets import read_lattice_split
+from blast_ray.etl.readers import read_lattice_split
 from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
 
 N_USERS = None  # all of Baby (19,445 users): smaller slices are too sparse for 3 epochs to beat popularity

@@ -51,7 +51,8 @@ def test_runs_cli(tmp_path):
     store = ArtifactStore(str(tmp_path))
     _fake_run(store, "20260101-000000-a", recall=0.10)
     _fake_run(store, "20260102-000000-b", recall=0.125)
-    ns = lambda action, *ids: argparse.Namespace(action=action, run_ids=list(ids), config=None, store=str(tmp_path), dataset="d")  # noqa: E731
+    ns = lambda action, *ids, as_json=False: argparse.Namespace(  # noqa: E731
+        action=action, run_ids=list(ids), config=None, store=str(tmp_path), dataset="d", json=as_json)
     buf = io.StringIO()
     assert runs_command(ns("promote", "20260101-000000-a"), out=buf) == 0
     buf = io.StringIO()
@@ -62,7 +63,38 @@ def test_runs_cli(tmp_path):
     runs_command(ns("compare", "20260101-000000-a", "20260102-000000-b"), out=buf)
     assert "valid.recall@20" in buf.getvalue() and "0.1000" in buf.getvalue()
     buf = io.StringIO()
-    runs_command(ns("show", "20260102-000000-b"), out=buf)
+    runs_command(ns("show", "20260102-000000-b", as_json=True), out=buf)
     assert json.loads(buf.getvalue())["is_latest"] is False
+    buf = io.StringIO()  # the summary for people: metrics first
+    runs_command(ns("show", "20260101-000000-a"), out=buf)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("run 20260101-000000-a  succeeded  (latest)")
+    assert any(line.startswith("recall@20") and "0.1000" in line for line in lines[:6])
     with pytest.raises(FileNotFoundError):
         runs_command(ns("show", "nope"), out=io.StringIO())
+
+
+def test_run_log_uploaded_next_to_run_json(tmp_path, data_dir):
+    """Every run writes its full log (DEBUG under the entry points' logging) as run.log beside run.json,
+    whether it finishes or fails; the temp file and the root handler are gone afterwards."""
+    import logging
+
+    from blast_ray.config import load_config
+    from blast_ray.entry import setup_logging
+    from blast_ray.runs import RunRecord
+    from jobs.smoke import smoke_config
+
+    setup_logging(0)
+    cfg = load_config(smoke_config(data_dir, str(tmp_path / "store"), tmp_path / "cfg.yaml"))
+    store = ArtifactStore(cfg.store)
+    root_handlers = list(logging.getLogger().handlers)
+    for run_id, failed in (("r-ok", None), ("r-failed", "train")):
+        rec = RunRecord.start(store, cfg, run_id, ("etl",))
+        logging.getLogger("blast_ray.test").debug("a debug detail of %s", run_id)
+        logging.getLogger("py4j").info("third-party chatter")  # WARNING and up only
+        rec.finish({"etl": "ran"}, failed=failed, error="boom" if failed else None)
+        log_text = store.read_text("ml-100k", "runs", run_id, "run.log")
+        assert "DEBUG" in log_text and f"a debug detail of {run_id}" in log_text
+        assert "third-party chatter" not in log_text
+        assert store.exists("ml-100k", "runs", run_id, "run.json")
+    assert logging.getLogger().handlers == root_handlers

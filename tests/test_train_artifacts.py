@@ -13,7 +13,7 @@ from blast_ray.store import ArtifactStore, StageOutput
 from blast_ray.train import EvalPlan, TrainInputs, fit
 from blast_ray.train import artifacts as tra
 from blast_ray.train.checkpoints import StoreCheckpoints, state_from_bytes, state_to_bytes
-from blast_ray.train.datasets import read_lattice_split
+from blast_ray.etl.readers import read_lattice_split
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from blast_ray.config import TrainConfig
 from blast_ray.models.graph_backend import get_backend
 from blast_ray.train import EvalPlan, TrainInputs, TrainState, epoch_cap, fit
-from blast_ray.train.datasets import read_lattice_split
+from blast_ray.etl.readers import read_lattice_split
 from blast_ray.train.inputs import graph_inputs, graph_pairs, model_for
 
 N_USERS = 1500
@@ -43,7 +43,7 @@ def ot_pairs(baby_small):
 
 def test_select_metric_picks_the_epoch_on_validation(baby_small, caplog):
     cfg = TrainConfig(model="lightgcn", epochs=3, lr=0.01, seed=4)
-    with caplog.at_level(logging.INFO, logger="blast_ray.train"):
+    with caplog.at_level(logging.DEBUG, logger="blast_ray.train"):
         state = fit(cfg, TrainInputs(baby_small), EvalPlan(ks=(20,), select_metric="ndcg@10"))
     assert state.select_metric == "ndcg@10"
     vals = [r["valid.ndcg@10"] for r in state.history]  # the selection k is validated even if not in ks

@@ -2,16 +2,16 @@
 
 Public surface: ``false_negative_candidates``, ``sparse_sinkhorn`` (single process),
 ``distributed_sinkhorn`` (Ray row blocks), ``top_q_cells``, ``SinkhornNotConverged``,
-the stage ``run`` and the loader ``load_augmentation``.
+the stage ``run`` and the loader ``load_augmentation`` (``blast_ray.augment.artifacts``).
 """
 
 from blast_ray.augment.false_negatives import false_negative_candidates, union_graphs
-from blast_ray.augment.sinkhorn import SinkhornNotConverged, SinkhornResult, default_marginals, sparse_sinkhorn
+from blast_ray.augment.sinkhorn import SinkhornNotConverged, SinkhornResult, default_marginals, marginals, sparse_sinkhorn
 from blast_ray.augment.topq import top_q_cells
 
 __all__ = [
     "false_negative_candidates", "union_graphs", "sparse_sinkhorn", "distributed_sinkhorn", "SinkhornResult",
-    "SinkhornNotConverged", "default_marginals", "top_q_cells", "run", "load_augmentation", "Augmentation",
+    "SinkhornNotConverged", "default_marginals", "marginals", "top_q_cells", "run", "load_augmentation", "Augmentation",
 ]
 
 
@@ -20,8 +20,12 @@ def __getattr__(name):  # Ray / store code is imported lazily
         from blast_ray.augment.distributed import distributed_sinkhorn
 
         return distributed_sinkhorn
-    if name in ("run", "load_augmentation", "Augmentation"):
+    if name in ("load_augmentation", "Augmentation"):
+        from blast_ray.augment import artifacts
+
+        return getattr(artifacts, name)
+    if name == "run":
         from blast_ray.augment import stage
 
-        return getattr(stage, name)
+        return stage.run
     raise AttributeError(name)

@@ -221,13 +221,67 @@ class SinkhornResult:
         }
 
 
-def default_marginals(R: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
-    """a_u = nnz(R)/M (mean train activity), b_i = nnz(R)/N (mean train popularity)."""
+ROW_TARGETS = ("mean_activity", "uniform")
+COL_TARGETS = ("mean_popularity", "uniform")
+
+
+def _target_value(target: str | float, mean_name: str, mean_value: float, key: str) -> float:
+    if isinstance(target, str):
+        if target == mean_name:
+            return mean_value
+        if target == "uniform":
+            return 1.0
+        raise ValueError(f"{key} must be {mean_name}, uniform or a positive number, got {target!r}")
+    value = float("nan") if isinstance(target, bool) else float(target)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{key} must be {mean_name}, uniform or a positive number, got {target!r}")
+    return value
+
+
+def marginals(
+    R: sp.spmatrix, row_target: str | float = "mean_activity", col_target: str | float = "mean_popularity"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The OT marginals a (users) and b (items) of the plan P: ``P 1 = a``, ``P^T 1 = b``.
+
+    Parameters
+    ----------
+    R : (M, N) sparse train interactions; |D| = nnz(R) (> 0).
+    row_target : ``"mean_activity"`` (default): a_u = |D| / M, the mean train activity;
+        ``"uniform"``: a_u = 1; a positive number c: a_u = c (the paper's Fig. 3c sweep).
+    col_target : ``"mean_popularity"`` (default): b_i = |D| / N, the mean train popularity;
+        ``"uniform"``: b_i = 1; a positive number c: b_i = c.
+
+    Total-mass rule: balanced OT needs sum(a) == sum(b). ``a`` is kept as chosen and ``b`` is
+    rescaled to a's mass, ``b <- b * sum(a) / sum(b)``. With the defaults both already total |D|,
+    so nothing is rescaled.
+
+    Consequence (exact, tested): every target here is constant over users (items), so a choice
+    only multiplies the plan by ``s = sum(a) / |D|`` compared with the defaults (the Sinkhorn
+    scalings shift by log s). The augmented set H and its order are the same for every choice;
+    only the ``plan_value`` of H scales by s.
+
+    Returns
+    -------
+    (a, b): float64 arrays of shapes (M,) and (N,), strictly positive, ``sum(a) == sum(b)``.
+
+    >>> import scipy.sparse as sp
+    >>> a, b = marginals(sp.csr_matrix([[1, 0, 1], [0, 1, 0]]), "uniform", "mean_popularity")
+    >>> a.tolist(), b.tolist()
+    ([1.0, 1.0], [0.6666666666666666, 0.6666666666666666, 0.6666666666666666])
+    """
     M, N = R.shape
     nnz = float(R.nnz)
     if nnz == 0:
         raise ValueError("R has no interactions: the OT marginals nnz(R)/M, nnz(R)/N would be zero")
-    return np.full(M, nnz / M), np.full(N, nnz / N)
+    a = np.full(M, _target_value(row_target, "mean_activity", nnz / M, "augment.row_target"))
+    b = np.full(N, _target_value(col_target, "mean_popularity", nnz / N, "augment.col_target"))
+    b *= a.sum() / b.sum()
+    return a, b
+
+
+def default_marginals(R: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+    """a_u = nnz(R)/M (mean train activity), b_i = nnz(R)/N (mean train popularity)."""
+    return marginals(R)
 
 
 def _check_marginals(a, b, M, N):
@@ -361,4 +415,4 @@ def _warn_if_unconverged(res: SinkhornResult, tol: float) -> None:
             stacklevel=3,
         )
     else:
-        log.info("Sinkhorn converged in %d iterations (error %.2e, %.4f s/iter)", res.n_iter, res.error, res.seconds_per_iter)
+        log.debug("Sinkhorn converged in %d iterations (error %.2e, %.4f s/iter)", res.n_iter, res.error, res.seconds_per_iter)

@@ -1,4 +1,5 @@
-"""The augment stage: ``run(ctx, out)`` -> augmented_pairs.parquet, false_negatives.parquet.
+"""The augment stage: ``run(ctx, out)`` -> augmented pairs H and false-negative candidates G
+(files and schemas in ``blast_ray.augment.artifacts``).
 
 Reads the ETL train R and the graphs stage's per-modality item kNN graphs, builds
 G = binarize(R @ K_union) - R, solves the sparse (optionally Ray row-blocked) Sinkhorn and keeps
@@ -9,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import scipy.sparse as sp
 
+from blast_ray.augment import artifacts
+from blast_ray.augment.artifacts import Augmentation, load_augmentation  # noqa: F401  (re-exported)
 from blast_ray.augment.distributed import distributed_sinkhorn
 from blast_ray.augment.false_negatives import false_negative_candidates
-from blast_ray.augment.sinkhorn import default_marginals
+from blast_ray.augment.sinkhorn import marginals
 from blast_ray.augment.topq import top_q_cells
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,9 @@ def _item_knn(graphs_out, modality: str, k: int, n_items: int) -> sp.csr_matrix:
 
     Ties keep the stored order (stable sort). A graph built with fewer than k neighbours is used as is.
     """
-    from blast_ray.graphs import load_item_knn
+    from blast_ray.graphs.artifacts import item_knn_edges
 
-    load_item_knn(graphs_out, modality)  # validates the modality against the graphs manifest
-    t = graphs_out.store.read_table(*graphs_out.parts, f"item_knn_{modality}.parquet").to_pandas()
+    t = item_knn_edges(graphs_out, modality)  # KeyError naming the modalities the output has
     t = t.sort_values(["src", "sim"], ascending=[True, False], kind="stable")
     t = t[t.groupby("src").cumcount() < k]
     m = sp.csr_matrix((np.ones(len(t)), (t["src"].to_numpy(), t["dst"].to_numpy())), shape=(n_items, n_items))
@@ -63,7 +63,6 @@ def run(ctx, out) -> dict:
     t0 = time.time()
     data = load_interactions(ctx.require("etl"))
     R = sp.csr_matrix(data.train, dtype=np.float64)
-    store = out.store
     if not cfg.enabled:
         log.info("augment disabled: writing empty outputs")
         G = sp.csr_matrix(R.shape)
@@ -77,7 +76,7 @@ def run(ctx, out) -> dict:
             raise RuntimeError(f"graphs output {graphs_out.fingerprint} lists no item modalities")
         G = false_negative_candidates(R, [_item_knn(graphs_out, m, cfg.knn_k, R.shape[1]) for m in modalities])
         t_g = time.time()
-        a, b = default_marginals(R)
+        a, b = marginals(R, cfg.row_target, cfg.col_target)
         res = distributed_sinkhorn(R, G, eps=cfg.eps, a=a, b=b, tol=cfg.tol, max_iter=cfg.max_iter,
                                    num_blocks=cfg.num_blocks, log=True)
         t_s = time.time()
@@ -95,11 +94,7 @@ def run(ctx, out) -> dict:
         }
         extra["timings_detail"] = {"false_negatives_s": round(t_g - t0, 3), "sinkhorn_s": round(t_s - t_g, 3),
                                    "topq_s": round(t_q - t_s, 3)}
-    store.write_table(pa.table({"user_idx": pa.array(users, pa.int64()), "item_idx": pa.array(items, pa.int64()),
-                                "plan_value": pa.array(values, pa.float64())}), *out.parts, "augmented_pairs.parquet")
-    gr, gc = G.nonzero()
-    store.write_table(pa.table({"user_idx": pa.array(gr.astype(np.int64)), "item_idx": pa.array(gc.astype(np.int64))}),
-                      *out.parts, "false_negatives.parquet")
+    artifacts.write_augmentation(out, users, items, values, G)
     metrics = {}
     if extra.get("enabled"):
         metrics = {"sinkhorn.iterations": extra["sinkhorn"]["iterations"],
@@ -107,26 +102,3 @@ def run(ctx, out) -> dict:
     extra["shape"] = {"users": int(R.shape[0]), "items": int(R.shape[1])}
     return {"row_counts": {"augmented_pairs": int(users.size), "false_negatives": int(G.nnz)},
             "timings": {"total_s": round(time.time() - t0, 3)}, "extra": extra, "metrics": metrics}
-
-
-@dataclass
-class Augmentation:
-    """H as arrays (users, items, values) and G as a binary M x N CSR."""
-
-    users: np.ndarray
-    items: np.ndarray
-    values: np.ndarray
-    false_negatives: sp.csr_matrix
-
-
-def load_augmentation(out, n_users: int, n_items: int) -> Augmentation:
-    """Read a committed augment output (augmented_pairs + false_negatives)."""
-    h = out.store.read_table(*out.parts, "augmented_pairs.parquet").to_pandas()
-    fn = out.store.read_table(*out.parts, "false_negatives.parquet").to_pandas()
-    for name, df in (("augmented_pairs", h), ("false_negatives", fn)):
-        if len(df) and (df["user_idx"].max() >= n_users or df["item_idx"].max() >= n_items):
-            raise ValueError(f"augment.{name} has indices outside ({n_users}, {n_items})")
-    G = sp.csr_matrix((np.ones(len(fn), dtype=np.float32), (fn["user_idx"].to_numpy(), fn["item_idx"].to_numpy())),
-                      shape=(n_users, n_items))
-    return Augmentation(h["user_idx"].to_numpy(np.int64), h["item_idx"].to_numpy(np.int64),
-                        h["plan_value"].to_numpy(np.float64), G)

@@ -1,6 +1,6 @@
 """The ETL output contract, read back as sparse matrices for the downstream stages.
 
-ETL writes four Parquet tables under its stage output (see ``docs/ARCHITECTURE.md``):
+ETL writes its Parquet tables under its stage output (``blast_ray.etl.artifacts``):
 
 - ``interactions``: user_idx int64, item_idx int64, rating float64 (null if implicit),
   timestamp int64 (null if unknown), split string in {train, valid, test}
@@ -77,8 +77,8 @@ class InteractionData:
 
 def load_interactions(etl_output) -> InteractionData:
     """Read the ``interactions`` table of a committed ETL ``StageOutput``."""
-    store = etl_output.store
-    table = store.read_table(*etl_output.parts, "interactions", columns=["user_idx", "item_idx", "split"])
-    df = table.to_pandas()
+    from blast_ray.etl import artifacts as etl_artifacts
+
+    df = etl_artifacts.load_frame(etl_output, etl_artifacts.INTERACTIONS, columns=["user_idx", "item_idx", "split"])
     counts = etl_output.manifest.get("row_counts", {})
     return InteractionData.from_frame(df, counts.get("users"), counts.get("items"))

@@ -91,7 +91,9 @@ def get_dataset(name: str, dest: str | Path | None = None, timeout: float = 5.0)
     """
     if name != "ml-100k":
         raise ValueError(f"unknown dataset {name!r}; available: ml-100k")
-    dest = Path(dest or Path("blast-data") / "raw" / name).resolve()
+    from blast_ray.store.layout import raw_download_dir
+
+    dest = Path(dest or raw_download_dir("blast-data", name)).resolve()
     dest.mkdir(parents=True, exist_ok=True)
     if _verify(dest):
         log.info("%s already at %s (verified)", name, dest)

@@ -30,6 +30,9 @@ ML_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
+# the files of a published LATTICE/MMRec split folder (role -> file name; ``read_lattice_split``)
+LATTICE_FILES = {"train": "train.json", "valid": "val.json", "test": "test.json",
+                 "user2id": "user2id.json", "item2id": "item2id.json"}
 # an id is one printable token: no whitespace, quotes or JSON brackets (an object/array id is bad)
 ID_PATTERN = r'^[^\s"{}\[\]]{1,256}$'
 
@@ -434,6 +437,38 @@ def read_presplit_json(spark, paths: dict) -> RawFrames:
             m = doc.select(F.explode(F.from_json("value", "map<string,string>")).alias(name, "_k"))
             rec = rec.join(F.broadcast(m), rec[col] == m["_k"], "left").withColumn(col, F.coalesce(name, col)).drop("_k", name)
     return RawFrames(rec, presplit=True)
+
+
+def read_lattice_split(folder, max_users: int | None = None):
+    """Read a LATTICE/MMRec split folder straight into ``InteractionData``, without Spark or the ETL.
+
+    The folder holds ``{train,val,test}.json`` (user id -> item id list, ids already dense) and
+    ``user2id.json`` / ``item2id.json`` (their lengths give n_users / n_items): the same files
+    ``presplit_json`` reads through Spark. ``max_users`` keeps the first users (a real-data slice for
+    fast tests and benchmarks); item ids are kept, so n_items stays that of the dataset.
+    Example: ``read_lattice_split("../shared/data/amazon-baby-5core", max_users=500)``.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from blast_ray.data.interactions import InteractionData
+
+    folder = Path(folder)
+    n_users = len(json.loads((folder / LATTICE_FILES["user2id"]).read_text()))
+    n_items = len(json.loads((folder / LATTICE_FILES["item2id"]).read_text()))
+    frames = []
+    for split in ("train", "valid", "test"):
+        d = json.loads((folder / LATTICE_FILES[split]).read_text())
+        u = np.fromiter((int(k) for k, v in d.items() for _ in v), dtype=np.int64)
+        i = np.fromiter((int(x) for v in d.values() for x in v), dtype=np.int64)
+        frames.append(pd.DataFrame({"user_idx": u, "item_idx": i, "split": split}))
+    df = pd.concat(frames, ignore_index=True)
+    if max_users is not None:
+        df = df[df["user_idx"] < max_users]
+        n_users = max_users
+    return InteractionData.from_frame(df, n_users, n_items)
 
 
 READERS = {

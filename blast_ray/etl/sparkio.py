@@ -14,6 +14,9 @@ from pathlib import Path
 log = logging.getLogger("blast_ray.etl")
 
 
+LOG4J2_PROPERTIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
+
+
 def get_spark(master: str | None = "local[*]", driver_memory: str = "4g", shuffle_partitions: int = 8):
     """The active SparkSession, or a new one configured for the ETL.
 
@@ -37,7 +40,8 @@ def get_spark(master: str | None = "local[*]", driver_memory: str = "4g", shuffl
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=ERROR")
+        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=ERROR" + (
+            f" -Dlog4j2.configurationFile=file:{LOG4J2_PROPERTIES}" if os.path.isfile(LOG4J2_PROPERTIES) else ""))
     )
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

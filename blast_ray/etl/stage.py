@@ -19,13 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from blast_ray.config import DatasetConfig, EtlConfig, stable_hash
+from blast_ray.config import DatasetConfig, EtlConfig
+from blast_ray.etl import artifacts
+from blast_ray.etl.artifacts import TABLES
+from blast_ray.store.hashing import stable_hash
 from blast_ray.etl.readers import FormatError, read_raw
 from blast_ray.etl.sparkio import get_spark
 from blast_ray.etl.transform import clean_text, collapse_duplicates, dense_ids, kcore, split_per_user
 
 log = logging.getLogger("blast_ray.etl")
-TABLES = ("interactions", "users", "items", "reviews", "rejects")
 
 
 def _files_of(path: str) -> list[Path]:
@@ -184,12 +186,12 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     if raw_n != kept_n + rejected + collapsed + removed:  # cannot happen; guards future edits
         raise AssertionError(f"ETL counts do not reconcile: {row_counts}")
     for name, df in tables.items():
-        df.write.mode("overwrite").parquet(os.path.join(dest, name))
+        df.write.mode("overwrite").parquet(artifacts.local_table_dir(dest, name))
     row_counts["reviews"] = tables["reviews"].count()
     row_counts["rejects"] = tables["rejects"].count()
     timings["write_s"] = round(time.time() - t, 3)
     timings["total_s"] = round(time.time() - t0, 3)
-    log.info("etl: %s", {k: row_counts[k] for k in ("raw_records", "rejected", "collapsed_duplicates", "removed_by_kcore", "interactions", "users", "items")})
+    log.debug("etl: %s", {k: row_counts[k] for k in ("raw_records", "rejected", "collapsed_duplicates", "removed_by_kcore", "interactions", "users", "items")})
     return {"row_counts": row_counts, "timings": timings, "extra": extra}
 
 
@@ -213,7 +215,7 @@ def run(ctx, out) -> dict[str, Any]:
             result = run_etl(spark, cfg.dataset, cfg.etl, tmp)
             t = time.time()
             for name in TABLES:
-                out.store.upload_dir(os.path.join(tmp, name), *out.parts, name)
+                out.store.upload_dir(artifacts.local_table_dir(tmp, name), *out.parts, name)
             result["timings"]["upload_s"] = round(time.time() - t, 3)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

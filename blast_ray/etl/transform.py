@@ -61,7 +61,7 @@ def kcore(df, k: int, max_iter: int = 100):
         icnt = by_user.groupBy("item_id").count().filter(F.col("count") >= k).select("item_id")
         nxt = by_user.join(icnt, "item_id", "left_semi").localCheckpoint(eager=True)
         m = nxt.count()
-        log.info("k-core round %d: %d -> %d interactions", it, n, m)
+        log.debug("k-core round %d: %d -> %d interactions", it, n, m)
         df = nxt
         if m == n:
             return df, it

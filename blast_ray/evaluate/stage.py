@@ -11,7 +11,6 @@ the best valid epoch (selected on ``evaluate.select_metric``). Results: the base
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any
@@ -44,7 +43,7 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
         return {"metrics": _flat(valid, test), "seconds": time.perf_counter() - t0, "epochs": 0}
     from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
 
-    cfg = dataclasses.replace(train_cfg, model=name, num_workers=1, use_gpu=False, warm_start_from=None)
+    cfg = train_cfg.updated(model=name, num_workers=1, use_gpu=False, warm_start_from=None)
     inputs = TrainInputs(data)  # ID-only: the baselines see interactions, nothing else
     plan = EvalPlan(ks=tuple(ks), batch_users=batch_users, select_metric=select_metric)
     state = fit(cfg, inputs, plan)
@@ -71,12 +70,12 @@ def run(ctx, out) -> dict[str, Any]:
     main_model = ctx.cfg.train.model
     for name in ev.baselines:
         if name == main_model:
-            log.info("evaluate: baseline %s is this run's model; not trained twice", name)
+            log.debug("evaluate: baseline %s is this run's model; not trained twice", name)
             continue
         res = run_baseline(name, ctx.cfg.train, data, ev.ks, ev.batch_users, ev.select_metric)
         baselines[name] = res["metrics"]
         timings[f"baseline_{name}_seconds"] = round(res["seconds"], 3)
-        log.info("evaluate: baseline %-8s valid recall@20 %.4f test recall@20 %.4f (%d epochs, %.1fs)", name,
+        log.debug("evaluate: baseline %-8s valid recall@20 %.4f test recall@20 %.4f (%d epochs, %.1fs)", name,
                  res["metrics"].get("valid.recall@20", float("nan")), res["metrics"].get("test.recall@20", float("nan")),
                  res["epochs"], res["seconds"])
     if baselines:

@@ -111,7 +111,7 @@ def encode_on_ray(frame, model: str, pooling: str, batch_size: int, concurrency:
                                    threads=max(1, int(round(num_cpus)))),
         batch_size=batch_size * 4,
         batch_format="pandas",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,  # fractional: a pool holding every CPU starves the read tasks (2-CPU deadlock)
     )
     res = ds.to_pandas()

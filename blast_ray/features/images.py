@@ -263,7 +263,7 @@ def encode_images_on_ray(frame, encoder: str = "efficientnet-lite0", batch_size:
         fn_constructor_kwargs=dict(encoder=encoder, timeout_s=timeout_s, threads=max(1, int(round(num_cpus)))),
         batch_size=batch_size,
         batch_format="pandas",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,  # fractional: a pool holding every CPU starves the read tasks (2-CPU deadlock)
     )
     res = ds.to_pandas().sort_values("idx", kind="stable")

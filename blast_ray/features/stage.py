@@ -30,43 +30,22 @@ import time
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from blast_ray.etl import artifacts as etl_artifacts
+from blast_ray.features import artifacts
+from blast_ray.features.artifacts import (  # noqa: F401  (re-exported: the stage's public loaders)
+    FEATURE_FILES,
+    IDX_COLUMN,
+    load_feature_masks,
+    load_features,
+    table_vectors,
+    vectors_table,
+)
 from blast_ray.features.encoders import encode_on_ray
 from blast_ray.features.images import resolve_image_source
 
 log = logging.getLogger("blast_ray.features")
-
-FEATURE_FILES = {"item_text": "item_text.parquet", "user_text": "user_text.parquet", "item_visual": "item_visual.parquet"}
-IDX_COLUMN = {"item_text": "item_idx", "user_text": "user_idx", "item_visual": "item_idx"}
-
-
-def vectors_table(idx_name: str, ids: np.ndarray, vecs: np.ndarray) -> pa.Table:
-    """``idx_name`` int64 + ``vector`` fixed_size_list<float32>[d] (one row per id)."""
-    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-    if vecs.ndim != 2 or len(vecs) != len(ids):
-        raise ValueError(f"vectors shape {vecs.shape} does not match {len(ids)} ids")
-    flat = pa.array(vecs.reshape(-1), type=pa.float32())
-    return pa.table({idx_name: pa.array(np.asarray(ids, dtype=np.int64)),
-                     "vector": pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1])})
-
-
-def table_vectors(table: pa.Table, idx_name: str, n: int | None = None, allow_missing: bool = False) -> np.ndarray:
-    """(n, d) float32 rows in idx order from a vectors table; every idx in [0, n) must be present
-    once (``allow_missing``: each at most once, absent rows are zero)."""
-    ids = table[idx_name].to_numpy()
-    col = table["vector"].combine_chunks()
-    d = col.type.list_size if pa.types.is_fixed_size_list(col.type) else len(col[0])
-    vals = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), d)
-    n = (int(ids.max()) + 1 if len(ids) else 0) if n is None else n
-    n_unique = len(np.unique(ids))
-    in_range = not len(ids) or (ids.min() >= 0 and ids.max() < n)
-    if n_unique != len(ids) or not in_range or (not allow_missing and len(ids) != n):
-        raise ValueError(f"vector table keyed by {idx_name} must hold each idx in [0, {n}) exactly once; has {len(ids)} rows")
-    out = np.zeros((n, d), dtype=np.float32)
-    out[ids] = vals
-    return out
 
 
 def raw_item_text(items: pd.DataFrame) -> pd.Series:
@@ -135,8 +114,7 @@ def run(ctx, out) -> dict:
     cfg = ctx.cfg.features
     etl = ctx.require("etl")
     t0 = time.time()
-    store = ctx.store
-    items = store.read_table(*etl.parts, "items").to_pandas().sort_values("item_idx").reset_index(drop=True)
+    items = etl_artifacts.load_frame(etl, etl_artifacts.ITEMS).sort_values("item_idx").reset_index(drop=True)
     n_items = int(etl.manifest.get("row_counts", {}).get("items", len(items)))
     n_users = int(etl.manifest.get("row_counts", {}).get("users", 0))
     if len(items) != n_items or (len(items) and items["item_idx"].to_numpy().tolist() != list(range(n_items))):
@@ -145,7 +123,7 @@ def run(ctx, out) -> dict:
     prof_out = ctx.outputs.get("profiles")
     profiles = None
     if prof_out is not None:
-        from blast_ray.profiles import load_profiles
+        from blast_ray.profiles.artifacts import load_profiles
 
         profiles = load_profiles(prof_out)
     else:
@@ -179,7 +157,7 @@ def run(ctx, out) -> dict:
     row_counts["item_text_empty"] = empty
     t1 = time.time()
     ids, vecs = _encode(pd.DataFrame({"idx": items["item_idx"].to_numpy(), "text": text.to_numpy()}), cfg)
-    store.write_table(vectors_table("item_idx", ids, vecs), *out.parts, FEATURE_FILES["item_text"])
+    artifacts.write_vectors(out, "item_text", ids, vecs)
     timings["item_text_s"] = round(time.time() - t1, 3)
     row_counts["item_text"] = len(ids)
     extra["dims"]["item_text"] = int(vecs.shape[1])
@@ -200,7 +178,7 @@ def run(ctx, out) -> dict:
         if missing:
             log.warning("%d of %d users have no profile: zero user_text vector (counted)", missing, n_users)
         row_counts["user_text_missing"] = missing
-        store.write_table(vectors_table("user_idx", np.arange(n_users), full), *out.parts, FEATURE_FILES["user_text"])
+        artifacts.write_vectors(out, "user_text", np.arange(n_users), full)
         timings["user_text_s"] = round(time.time() - t1, 3)
         row_counts["user_text"] = n_users
         extra["dims"]["user_text"] = int(full.shape[1])
@@ -212,7 +190,7 @@ def run(ctx, out) -> dict:
     # ---- visual: precomputed, or CNN over the items' images
     if cfg.visual_features:
         x = load_visual(cfg.visual_features, n_items)
-        store.write_table(vectors_table("item_idx", np.arange(n_items), x), *out.parts, FEATURE_FILES["item_visual"])
+        artifacts.write_vectors(out, "item_visual", np.arange(n_items), x)
         row_counts["item_visual"] = n_items
         extra["dims"]["item_visual"] = int(x.shape[1])
         extra["visual_source"] = "precomputed"
@@ -229,10 +207,9 @@ def run(ctx, out) -> dict:
         if len(rejects):
             log.warning("%d of %d items have no visual vector (no visual edges in the graphs): %s",
                         len(rejects), n_items, reasons)
-            store.write_table(pa.Table.from_pandas(rejects.astype({"source": object}), preserve_index=False),
-                              *out.parts, "item_visual_rejects.parquet")
+            artifacts.write_visual_rejects(out, rejects)
         if len(vids):
-            store.write_table(vectors_table("item_idx", vids, vvecs), *out.parts, FEATURE_FILES["item_visual"])
+            artifacts.write_vectors(out, "item_visual", vids, vvecs)
             extra["dims"]["item_visual"] = int(vvecs.shape[1])
             extra["visual_source"] = f"cnn:{cfg.image_encoder}"
             modalities.append("item_visual")
@@ -242,38 +219,7 @@ def run(ctx, out) -> dict:
     else:
         log.info("no visual features configured (features.visual_features / compute_image_features): text only")
 
-    log.info("features: modalities %s", modalities)
+    log.debug("features: modalities %s", modalities)
     extra["modalities"] = modalities
     timings["total_s"] = round(time.time() - t0, 3)
     return {"row_counts": row_counts, "timings": timings, "extra": extra, "metrics": {}}
-
-
-def _row_count(extra: dict, name: str) -> int | None:
-    return extra.get("n_items" if IDX_COLUMN[name] == "item_idx" else "n_users")
-
-
-def load_features(out) -> dict[str, np.ndarray]:
-    """name -> (rows in idx order, d) float32 for each modality of a committed features output.
-
-    Every array has one row per item (user); an item without a visual vector (image missing or
-    undecodable) has a zero row: use ``load_feature_masks`` to tell them apart.
-    """
-    extra = out.manifest.get("extra", {})
-    res = {}
-    for name in extra.get("modalities", []):
-        table = out.store.read_table(*out.parts, FEATURE_FILES[name])
-        res[name] = table_vectors(table, IDX_COLUMN[name], _row_count(extra, name), allow_missing=(name == "item_visual"))
-    return res
-
-
-def load_feature_masks(out) -> dict[str, np.ndarray]:
-    """name -> bool array, True where the row holds a real vector (False: no image for that item)."""
-    extra = out.manifest.get("extra", {})
-    res = {}
-    for name in extra.get("modalities", []):
-        ids = out.store.read_table(*out.parts, FEATURE_FILES[name], columns=[IDX_COLUMN[name]])[IDX_COLUMN[name]].to_numpy()
-        n = _row_count(extra, name)
-        mask = np.zeros(int(ids.max()) + 1 if n is None else n, dtype=bool)
-        mask[ids] = True
-        res[name] = mask
-    return res

@@ -55,7 +55,7 @@ def knn_topk_ray(
     remote = ray.remote(num_cpus=num_cpus)(_range_topk)
     ref = ray.put(xn)
     futures = [remote.remote(ref, s, e, k, include_self, block_rows) for s, e in ranges]
-    log.info("kNN top-%d over %d rows: %d Ray tasks", k, n, len(futures))
+    log.debug("kNN top-%d over %d rows: %d Ray tasks", k, n, len(futures))
     parts = ray.get(futures)
     del ref
     cols = np.concatenate([p[0] for p in parts])
@@ -67,3 +67,56 @@ def knn_graph_ray(x, k: int, include_self: bool = True, block_rows: int = 4096, 
     """Binary kNN CSR like ``knn_graph``, computed on Ray tasks."""
     cols, _ = knn_topk_ray(x, k, include_self, block_rows, num_blocks)
     return _to_csr(cols, len(cols))
+
+
+def _range_search_ann(index_bytes, xn, start: int, stop: int, k: int, include_self: bool, block_rows: int,
+                      threads: int):
+    import faiss
+
+    from blast_ray.graphs.ann import search
+
+    faiss.omp_set_num_threads(max(1, threads))  # one task per CPU slot: no OpenMP oversubscription
+    index = faiss.deserialize_index(index_bytes)
+    return search(index, xn, start, stop, k, include_self, block_rows)
+
+
+def knn_ann_ray(x, k: int, include_self: bool = True, params=None, task_memory_gib: float = 2.0,
+                recall_sample: int = 1000, recall_floor: float = 0.0, num_blocks: int = 0,
+                num_cpus: float = 1.0, seed: int = 0):
+    """``ann.knn_ann`` with the queries sharded over Ray tasks: ``(cols, sims, info)``.
+
+    The driver builds the FAISS index once and puts it (serialized) and the normalised rows in the
+    object store; each task searches one row range in blocks sized by ``task_memory_gib``
+    (``ann.plan_blocks``), so a task's memory is the index plus one block, whatever N is.
+    ``num_blocks`` > 0: that many tasks; 0: one task per block. Same result as ``knn_ann``.
+    """
+    import faiss
+
+    from blast_ray.graphs.ann import AnnError, AnnParams, build_index, normalize_f32, plan_blocks, sampled_recall
+    from blast_ray.graphs.knn import effective_k
+    from blast_ray.runtime import ensure_ray
+
+    params = params or AnnParams()
+    xn = normalize_f32(x)
+    n, d = xn.shape
+    k = effective_k(n, k, include_self)
+    block = plan_blocks(n, d, k, params, task_memory_gib)
+    index = build_index(xn, params, seed)
+    info = {"index": params.kind_for(n), "block_rows": block, "rows": n, "dim": d}
+    if info["index"] != "flat":
+        info["recall_at_k"] = round(sampled_recall(index, xn, k, include_self, recall_sample, seed), 4)
+        if info["recall_at_k"] < recall_floor:
+            raise AnnError(f"graphs: {info['index']} recall@{k} {info['recall_at_k']} on a {recall_sample}-row sample "
+                           f"is below graphs.recall_floor={recall_floor}; raise graphs.ef_search / ivf_nprobe")
+    ray = ensure_ray()
+    if params.use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
+        index = faiss.index_gpu_to_cpu(index)  # pragma: no cover - GPU indexes do not serialize
+    ranges = _row_ranges(n, block, num_blocks)
+    remote = ray.remote(num_cpus=num_cpus)(_range_search_ann)
+    index_ref, x_ref = ray.put(faiss.serialize_index(index)), ray.put(xn)
+    futures = [remote.remote(index_ref, x_ref, s, e, k, include_self, block, int(num_cpus)) for s, e in ranges]
+    log.info("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", k, n, info["index"], len(futures), block)
+    parts = ray.get(futures)
+    del index_ref, x_ref
+    info["tasks"] = len(futures)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), info

@@ -1,5 +1,5 @@
-"""The graphs stage: ``run(ctx, out)`` -> item_knn_<modality>.parquet, item_graph.parquet,
-user_graph.parquet (method doc section 2).
+"""The graphs stage: ``run(ctx, out)`` -> per-modality item kNN edges, S_I and S_U (method doc
+section 2; files and schemas in ``blast_ray.graphs.artifacts``).
 
 - Item modalities come from the features output: item_text -> "text", item_visual -> "visual".
   When there is none and ``graphs.item_cooc_fallback`` is on, the item kNN is built over item
@@ -23,9 +23,16 @@ import logging
 import time
 
 import numpy as np
-import pyarrow as pa
 import scipy.sparse as sp
 
+from blast_ray.graphs import artifacts
+from blast_ray.graphs.artifacts import (  # noqa: F401  (re-exported: the stage's public loaders)
+    edges_table,
+    has_user_graph,
+    load_graph,
+    load_item_knn,
+    matrix_table,
+)
 from blast_ray.graphs.knn import combine_graphs, knn_topk, sym_normalize
 
 log = logging.getLogger("blast_ray.graphs")
@@ -61,24 +68,9 @@ def binary_knn(src: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
     return m
 
 
-def edges_table(cols: np.ndarray, sims: np.ndarray, rows: np.ndarray | None = None) -> pa.Table:
-    n, k = cols.shape
-    src = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    return pa.table({"src": np.repeat(src, k), "dst": cols.reshape(-1),
-                     "sim": sims.reshape(-1).astype(np.float32)})
-
-
-def matrix_table(m: sp.spmatrix) -> pa.Table:
-    c = sp.coo_matrix(m)
-    order = np.lexsort((c.col, c.row))
-    return pa.table({"row": c.row[order].astype(np.int64), "col": c.col[order].astype(np.int64),
-                     "value": c.data[order].astype(np.float32)})
-
-
 def run(ctx, out) -> dict:
     cfg = ctx.cfg.graphs
     etl = ctx.require("etl")
-    store = ctx.store
     t0 = time.time()
     counts = etl.manifest.get("row_counts", {})
     n_items, n_users = int(counts["items"]), int(counts["users"])
@@ -86,7 +78,7 @@ def run(ctx, out) -> dict:
     masks: dict[str, np.ndarray] = {}
     feat_out = ctx.outputs.get("features")
     if feat_out is not None:
-        from blast_ray.features import load_feature_masks, load_features
+        from blast_ray.features.artifacts import load_feature_masks, load_features
 
         feats = load_features(feat_out)
         masks = load_feature_masks(feat_out)
@@ -130,13 +122,13 @@ def run(ctx, out) -> dict:
             log.warning("%d of %d items have no %s vector: no %s edges for them", n_items - len(rows), n_items, modality, modality)
         else:
             rows, cols, sims = knn_rows(x, None, cfg)
-        store.write_table(edges_table(cols, sims, rows), *out.parts, f"item_knn_{modality}.parquet")
+        artifacts.write_item_knn(out, modality, cols, sims, rows)
         normalized[modality] = sym_normalize(binary_knn(rows, cols, n_items))
         timings[f"item_knn_{modality}_s"] = round(time.time() - t1, 3)
         row_counts[f"item_knn_{modality}"] = int(cols.size)
     s_i, eff = combine_graphs(normalized, {m: w for m, w in weights.items() if m != "cooc" or "cooc" in normalized},
                               row_masks=item_rows)
-    store.write_table(matrix_table(s_i), *out.parts, "item_graph.parquet")
+    artifacts.write_graph(out, "item", s_i)
     row_counts["item_graph"] = int(s_i.nnz)
     extra["item_modalities"] = sorted(normalized)
     extra["item_weights"] = eff
@@ -165,42 +157,10 @@ def run(ctx, out) -> dict:
                             int((~has).sum()), n_users)
             src, cols, _ = knn_rows(y, None if has.all() else np.flatnonzero(has), cfg)
             s_u = sym_normalize(binary_knn(src, cols, n_users))
-            store.write_table(matrix_table(s_u), *out.parts, "user_graph.parquet")
+            artifacts.write_graph(out, "user", s_u)
             timings["user_graph_s"] = round(time.time() - t1, 3)
             row_counts["user_graph"] = int(s_u.nnz)
             extra["user_graph"] = "built from user_text"
     extra["shape"] = {"items": n_items, "users": n_users}
     timings["total_s"] = round(time.time() - t0, 3)
     return {"row_counts": row_counts, "timings": timings, "extra": extra, "metrics": {}}
-
-
-def load_item_knn(out, modality: str) -> sp.csr_matrix:
-    """Binary (N, N) CSR of the raw top-k neighbours of one item modality ('text'|'visual'|'cooc')."""
-    extra = out.manifest.get("extra", {})
-    mods = extra.get("item_modalities", [])
-    if modality not in mods:
-        raise KeyError(f"graphs output {out.fingerprint} has no item kNN for modality {modality!r}; it has {mods}")
-    n = int(extra["shape"]["items"])
-    t = out.store.read_table(*out.parts, f"item_knn_{modality}.parquet")
-    src, dst = t["src"].to_numpy(), t["dst"].to_numpy()
-    m = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (src, dst)), shape=(n, n))
-    m.sort_indices()
-    return m
-
-
-def load_graph(out, kind: str) -> sp.csr_matrix:
-    """The normalized S_I ('item') or S_U ('user') as CSR float32."""
-    if kind not in ("item", "user"):
-        raise ValueError(f"kind must be 'item' or 'user', got {kind!r}")
-    extra = out.manifest.get("extra", {})
-    n = int(extra["shape"]["items" if kind == "item" else "users"])
-    if kind == "user" and not out.store.exists(*out.parts, "user_graph.parquet"):
-        raise FileNotFoundError(f"graphs output {out.fingerprint} has no user graph ({extra.get('user_graph')})")
-    t = out.store.read_table(*out.parts, f"{kind}_graph.parquet")
-    m = sp.csr_matrix((t["value"].to_numpy(), (t["row"].to_numpy(), t["col"].to_numpy())), shape=(n, n), dtype=np.float32)
-    m.sort_indices()
-    return m
-
-
-def has_user_graph(out) -> bool:
-    return out.store.exists(*out.parts, "user_graph.parquet")

@@ -1,6 +1,7 @@
 """LLM user/item profiles (method section 1) generated on Ray Data with pluggable engines.
 
-Public surface: ``run`` (the stage), ``load_profiles`` (read a committed output), the pure helpers
+Public surface: ``run`` (the stage), ``load_profiles`` (read a committed output, from
+``blast_ray.profiles.artifacts``), the pure helpers
 ``render_prompt``, ``profile_key``, ``parse_profile``, ``fallback_profile``.
 """
 
@@ -11,7 +12,11 @@ __all__ = ["run", "load_profiles", "render_prompt", "profile_key", "parse_profil
 
 
 def __getattr__(name):  # the stage pulls in Ray/pandas: import it lazily
-    if name in ("run", "load_profiles"):
+    if name == "load_profiles":
+        from blast_ray.profiles import artifacts
+
+        return artifacts.load_profiles
+    if name == "run":
         from blast_ray.profiles import stage
 
         return getattr(stage, name)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,8 @@ import pandas as pd
 import pyarrow as pa
 
 from blast_ray.config import ProfilesConfig
+from blast_ray.profiles import artifacts
+from blast_ray.profiles.artifacts import PROFILE_COLUMNS, PROFILE_SCHEMA, cache_parts  # noqa: F401  (re-exported)
 from blast_ray.profiles.engines.base import answer_with_retries, parse_answer
 from blast_ray.profiles.engines.template import TEMPLATE_MODEL, template_profiles
 from blast_ray.profiles.parsing import fallback_profile
@@ -35,14 +36,6 @@ from blast_ray.profiles.prompts import clip, profile_key, render_prompt
 from blast_ray.store import ArtifactStore
 
 log = logging.getLogger("blast_ray.profiles")
-
-PROFILE_COLUMNS = ["kind", "idx", "text", "reasoning", "engine", "model", "prompt_version", "fallback", "key",
-                   "attempts", "error", "raw"]
-PROFILE_SCHEMA = pa.schema([
-    ("kind", pa.string()), ("idx", pa.int64()), ("text", pa.string()), ("reasoning", pa.string()),
-    ("engine", pa.string()), ("model", pa.string()), ("prompt_version", pa.string()), ("fallback", pa.bool_()),
-    ("key", pa.string()), ("attempts", pa.int64()), ("error", pa.string()), ("raw", pa.string()),
-])
 
 
 # ---- input fields -------------------------------------------------------------------------------
@@ -131,10 +124,6 @@ def build_user_fields(
 
 
 # ---- reuse: committed output + resumable cache --------------------------------------------------
-def cache_parts(dataset: str) -> tuple[str, ...]:
-    return (dataset, "cache", "profiles")
-
-
 def load_reusable(store: ArtifactStore, dataset: str, prior: pd.DataFrame | None) -> dict[str, dict]:
     """key -> profile row, from the prior committed output and the per-batch cache files."""
     frames = []
@@ -144,7 +133,7 @@ def load_reusable(store: ArtifactStore, dataset: str, prior: pd.DataFrame | None
     for kind in ("item", "user"):
         parts = (*cache_parts(dataset), kind)
         for name in store.list_files(*parts):
-            if not name.endswith(".parquet"):  # a temp file of a write that was killed midway
+            if not artifacts.is_cache_file(name):  # a temp file of a write that was killed midway
                 skipped += 1
                 continue
             frames.append(store.read_table(*parts, name).to_pandas().assign(_src="cache"))
@@ -189,7 +178,7 @@ def write_cache_batch(store: ArtifactStore, dataset: str, frame: pd.DataFrame) -
     """One Parquet file per finished batch and kind: what a killed run keeps."""
     for kind, part in frame.groupby("kind"):
         table = pa.Table.from_pandas(part.reset_index(drop=True), schema=PROFILE_SCHEMA, preserve_index=False)
-        store.write_table(table, *cache_parts(dataset), str(kind), f"part-{uuid.uuid4().hex}.parquet")
+        store.write_table(table, *cache_parts(dataset, str(kind)), artifacts.cache_batch_name())
 
 
 class ProfileWorker:
@@ -298,7 +287,7 @@ def _requests_frame(kind: str, rows: list[tuple[int, dict]], keys: list[str], st
 
 def _read_requests(store: ArtifactStore, dataset: str, frame: pd.DataFrame, ray):
     """Write the pass's requests to the cache area and open them with ray.data.read_parquet."""
-    parts = (*cache_parts(dataset), "requests", f"{uuid.uuid4().hex}.parquet")
+    parts = artifacts.requests_parts(dataset)
     store.write_table(pa.Table.from_pandas(frame, preserve_index=False), *parts)
     # Fractional CPUs for the read: a whole-CPU read task next to an engine's CPU bundle starves
     # a 2-CPU node (the vLLM engine actor then never schedules).
@@ -355,7 +344,7 @@ def run_pass(
                 ProfileWorker,
                 fn_constructor_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset),
                 batch_size=cfg.batch_size,
-                concurrency=cfg.concurrency,
+                compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
                 num_cpus=cfg.num_cpus_per_actor,
                 num_gpus=cfg.num_gpus_per_actor or None,
                 batch_format="pandas",
@@ -370,16 +359,14 @@ def run_pass(
     out = out.sort_values("idx").reset_index(drop=True)
     st.fallbacks = int(out["fallback"].astype(bool).sum()) if len(out) else 0
     st.seconds = round(time.time() - t0, 3)
-    log.info("profiles %s pass: %d rows, %d reused (%d committed, %d cache), %d generated, %d fallbacks, %.1fs",
+    log.debug("profiles %s pass: %d rows, %d reused (%d committed, %d cache), %d generated, %d fallbacks, %.1fs",
              kind, st.total, st.reused_committed + st.reused_cache, st.reused_committed, st.reused_cache,
              st.generated, st.fallbacks, st.seconds)
     return out, st
 
 
 def _cfg_dict(cfg: ProfilesConfig) -> dict:
-    import dataclasses
-
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return cfg.model_dump()
 
 
 def _run_vllm(ds, req: pd.DataFrame, cfg: ProfilesConfig, cfg_d: dict, category: str, store: ArtifactStore,

@@ -21,7 +21,7 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
-from blast_ray.config import stable_hash
+from blast_ray.store.hashing import stable_hash
 
 KINDS = ("item", "user")
 

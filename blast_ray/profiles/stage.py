@@ -1,8 +1,8 @@
 """The profiles stage: ``run(ctx, out)`` -> ``profiles/`` Parquet (one row per item and user).
 
-Output columns (contract): kind ('item'|'user'), idx, text (the summarization), reasoning, engine,
-model, prompt_version, fallback, key; plus attempts, error (last parse error) and raw (the last
-model answer, cut to 2,000 characters) for inspection.
+Output columns (contract, ``blast_ray.profiles.artifacts.PROFILE_SCHEMA``): kind ('item'|'user'),
+idx, text (the summarization), reasoning, engine, model, prompt_version, fallback, key; plus
+attempts, error (last parse error) and raw (the last model answer, cut to 2,000 characters).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import time
 
 import pandas as pd
 
+from blast_ray.etl import artifacts as etl_artifacts
+from blast_ray.profiles.artifacts import PROFILE_COLUMNS, load_profiles, write_profiles
 from blast_ray.profiles.pipeline import (
-    PROFILE_COLUMNS,
     build_item_fields,
     build_user_fields,
     cache_parts,
@@ -32,16 +33,7 @@ TEMPLATE_WARNING = (
 
 
 def _table(etl, name: str) -> pd.DataFrame | None:
-    store = etl.store
-    if not store.exists(*etl.parts, name):
-        return None
-    return store.read_table(*etl.parts, name).to_pandas()
-
-
-def load_profiles(out) -> pd.DataFrame:
-    """The ``profiles`` table of a committed profiles StageOutput, sorted by (kind, idx)."""
-    df = out.store.read_table(*out.parts, "profiles").to_pandas()
-    return df.sort_values(["kind", "idx"]).reset_index(drop=True)
+    return etl_artifacts.load_frame(etl, name, required=False)
 
 
 def run(ctx, out) -> dict:
@@ -50,10 +42,10 @@ def run(ctx, out) -> dict:
     store = ctx.store
     etl = ctx.require("etl")
     t0 = time.time()
-    items = _table(etl, "items")
-    users = _table(etl, "users")
-    inter = _table(etl, "interactions")
-    reviews = _table(etl, "reviews")
+    items = _table(etl, etl_artifacts.ITEMS)
+    users = _table(etl, etl_artifacts.USERS)
+    inter = _table(etl, etl_artifacts.INTERACTIONS)
+    reviews = _table(etl, etl_artifacts.REVIEWS)
     if items is None or users is None or inter is None:
         raise RuntimeError(f"ETL output {etl.uri()} lacks items/users/interactions tables")
     if cfg.engine == "template":
@@ -71,7 +63,7 @@ def run(ctx, out) -> dict:
     item_rows = build_item_fields(items, reviews, cfg.max_reviews_per_item)
     item_prof, st_i = run_pass("item", item_rows, cfg, category, store, ctx.dataset, reusable)
 
-    all_items = _table(etl, "items")
+    all_items = _table(etl, etl_artifacts.ITEMS)
     titles = {int(i): str(t) if isinstance(t, str) else "" for i, t in zip(all_items["item_idx"], all_items["title"])}
     profile_text = dict(zip(item_prof["idx"].astype(int), item_prof["text"]))
     user_rows = build_user_fields(users, inter, titles, profile_text, reviews, cfg.max_items_per_user)
@@ -81,13 +73,7 @@ def run(ctx, out) -> dict:
     final["idx"] = final["idx"].astype("int64")
     final["fallback"] = final["fallback"].astype(bool)
     final["attempts"] = final["attempts"].astype("int64")
-    import ray
-    import pyarrow as pa
-
-    from blast_ray.profiles.pipeline import PROFILE_SCHEMA
-
-    table = pa.Table.from_pandas(final, schema=PROFILE_SCHEMA, preserve_index=False)
-    ray.data.from_arrow(table).repartition(1).write_parquet(out.path("profiles"), filesystem=store.fs)
+    write_profiles(out, final)
     # Everything is in the output now: the per-batch cache of this dataset has served its purpose.
     store.delete_dir(*cache_parts(ctx.dataset))
 

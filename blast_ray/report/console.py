@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from blast_ray.config import STAGES, PipelineConfig
+from blast_ray.store import layout
 
 
 def metric_order(name: str) -> tuple:
@@ -74,6 +75,7 @@ def print_summary(cfg: PipelineConfig, result) -> None:
         print(format_metrics_table(summary_columns(cfg.train.model, metrics, ev.get("baselines") or {})))
     report = result.manifests.get("report", {}).get("extra", {}).get("report_path")
     print()
-    print(f"outputs: {cfg.store}/{cfg.dataset.name}/  (run manifest: runs/{result.run_id}/run.json)")
+    run_json = "/".join(layout.run_manifest_parts(cfg.dataset.name, result.run_id)[1:])
+    print(f"outputs: {cfg.store}/{cfg.dataset.name}/  (run manifest: {run_json})")
     if report:
         print(f"report:  {report}")

@@ -1,4 +1,5 @@
-"""The report stage: write the run's self-contained ``report.html`` into ``<dataset>/runs/<run_id>/``.
+"""The report stage: write the run's self-contained ``report.html`` into ``<dataset>/runs/<run_id>/``
+(``blast_ray.report.artifacts``).
 
 It reads only what this run resolved (``ctx.outputs``) plus, for the baselines table, the other
 committed train outputs on the same ETL fingerprint. Any missing piece renders as a "not run"
@@ -14,20 +15,20 @@ from typing import Any
 import numpy as np
 
 from blast_ray.config import STAGES
+from blast_ray.etl import artifacts as etl_artifacts
+from blast_ray.report import artifacts
 from blast_ray.report import html as H
 from blast_ray.report.console import metric_order
-from blast_ray.store import ArtifactStore, StageOutput
+from blast_ray.store import ArtifactStore, StageOutput, layout
 
 log = logging.getLogger(__name__)
-
-from blast_ray.store.manifest import MANIFEST_NAME as MANIFEST
 
 
 def _dataset_section(ctx) -> str:
     if "etl" not in ctx.outputs:
         return H.not_run("dataset statistics", "the etl stage is not in this run")
     etl: StageOutput = ctx.outputs["etl"]
-    t = ctx.store.read_table(*etl.parts, "interactions", columns=["user_idx", "item_idx", "split"])
+    t = etl_artifacts.load_table(etl, etl_artifacts.INTERACTIONS, columns=["user_idx", "item_idx", "split"])
     users = t.column("user_idx").to_numpy()
     items = t.column("item_idx").to_numpy()
     split = t.column("split").to_pylist()
@@ -58,9 +59,11 @@ def _history_section(ctx) -> str:
     if "train" not in ctx.outputs:
         return H.not_run("training curves", "the train stage is not in this run")
     train: StageOutput = ctx.outputs["train"]
-    if not ctx.store.exists(*train.parts, "history.parquet"):
-        return H.not_run("training curves", "the train output has no history.parquet")
-    df = ctx.store.read_table(*train.parts, "history.parquet").to_pandas()
+    from blast_ray.train import artifacts as train_artifacts
+
+    if not train_artifacts.has_history(train):
+        return H.not_run("training curves", f"the train output has no {train_artifacts.HISTORY_FILE}")
+    df = train_artifacts.load_history(train)
     x = df["epoch"].to_numpy() if "epoch" in df else np.arange(len(df))
     loss = {c: df[c].to_numpy() for c in df.columns if "loss" in c.lower()}
     rank = {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
@@ -71,14 +74,11 @@ def _history_section(ctx) -> str:
 
 
 def find_baselines(store: ArtifactStore, dataset: str, etl_fingerprint: str) -> list[dict[str, Any]]:
-    """Committed train manifests (any model) whose ETL input is ``etl_fingerprint``."""
+    """Committed train manifests (any model) whose ETL input is ``etl_fingerprint``, newest first."""
     found = []
-    for fp in store.list_dir(dataset, "stages", "train"):
-        if not store.exists(dataset, "stages", "train", fp, MANIFEST):
-            continue
-        m = store.read_json(dataset, "stages", "train", fp, MANIFEST)
-        if m.get("inputs", {}).get("etl") == etl_fingerprint:
-            found.append(m)
+    for out in layout.committed_outputs(store, dataset, "train"):
+        if out.inputs.get("etl") == etl_fingerprint:
+            found.append(out.manifest)
     return found
 
 
@@ -183,7 +183,6 @@ def build_report(ctx) -> str:
 def run(ctx, out: StageOutput) -> dict[str, Any]:
     t0 = time.time()
     doc = build_report(ctx)
-    ctx.store.write_text(doc, *ctx.run_parts("report.html"))
-    path = ctx.store.uri(*ctx.run_parts("report.html"))
-    log.info("report written to %s", path)
+    path = artifacts.write_report(ctx.store, ctx.dataset, ctx.run_id, doc)
+    log.debug("report written to %s", path)
     return {"timings": {"render_s": round(time.time() - t0, 3)}, "extra": {"report_path": path, "bytes": len(doc)}}

@@ -5,22 +5,46 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from blast_ray.runs.registry import flat_metrics, get_latest, list_runs, load_run, promote
-from blast_ray.store import ArtifactStore
+from blast_ray.store import ArtifactStore, layout
 
 
 def _store_and_dataset(args: argparse.Namespace) -> tuple[ArtifactStore, str]:
     store, dataset = args.store, args.dataset
     if args.config:
-        from blast_ray.config import load_config
+        from blast_ray.entry import load_config_from_args
 
-        cfg = load_config(args.config)
+        cfg = load_config_from_args(args)  # the same --config/--set/--store rules as every entry point
         store = store or cfg.store
         dataset = dataset or cfg.dataset.name
     if not store or not dataset:
         raise ValueError("blast runs needs --config, or both --store and --dataset")
     return ArtifactStore(store), dataset
+
+
+def format_run_summary(run: dict[str, Any], run_uri: str) -> str:
+    """A run for people: metrics first (one row per metric, one column per split), then status,
+    stages with their time and fingerprint, where the record is. ``--json`` gives the full record."""
+    from blast_ray.report.console import format_metrics_table
+
+    lines = [f"run {run.get('run_id')}  {run.get('status', '?')}{'  (latest)' if run.get('is_latest') else ''}"
+             f"  dataset {run.get('dataset')}  {run.get('started_at', '')} -> {run.get('finished_at', '-')}"]
+    metrics = flat_metrics(run)
+    lines += ["", format_metrics_table(metrics) if metrics else "(no metrics: the run did not train or evaluate)"]
+    if run.get("error"):
+        lines += ["", f"failed at stage {run.get('failed_stage')}: {run['error']}"]
+    lines += ["", f"{'stage':<10} {'status':<16} {'seconds':>8}  fingerprint"]
+    from blast_ray.config import STAGES
+
+    stages = run.get("stages") or {}
+    for name, st in sorted(stages.items(), key=lambda kv: STAGES.index(kv[0]) if kv[0] in STAGES else len(STAGES)):
+        secs = (st.get("timings") or {}).get("total_s")
+        secs_s = f"{secs:8.1f}" if isinstance(secs, (int, float)) else f"{'-':>8}"
+        lines.append(f"{name:<10} {st.get('status', '?'):<16} {secs_s}  {st.get('fingerprint') or '-'}")
+    lines += ["", f"code {run.get('code_version')}; run folder: {run_uri} (--json prints the record)"]
+    return "\n".join(lines)
 
 
 def runs_command(args: argparse.Namespace, out=None) -> int:
@@ -35,7 +59,7 @@ def runs_command(args: argparse.Namespace, out=None) -> int:
             ms = f"{m:16.4f}" if isinstance(m, (int, float)) else f"{'-':>16}"
             print(f"{r['run_id']:<24} {r.get('status', '?'):<10} {r.get('started_at', ''):<21} {ms}  {'*' if r['run_id'] == latest else ''}", file=out)
         if not runs:
-            print(f"(no runs under {store.uri(dataset, 'runs')})", file=out)
+            print(f"(no runs under {store.uri(*layout.runs_root(dataset))})", file=out)
         return 0
     if not args.run_ids:
         raise ValueError(f"blast runs {args.action} needs a run id (see `blast runs list`)")
@@ -43,7 +67,10 @@ def runs_command(args: argparse.Namespace, out=None) -> int:
         for rid in args.run_ids:
             run = load_run(store, dataset, rid)
             run["is_latest"] = rid == latest
-            print(json.dumps(run, indent=2, sort_keys=True, default=str), file=out)
+            if getattr(args, "json", False):
+                print(json.dumps(run, indent=2, sort_keys=True, default=str), file=out)
+            else:
+                print(format_run_summary(run, store.uri(dataset, "runs", rid)), file=out)
         return 0
     if args.action == "compare":
         runs = [load_run(store, dataset, rid) for rid in args.run_ids]

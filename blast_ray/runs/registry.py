@@ -1,6 +1,6 @@
 """The run registry: list runs, the atomic ``latest`` pointer, promotion, and a store lock.
 
-Layout under ``<store>/<dataset>/runs/``::
+Layout under ``<store>/<dataset>/runs/`` (paths from ``blast_ray.store.layout``)::
 
     <run_id>/run.json      the run manifest (blast_ray.runs.record)
     <run_id>/report.html   the run's report (report stage)
@@ -27,25 +27,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from blast_ray.store import ArtifactStore
+from blast_ray.store import ArtifactStore, layout
+from blast_ray.store.layout import LATEST_NAME, LOCK_NAME  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-LATEST_NAME = "LATEST.json"
-LOCK_NAME = "LOCK.json"
-
-
-def _runs_parts(dataset: str, *sub: str) -> tuple[str, ...]:
-    return (dataset, "runs", *sub)
 
 
 def list_runs(store: ArtifactStore, dataset: str) -> list[dict[str, Any]]:
     """Every run manifest of ``dataset``, oldest first (run ids start with a UTC timestamp)."""
     runs = []
-    for name in store.list_dir(*_runs_parts(dataset)):
-        if store.exists(*_runs_parts(dataset, name, "run.json")):
+    for name in store.list_dir(*layout.runs_root(dataset)):
+        if name in (LATEST_NAME, LOCK_NAME):
+            continue  # the pointer and the lock live next to the run folders
+        if store.exists(*layout.run_manifest_parts(dataset, name)):
             try:
-                runs.append(store.read_json(*_runs_parts(dataset, name, "run.json")))
+                runs.append(store.read_json(*layout.run_manifest_parts(dataset, name)))
             except (json.JSONDecodeError, OSError) as e:  # a torn or unreadable manifest: counted, logged
                 log.warning("run %s: unreadable run.json skipped (%s)", name, e)
     runs.sort(key=lambda r: (r.get("started_at", ""), r.get("run_id", "")))
@@ -53,9 +49,9 @@ def list_runs(store: ArtifactStore, dataset: str) -> list[dict[str, Any]]:
 
 
 def load_run(store: ArtifactStore, dataset: str, run_id: str) -> dict[str, Any]:
-    if not store.exists(*_runs_parts(dataset, run_id, "run.json")):
-        raise FileNotFoundError(f"no run {run_id!r} under {store.uri(*_runs_parts(dataset))}")
-    return store.read_json(*_runs_parts(dataset, run_id, "run.json"))
+    if not store.exists(*layout.run_manifest_parts(dataset, run_id)):
+        raise FileNotFoundError(f"no run {run_id!r} under {store.uri(*layout.runs_root(dataset))}")
+    return store.read_json(*layout.run_manifest_parts(dataset, run_id))
 
 
 def flat_metrics(run: dict[str, Any]) -> dict[str, Any]:
@@ -69,9 +65,9 @@ def flat_metrics(run: dict[str, Any]) -> dict[str, Any]:
 
 def get_latest(store: ArtifactStore, dataset: str) -> dict[str, Any] | None:
     """The ``latest`` pointer, or None when nothing was promoted yet."""
-    if not store.exists(*_runs_parts(dataset, LATEST_NAME)):
+    if not store.exists(*layout.latest_parts(dataset)):
         return None
-    return store.read_json(*_runs_parts(dataset, LATEST_NAME))
+    return store.read_json(*layout.latest_parts(dataset))
 
 
 def promote(store: ArtifactStore, dataset: str, run_id: str, reason: str = "manual", extra: dict | None = None) -> dict[str, Any]:
@@ -87,9 +83,9 @@ def promote(store: ArtifactStore, dataset: str, run_id: str, reason: str = "manu
         "previous": (get_latest(store, dataset) or {}).get("run_id"),
         **(extra or {}),
     }
-    store.write_json(pointer, *_runs_parts(dataset, LATEST_NAME))
+    store.write_json(pointer, *layout.latest_parts(dataset))
     run["promoted"] = pointer["promoted_at"]
-    store.write_json(run, *_runs_parts(dataset, run_id, "run.json"))
+    store.write_json(run, *layout.run_manifest_parts(dataset, run_id))
     return pointer
 
 
@@ -115,7 +111,7 @@ class StoreLock:
 
     @property
     def parts(self) -> tuple[str, ...]:
-        return _runs_parts(self.dataset, LOCK_NAME)
+        return layout.lock_parts(self.dataset)
 
     def _body(self) -> bytes:
         now = time.time()

@@ -4,8 +4,10 @@
 and credentials come from the standard AWS environment variables (``AWS_ENDPOINT_URL`` or
 ``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``).
 
-Paths inside the store are given as parts (``store.uri("ml-100k", "stages", "etl")``); ``uri``
-returns what Ray Data / pandas / Spark accept, ``path`` the path for ``store.fs``.
+Paths inside the store are given as parts, built by ``blast_ray.store.layout``
+(``store.uri(*layout.stage_root("ml-100k", "etl"))``); ``uri`` returns what Ray Data / pandas /
+Spark accept, ``path`` the path for ``store.fs``. Every part is checked by ``layout.check_part``:
+one that would leave the root (``..``, ``/``, an absolute path, ...) is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from blast_ray.store.layout import check_parts, rel_parts
 
 
 def _s3_filesystem() -> pafs.S3FileSystem:
@@ -68,8 +72,9 @@ class ArtifactStore:
 
     # ---- paths -------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
-        """Filesystem path (for ``self.fs``) of ``parts`` under the root."""
-        return posixpath.join(self._base, *[p.strip("/") for p in parts if p])
+        """Filesystem path (for ``self.fs``) of ``parts`` under the root; every part is one checked
+        segment (``layout.check_part``), so no path can leave the root."""
+        return posixpath.join(self._base, *check_parts(parts))
 
     def uri(self, *parts: str) -> str:
         """Full URI of ``parts`` (``s3://...`` or an absolute local path)."""
@@ -158,7 +163,7 @@ class ArtifactStore:
                 src = os.path.join(dirpath, name)
                 rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
                 with open(src, "rb") as f:
-                    self.write_bytes(f.read(), *parts, rel)
+                    self.write_bytes(f.read(), *parts, *rel_parts(rel))
                 n += 1
         return n
 
@@ -168,6 +173,6 @@ class ArtifactStore:
             dst = os.path.join(local_dir, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             with open(dst, "wb") as f:
-                f.write(self.read_bytes(*parts, rel))
+                f.write(self.read_bytes(*parts, *rel_parts(rel)))
             n += 1
         return n

@@ -1,6 +1,7 @@
 """Stage outputs and their manifests: the commit protocol every stage follows.
 
-Layout (``<store>`` is a local folder or ``s3://bucket/prefix``)::
+Layout (``<store>`` is a local folder or ``s3://bucket/prefix``; paths built by
+``blast_ray.store.layout``)::
 
     <store>/<dataset>/stages/<stage>/<fingerprint>/          data files of one stage output
     <store>/<dataset>/stages/<stage>/<fingerprint>/_MANIFEST.json   written LAST = the commit
@@ -30,10 +31,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from blast_ray.config import stable_hash
+from blast_ray.store import layout
 from blast_ray.store.artifact_store import ArtifactStore
+from blast_ray.store.hashing import stable_hash, to_plain
+from blast_ray.store.layout import MANIFEST_NAME
 
-MANIFEST_NAME = "_MANIFEST.json"
 MANIFEST_SCHEMA = 1
 
 
@@ -79,10 +81,20 @@ class StageOutput:
         inputs = dict(inputs or {})
         return cls(store, dataset, stage, fingerprint(stage, config, inputs), config, inputs)
 
+    @classmethod
+    def committed(cls, store: ArtifactStore, dataset: str, stage: str, fingerprint: str) -> "StageOutput":
+        """The committed output ``fingerprint`` of ``stage``, with the config and inputs of its manifest;
+        ``FileNotFoundError`` when it has no manifest (never committed, or deleted)."""
+        parts = layout.manifest_parts(dataset, stage, fingerprint)
+        if not store.exists(*parts):
+            raise FileNotFoundError(f"{store.uri(*parts)} does not exist: {stage} output {fingerprint} is not committed")
+        m = store.read_json(*parts)
+        return cls(store, dataset, stage, fingerprint, m.get("config"), m.get("inputs", {}))
+
     # ---- locations ---------------------------------------------------------------------------
     @property
     def parts(self) -> tuple[str, ...]:
-        return (self.dataset, "stages", self.stage, self.fingerprint)
+        return layout.stage_parts(self.dataset, self.stage, self.fingerprint)
 
     def path(self, *sub: str) -> str:
         return self.store.path(*self.parts, *sub)
@@ -136,21 +148,10 @@ class StageOutput:
 
 
 def _plain(obj: Any) -> Any:
-    from blast_ray.config import _to_plain
-
-    return _to_plain(obj)
+    return to_plain(obj)
 
 
 def latest_output(store: ArtifactStore, dataset: str, stage: str) -> StageOutput | None:
     """The most recently committed output of ``stage`` (by manifest time), or None."""
-    best: tuple[str, str] | None = None
-    for fp in store.list_dir(dataset, "stages", stage):
-        if store.exists(dataset, "stages", stage, fp, MANIFEST_NAME):
-            m = store.read_json(dataset, "stages", stage, fp, MANIFEST_NAME)
-            key = (m.get("created_at", ""), fp)
-            if best is None or key > best:
-                best = key
-    if best is None:
-        return None
-    m = store.read_json(dataset, "stages", stage, best[1], MANIFEST_NAME)
-    return StageOutput(store, dataset, stage, best[1], m.get("config"), m.get("inputs", {}))
+    outputs = layout.committed_outputs(store, dataset, stage)
+    return outputs[0] if outputs else None

@@ -45,10 +45,12 @@ HISTORY_SCHEMA = pa.schema([
 
 
 def checkpoint_parts(dataset: str, fingerprint: str) -> tuple[str, ...]:
-    """Store path parts of the checkpoints of the train output ``fingerprint`` (the one place that
-    spells the store's checkpoint folder; Ray Train uses ``parts[:-1]`` as storage path and
-    ``parts[-1]`` as run name, the single process a ``single/`` folder below ``parts``)."""
-    return (dataset, "checkpoints", fingerprint)
+    """Store path parts of the checkpoints of the train output ``fingerprint`` (from
+    :func:`blast_ray.store.layout.checkpoint_parts`; Ray Train uses ``parts[:-1]`` as storage path
+    and ``parts[-1]`` as run name, the single process a ``single/`` folder below ``parts``)."""
+    from blast_ray.store import layout
+
+    return layout.checkpoint_parts(dataset, fingerprint)
 
 
 def checkpoint_file(epoch: int) -> str:
@@ -144,14 +146,8 @@ def load_metrics(output) -> dict[str, Any]:
 # ---- other train outputs ------------------------------------------------------------------------
 def committed_train_manifests(store, dataset: str, etl_fingerprint: str) -> list[dict[str, Any]]:
     """Manifests of every committed train output (any model) of ``dataset`` whose ETL input is
-    ``etl_fingerprint`` (the report's "same split" comparison rows)."""
-    from blast_ray.store import MANIFEST_NAME
+    ``etl_fingerprint`` (the report's "same split" comparison rows), newest first."""
+    from blast_ray.store import layout
 
-    found = []
-    for fp in store.list_dir(dataset, "stages", "train"):
-        if not store.exists(dataset, "stages", "train", fp, MANIFEST_NAME):
-            continue
-        m = store.read_json(dataset, "stages", "train", fp, MANIFEST_NAME)
-        if m.get("inputs", {}).get("etl") == etl_fingerprint:
-            found.append(m)
-    return found
+    return [out.manifest for out in layout.committed_outputs(store, dataset, "train")
+            if out.inputs.get("etl") == etl_fingerprint]

@@ -46,7 +46,7 @@ def fit(
     """
     plan.select  # noqa: B018 - a bad evaluate.select_metric fails here, before any epoch
     used = inputs.used_modalities(cfg.model)
-    log.info("training %s on %d users x %d items; side inputs used: %s%s", cfg.model, inputs.data.n_users,
+    log.debug("training %s on %d users x %d items; side inputs used: %s%s", cfg.model, inputs.data.n_users,
              inputs.data.n_items, used, " (ID-only)" if cfg.model in PRUNED_MODELS and not (used["features"] or used["item_graph"] or used["user_graph"]) else "")
     if cfg.num_workers > 1:
         from blast_ray.train.ray_trainer import fit_ray

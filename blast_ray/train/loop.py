@@ -225,7 +225,7 @@ def train_loop(
         state.history.append(row)
         state.epoch = epoch + 1
         if worker.rank == 0:
-            log.info("epoch %d loss %.4f valid %s %s (best %.4f @ %d) %.1fs", epoch, row["loss"], select.key,
+            log.debug("epoch %d loss %.4f valid %s %s (best %.4f @ %d) %.1fs", epoch, row["loss"], select.key,
                      f"{row.get(key, float('nan')):.4f}", state.best, state.best_epoch, row["seconds"])
             bar.set_postfix({"loss": f"{row['loss']:.4f}", select.key.replace("@", ""): f"{row.get(key, float('nan')):.4f}",
                              "best": f"{state.best:.4f}@{state.best_epoch}"}, refresh=False)

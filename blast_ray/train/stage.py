@@ -48,7 +48,7 @@ def _side_inputs(ctx, data) -> TrainInputs:
         inputs.extra_in_graph = bool(cfg.augment.add_to_graph)  # H also enters the propagation graph A
         if getattr(cfg.augment, "restrict_negatives", False):
             inputs.neg_exclude = (data.train + aug.false_negatives).tocsr()
-        log.info("train: %d augmented pairs; negatives restricted: %s; in the graph A: %s", len(inputs.extra_users),
+        log.debug("train: %d augmented pairs; negatives restricted: %s; in the graph A: %s", len(inputs.extra_users),
                  inputs.neg_exclude is not None, inputs.extra_in_graph)
     return inputs
 

@@ -17,6 +17,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ import torch
 from blast_ray.models.graph_backend.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
+_info_once = functools.cache(log.info)  # the same line once per process, not once per model built
 
 __all__ = ["GraphBackend", "TorchBackend", "get_backend"]
 
@@ -51,6 +53,6 @@ def get_backend(name: str = "auto") -> GraphBackend:
         if dgl_backend.dgl_available():
             log.info("graph backend auto -> dgl")
             return dgl_backend.DGLBackend()
-        log.info("graph backend auto -> torch (DGL does not import here)")
+        _info_once("graph backend auto -> torch (DGL does not import here)")
         return TorchBackend()
     raise ValueError(f"graph backend must be 'auto', 'torch' or 'dgl', got {name!r}")

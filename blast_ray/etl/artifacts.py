@@ -1,0 +1,83 @@
+"""The ETL stage's artifacts: its five Parquet tables, their schemas, and how to read them.
+
+Every table is a folder of Parquet files under the ETL stage output (Spark writes one file per
+partition; ``write_table`` writes one file)::
+
+    interactions/  user_idx int64, item_idx int64, rating float64 (null if implicit),
+                   timestamp int64 (null if unknown), split string in {train, valid, test}
+    users/         user_idx int64, user_id string (+ optional side columns: age, gender, ...)
+    items/         item_idx int64, item_id string, title, description, brand, categories
+                   list<string>, image_url (+ optional columns, e.g. MovieLens year/genres)
+    reviews/       user_idx int64, item_idx int64, text string, summary string
+    rejects/       source string, line int64, reason string, raw string
+
+Ids are dense and 0-based. Other stages read these tables only through :func:`load_table`
+(or ``blast_ray.data.load_interactions``), never by folder name.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+INTERACTIONS = "interactions"
+USERS = "users"
+ITEMS = "items"
+REVIEWS = "reviews"
+REJECTS = "rejects"
+TABLES = (INTERACTIONS, USERS, ITEMS, REVIEWS, REJECTS)
+
+# The columns every ETL output has, in order; users and items may carry more (side columns).
+SCHEMAS: dict[str, pa.Schema] = {
+    INTERACTIONS: pa.schema([("user_idx", pa.int64()), ("item_idx", pa.int64()), ("rating", pa.float64()),
+                             ("timestamp", pa.int64()), ("split", pa.string())]),
+    USERS: pa.schema([("user_idx", pa.int64()), ("user_id", pa.string())]),
+    ITEMS: pa.schema([("item_idx", pa.int64()), ("item_id", pa.string()), ("title", pa.string()),
+                      ("description", pa.string()), ("brand", pa.string()), ("categories", pa.list_(pa.string())),
+                      ("image_url", pa.string())]),
+    REVIEWS: pa.schema([("user_idx", pa.int64()), ("item_idx", pa.int64()), ("text", pa.string()),
+                        ("summary", pa.string())]),
+    REJECTS: pa.schema([("source", pa.string()), ("line", pa.int64()), ("reason", pa.string()), ("raw", pa.string())]),
+}
+PART_FILE = "part-00000.parquet"  # the one file ``write_table`` puts in a table folder
+
+
+def _check_name(name: str) -> str:
+    if name not in TABLES:
+        raise ValueError(f"ETL table {name!r} does not exist; tables are {', '.join(TABLES)}")
+    return name
+
+
+def local_table_dir(dest: str, name: str) -> str:
+    """Local folder Spark writes table ``name`` into (``run_etl``'s destination layout)."""
+    return os.path.join(dest, _check_name(name))
+
+
+def write_table(out: Any, name: str, table: pa.Table) -> None:
+    """Write ``table`` as ETL table ``name`` of the output ``out`` (any object with ``store`` and
+    ``parts``, e.g. a ``StageOutput``). Its columns must start with the table's schema, in order,
+    with those types (``ValueError`` naming the first mismatch otherwise)."""
+    schema = SCHEMAS[_check_name(name)]
+    head = pa.schema(list(table.schema)[: len(schema)])
+    if not head.equals(schema):
+        raise ValueError(f"ETL table {name!r}: columns {head} do not match the contract {schema}")
+    out.store.write_table(table, *out.parts, name, PART_FILE)
+
+
+def has_table(out: Any, name: str) -> bool:
+    return out.store.exists(*out.parts, _check_name(name))
+
+
+def load_table(out: Any, name: str, columns: list[str] | None = None) -> pa.Table:
+    """ETL table ``name`` of the committed output ``out`` as an Arrow table (``columns``: a subset)."""
+    return out.store.read_table(*out.parts, _check_name(name), columns=columns)
+
+
+def load_frame(out: Any, name: str, columns: list[str] | None = None, required: bool = True) -> pd.DataFrame | None:
+    """ETL table ``name`` as a pandas frame; None when absent and not ``required``."""
+    if not required and not has_table(out, name):
+        return None
+    return load_table(out, name, columns).to_pandas()

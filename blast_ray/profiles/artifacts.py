@@ -1,0 +1,77 @@
+"""The profiles stage's artifacts: the ``profiles/`` table and the resumable per-batch cache.
+
+Stage output::
+
+    profiles/   one row per item and user profile, schema ``PROFILE_SCHEMA``: kind ('item'|'user'),
+                idx, text (the summarization), reasoning, engine, model, prompt_version, fallback,
+                key; plus attempts, error (last parse error) and raw (the last model answer, cut to
+                2,000 characters) for inspection
+
+Cache (outside the stage prefix, ``layout.cache_parts(dataset, "profiles")``, deleted once the
+output is committed)::
+
+    <kind>/part-<uuid>.parquet   one finished batch of one kind (``PROFILE_SCHEMA``)
+    requests/<uuid>.parquet      the requests of one pass (read by Ray Data)
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from blast_ray.store import layout
+
+PROFILES = "profiles"
+PART_FILE = "part-00000.parquet"
+PROFILE_COLUMNS = ["kind", "idx", "text", "reasoning", "engine", "model", "prompt_version", "fallback", "key",
+                   "attempts", "error", "raw"]
+PROFILE_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("idx", pa.int64()), ("text", pa.string()), ("reasoning", pa.string()),
+    ("engine", pa.string()), ("model", pa.string()), ("prompt_version", pa.string()), ("fallback", pa.bool_()),
+    ("key", pa.string()), ("attempts", pa.int64()), ("error", pa.string()), ("raw", pa.string()),
+])
+CACHE_FILE_SUFFIX = ".parquet"  # anything else in the cache is a temp file of a killed write
+
+
+def profiles_table(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` (the ``PROFILE_COLUMNS``) as an Arrow table of ``PROFILE_SCHEMA``."""
+    return pa.Table.from_pandas(frame[PROFILE_COLUMNS].reset_index(drop=True), schema=PROFILE_SCHEMA, preserve_index=False)
+
+
+def write_profiles(out: Any, frame: pd.DataFrame) -> int:
+    """Write the profiles table of output ``out`` (one Parquet file); returns its row count."""
+    table = profiles_table(frame)
+    out.store.write_table(table, *out.parts, PROFILES, PART_FILE)
+    return table.num_rows
+
+
+def load_profiles_table(out: Any) -> pa.Table:
+    return out.store.read_table(*out.parts, PROFILES)
+
+
+def load_profiles(out: Any) -> pd.DataFrame:
+    """The ``profiles`` table of a committed profiles StageOutput, sorted by (kind, idx)."""
+    df = load_profiles_table(out).to_pandas()
+    return df.sort_values(["kind", "idx"]).reset_index(drop=True)
+
+
+# ---- the resumable cache --------------------------------------------------------------------
+def cache_parts(dataset: str, *sub: str) -> tuple[str, ...]:
+    return layout.cache_parts(dataset, PROFILES, *sub)
+
+
+def cache_batch_name() -> str:
+    """A fresh file name for one finished batch in ``cache_parts(dataset, kind)``."""
+    return f"part-{uuid.uuid4().hex}{CACHE_FILE_SUFFIX}"
+
+
+def requests_parts(dataset: str) -> tuple[str, ...]:
+    """A fresh file for the requests of one pass."""
+    return cache_parts(dataset, "requests", f"{uuid.uuid4().hex}{CACHE_FILE_SUFFIX}")
+
+
+def is_cache_file(name: str) -> bool:
+    return name.endswith(CACHE_FILE_SUFFIX)
