@@ -99,3 +99,5 @@ def test_evaluate_and_recommend_artifacts_round_trip(trained, tmp_path):
     back = reca.load_recommendations(rec)
     pd.testing.assert_frame_equal(back, frame)
     assert back["rank"].tolist() == [1, 2, 3] * 5
+    one = reca.load_recommendations(rec, user_idx=3)
+    assert one["user_idx"].tolist() == [3, 3, 3] and one["item_idx"].tolist() == [9, 10, 11]

@@ -33,10 +33,12 @@ def recommendations_uri(out) -> str:
     return out.uri(RECOMMENDATIONS_DIR)
 
 
-def load_recommendations(output) -> pd.DataFrame:
-    """All recommendations of a committed recommend output, sorted by (user_idx, rank)."""
+def load_recommendations(output, user_idx: int | None = None) -> pd.DataFrame:
+    """The recommendations of a committed recommend output (only ``user_idx``'s when given),
+    sorted by (user_idx, rank)."""
     import pyarrow.dataset as ds
 
-    table = ds.dataset(output.store.path(*output.parts, RECOMMENDATIONS_DIR), format="parquet",
-                       filesystem=output.store.fs, schema=RECOMMENDATIONS_SCHEMA).to_table()
+    data = ds.dataset(output.store.path(*output.parts, RECOMMENDATIONS_DIR), format="parquet",
+                      filesystem=output.store.fs, schema=RECOMMENDATIONS_SCHEMA)
+    table = data.to_table(filter=None if user_idx is None else ds.field("user_idx") == int(user_idx))
     return table.to_pandas().sort_values(["user_idx", "rank"], ignore_index=True)
