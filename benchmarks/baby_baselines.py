@@ -25,7 +25,7 @@ import torch
 
 from blast_ray.config import TrainConfig, shared_data_dir
 from blast_ray.etl.readers import read_lattice_split
-from blast_ray.train.trainer import TrainInputs, final_outputs, fit
+from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
 
 PAPER = {"bpr": 0.0607, "lightgcn": 0.0754}
 
@@ -51,9 +51,9 @@ def main() -> None:
         for l2 in grid:
             cfg = TrainConfig(model=model, epochs=args.epochs, patience=args.patience, seed=args.seed, lr=1e-3,
                               batch_size=2048, l2_weight=l2, n_layers_ui=2, embedding_dim=64)
-            state = fit(cfg, TrainInputs(data), ks=(10, 20))
-            _, _, _, valid, test = final_outputs(cfg, TrainInputs(data), state, (10, 20), 4096)
-            print(json.dumps({"model": model, "l2": l2, "epochs": len(state["history"]), "best_epoch": state["best_epoch"],
+            state = fit(cfg, TrainInputs(data), EvalPlan(ks=(10, 20)))
+            _, _, _, valid, test = final_outputs(cfg, TrainInputs(data), state, EvalPlan(ks=(10, 20), batch_users=4096))
+            print(json.dumps({"model": model, "l2": l2, "epochs": len(state.history), "best_epoch": state.best_epoch,
                               "valid.recall@20": valid["recall@20"], "test.recall@20": test["recall@20"]}), flush=True)
             if best is None or valid["recall@20"] > best[1]["recall@20"]:
                 best = (l2, valid, test, state)
@@ -62,8 +62,8 @@ def main() -> None:
             f"{model}.wall_seconds": round(time.perf_counter() - t0, 1),
             f"{model}.l2_grid": ",".join(map(str, grid)),
             f"{model}.l2_selected_on_valid": l2,
-            f"{model}.epochs": len(state["history"]),
-            f"{model}.best_epoch": state["best_epoch"],
+            f"{model}.epochs": len(state.history),
+            f"{model}.best_epoch": state.best_epoch,
             f"{model}.valid.recall@20": valid["recall@20"],
             f"{model}.test.recall@20": test["recall@20"],
             f"{model}.test.ndcg@20": test["ndcg@20"],

@@ -29,8 +29,7 @@ from blast_ray.augment import false_negative_candidates, sparse_sinkhorn, top_q_
 from blast_ray.config import AugmentConfig, TrainConfig
 from blast_ray.data.interactions import InteractionData
 from blast_ray.graphs.knn import knn_graph, sym_normalize
-from blast_ray.train import trainer as T
-from blast_ray.train.trainer import TrainInputs, fit
+from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
 
 DATA = Path(os.environ.get("BLAST_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
@@ -88,12 +87,9 @@ def main():
                 if variant == "ot+restrict":
                     inputs.neg_exclude = neg_ex
                 t = time.time()
-                state = fit(cfg, inputs, ks=(20,))
-                # best-validation weights, scored on test (as trainer.final_outputs does, minus the
-                # representation export, which this benchmark does not need)
-                net = T.build_model(cfg, inputs)
-                net.load_state_dict(state["best_state"] if state.get("best_state") is not None else state["model"])
-                test = T.evaluate_model(net, cfg, inputs, T.get_backend(cfg.graph_backend), "cpu", "test", (20,), 4096)
+                plan = EvalPlan(ks=(20,), batch_users=4096)
+                state = fit(cfg, inputs, plan)
+                _, _, _, _, test = final_outputs(cfg, inputs, state, plan)  # test at the best-validation weights
                 rows.append({"model": model, "variant": variant, "seed": seed, "recall@20": test["recall@20"],
                              "ndcg@20": test["ndcg@20"], "seconds": time.time() - t})
                 print(rows[-1], flush=True)

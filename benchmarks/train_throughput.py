@@ -19,7 +19,7 @@ import numpy as np
 from blast_ray.config import TrainConfig, shared_data_dir
 from blast_ray.store import ArtifactStore
 from blast_ray.etl.readers import read_lattice_split
-from blast_ray.train.trainer import TrainInputs, fit
+from blast_ray.train import TrainInputs, fit
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
             cfg = TrainConfig(model=model, epochs=args.epochs, seed=args.seed, num_workers=w)
             with tempfile.TemporaryDirectory() as d:
                 state = fit(cfg, TrainInputs(data), store=ArtifactStore(d), checkpoint_parts=("baby", "checkpoints", f"{model}-{w}"))
-            h = state["history"]
+            h = state.history
             res[f"{model}.w{w}.epoch_seconds"] = float(np.median([r["train_seconds"] for r in h]))
             res[f"{model}.w{w}.triples_per_s"] = float(data.n_train / res[f"{model}.w{w}.epoch_seconds"])
             res[f"{model}.w{w}.eval_seconds"] = float(np.median([r["eval_seconds"] for r in h if "eval_seconds" in r]))

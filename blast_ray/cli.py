@@ -183,7 +183,6 @@ def user_recommendations(cfg, raw_user: str, top: int = 10):
     """One user's committed recommendations as a DataFrame (rank, item_id, score, title), looked up
     by the raw user id. UsageError when nothing is committed for this config or the id is unknown."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from blast_ray.dry_run import committed_output
 
@@ -198,8 +197,9 @@ def user_recommendations(cfg, raw_user: str, top: int = 10):
         sample = ", ".join(str(u) for u in users["user_id"].to_pylist()[:5])
         raise UsageError(f"--user {raw_user}: no such user in dataset {cfg.dataset.name} (user ids look like: {sample})")
     idx = hit["user_idx"][0].as_py()
-    recs = pq.read_table(rec.path("recommendations"), filesystem=rec.store.fs,
-                         columns=["user_idx", "rank", "item_idx", "score"], filters=[("user_idx", "=", idx)]).to_pandas()
+    from blast_ray.recommend.artifacts import load_recommendations
+
+    recs = load_recommendations(rec, user_idx=idx)
     items = etl.store.read_table(*etl.parts, "items").to_pandas()
     cols = [c for c in ("item_idx", "item_id", "title") if c in items.columns]
     out = recs.merge(items[cols], on="item_idx", how="left").sort_values("rank").head(top)

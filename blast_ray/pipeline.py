@@ -46,7 +46,7 @@ STAGE_SPECS: dict[str, StageSpec] = {
         StageSpec("graphs", "blast_ray.graphs.stage:run", ("etl", "features"), ("graphs",)),
         StageSpec("augment", "blast_ray.augment.stage:run", ("etl", "graphs"), ("augment",)),
         StageSpec("train", "blast_ray.train.stage:run", ("etl", "features", "graphs", "augment"),
-                  ("train", "evaluate.ks", "evaluate.batch_users")),  # validation during training
+                  ("train", "evaluate.ks", "evaluate.batch_users", "evaluate.select_metric")),  # validation during training
         StageSpec("evaluate", "blast_ray.evaluate.stage:run", ("etl", "train"), ("evaluate",)),
         StageSpec("recommend", "blast_ray.recommend.stage:run", ("etl", "train"), ("recommend",)),
         StageSpec("report", "blast_ray.report.stage:run", STAGES[:-1], (), cached=False),

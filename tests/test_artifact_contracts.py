@@ -34,10 +34,7 @@ ALLOWED_GLOB = "*/artifacts.py"
 # artifacts modules) that still spell their file names today, and "<module>:<literal>" uses of
 # those names elsewhere (marked ``TODO(merge)`` in the code). The coordinator empties this set when
 # merging that branch; from then on they are scanned like everything else.
-PENDING_MERGE = {
-    "blast_ray/train", "blast_ray/evaluate", "blast_ray/recommend",
-    "blast_ray/report/stage.py:history.parquet",  # the train history: blast_ray.train.artifacts
-}
+PENDING_MERGE: set[str] = set()  # train/evaluate/recommend merged with their artifacts modules
 # File names that are not store artifacts, each with why it may be spelled where it is.
 NOT_ARTIFACTS = {
     ("blast_ray/features/encoders.py", "config.json"): "a file of the packaged Hugging Face model folder",

@@ -162,7 +162,7 @@ def test_validated_on_construction_assignment_and_update():
 
 def test_select_metric_names_are_the_computed_metrics():
     from blast_ray.config import RANKING_METRICS
-    from blast_ray.evaluate.metrics import METRICS
+    from blast_ray.ranking.metrics import METRICS
 
     assert tuple(RANKING_METRICS) == tuple(METRICS)
 

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from blast_ray.evaluate.metrics import evaluate_ranking
+from blast_ray.ranking.metrics import evaluate_ranking
 
 
 def test_metrics_hand_computed():

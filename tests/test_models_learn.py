@@ -8,11 +8,11 @@ import scipy.sparse as sp
 import torch
 
 from blast_ray.config import TrainConfig
-from blast_ray.evaluate.metrics import evaluate_ranking
+from blast_ray.ranking.metrics import evaluate_ranking
 from blast_ray.models.adjacency import prune_edges
 from blast_ray.store import ArtifactStore
 from blast_ray.etl.readers import read_lattice_split
-from blast_ray.train.trainer import TrainInputs, final_outputs, fit
+from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
 
 N_USERS = None  # all of Baby (19,445 users): smaller slices are too sparse for 3 epochs to beat popularity
 
@@ -30,6 +30,13 @@ def popularity_recall(baby_slice):
     return evaluate_ranking(torch.ones(d.n_users, 1), pop[:, None], d.valid, d.train, ks=(20,))["recall@20"]
 
 
+def knn_normalized(x, k=10):
+    """D^-1/2 S D^-1/2 of the binary top-k cosine graph of x (method section 2), as the graphs stage builds it."""
+    from blast_ray.graphs.knn import knn_graph, sym_normalize
+
+    return sym_normalize(knn_graph(np.asarray(x, dtype=np.float32), k)).astype(np.float32)
+
+
 def _item_cooccurrence_feature(d):
     # Baby has no item features here: a real-data stand-in modality = SVD of the item columns of R.
     from scipy.sparse.linalg import svds
@@ -43,8 +50,6 @@ def test_model_beats_popularity(model, baby_slice, popularity_recall):
     d = baby_slice
     inputs = TrainInputs(d)
     if model in ("freedom", "blast"):
-        from blast_ray.train.knn import knn_normalized
-
         x = _item_cooccurrence_feature(d)
         inputs.features = {"item_text": x}
         inputs.item_graph = knn_normalized(x, k=10)
@@ -55,10 +60,10 @@ def test_model_beats_popularity(model, baby_slice, popularity_recall):
     # BPR-MF overfits fast at lr 0.01 without L2 (peaks at popularity level); it needs L2.
     opts = dict(epochs=4, lr=0.005, l2_weight=0.01) if model == "bpr" else dict(epochs=3, lr=0.01)
     cfg = TrainConfig(model=model, batch_size=2048, seed=7, prune_ratio=0.5, **opts)
-    state = fit(cfg, inputs, ks=(20,))
-    best = state["best"]
+    state = fit(cfg, inputs, EvalPlan(ks=(20,)))
+    best = state.best
     assert best > popularity_recall * 1.05, (model, best, popularity_recall)
-    _, h_u, f_i, valid, test = final_outputs(cfg, inputs, state, (20,), 4096)
+    _, h_u, f_i, valid, test = final_outputs(cfg, inputs, state, EvalPlan(ks=(20,), batch_users=4096))
     assert h_u.shape == (d.n_users, 64) and f_i.shape == (d.n_items, 64)
     assert valid["recall@20"] == pytest.approx(best, rel=1e-5)  # best_state is the selected epoch
 
@@ -78,7 +83,7 @@ def test_checkpoint_resume_and_id_only(baby_slice, tmp_path):
     cfg = TrainConfig(model="freedom", epochs=3, lr=0.01, seed=1)  # no features/graphs: ID-only
     parts = ("baby", "checkpoints", "fp")
     first = fit(cfg, TrainInputs(baby_slice), store=store, checkpoint_parts=parts, max_epochs=2)
-    assert first["epoch"] == 2
+    assert first.epoch == 2
     resumed = fit(cfg, TrainInputs(baby_slice), store=store, checkpoint_parts=parts)
-    assert resumed["epoch"] == 3 and len(resumed["history"]) == 3
-    assert [r["epoch"] for r in resumed["history"]] == [0, 1, 2]
+    assert resumed.epoch == 3 and len(resumed.history) == 3
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]

@@ -47,7 +47,7 @@ INPUT_FORMATS = (
     "presplit_json",  # train.json / val.json / test.json: user -> [items]
 )
 
-# The ranking metrics blast_ray.evaluate.metrics computes (its METRICS; a test keeps them equal).
+# The ranking metrics blast_ray.ranking.metrics computes (its METRICS; a test keeps them equal).
 RANKING_METRICS = ("recall", "ndcg", "precision", "map")
 
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

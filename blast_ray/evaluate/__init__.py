@@ -1,5 +1,6 @@
-"""Full-ranking evaluation (Recall/NDCG/Precision/MAP@K) and the evaluate stage."""
+"""The evaluate stage: full-ranking metrics of the trained representations and the baselines.
+The metrics and the masking rule themselves live in :mod:`blast_ray.ranking`."""
 
-from blast_ray.evaluate.metrics import evaluate_ranking, metrics_from_hits, topk_items
+from blast_ray.ranking import evaluate_ranking, metrics_from_hits, topk_items
 
 __all__ = ["evaluate_ranking", "metrics_from_hits", "topk_items"]

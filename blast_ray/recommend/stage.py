@@ -1,19 +1,21 @@
 """The recommend stage: top-K unseen items per user with scores, through Ray Data.
 
 Users are split into blocks (``recommend.batch_users``); ``map_batches`` scores one block against
-all item representations (read once per actor from the store), masks the items the user
-has already seen (train + valid + test interactions), and writes partitioned
-Parquet (user_idx, rank, item_idx, score) under ``recommendations/``.
+all item representations (read once per actor from the train output through
+:mod:`blast_ray.train.artifacts`), masks the items the user has already seen
+(:func:`blast_ray.ranking.scoring.known_items` of split ``all``: train + valid + test), and writes
+partitioned Parquet (:mod:`blast_ray.recommend.artifacts`).
 """
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from blast_ray.recommend import artifacts
 
 
 def ray_get(ref):
@@ -25,49 +27,47 @@ def ray_get(ref):
 
 class _ScoreBlock:
     def __init__(self, store, train_parts, seen, top_k: int):
+        import types
+
         import torch
 
-        self.torch = torch
-        self.items = torch.from_numpy(np.load(io.BytesIO(store.read_bytes(*train_parts, "items.npy"))))
-        self.users = torch.from_numpy(np.load(io.BytesIO(store.read_bytes(*train_parts, "users.npy"))))
+        from blast_ray.train.artifacts import load_embeddings
+
+        users, items = load_embeddings(types.SimpleNamespace(store=store, parts=tuple(train_parts)))
+        self.users, self.items = torch.from_numpy(users), torch.from_numpy(items)
         self.seen = ray_get(seen)
         self.top_k = top_k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
-        from blast_ray.evaluate.metrics import topk_items
+        from blast_ray.ranking.metrics import topk_items
 
         users = batch["id"].astype(np.int64)  # ray.data.range's column
         scores, top = topk_items(self.users, self.items, users, self.seen, self.top_k)
-        k = top.shape[1]
-        return pd.DataFrame({
-            "user_idx": np.repeat(users, k),
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(users)),
-            "item_idx": top.numpy().ravel().astype(np.int64),
-            "score": scores.numpy().ravel().astype(np.float32),
-        })
+        return artifacts.recommendation_frame(users, top.numpy(), scores.numpy())
 
 
 def run(ctx, out) -> dict[str, Any]:
     from blast_ray.data import load_interactions
+    from blast_ray.ranking.scoring import known_items
     from blast_ray.runtime import ensure_ray
 
     rc = ctx.cfg.recommend
     data = load_interactions(ctx.require("etl"))
     train_out = ctx.require("train")
-    seen = (data.train + data.valid + data.test).tocsr()
+    seen = known_items(data, "all")
     ray = ensure_ray()
     t0 = time.perf_counter()
     # ray.data.range: user ids are generated inside the blocks, never listed on the driver.
     ds = ray.data.range(data.n_users, override_num_blocks=max(1, -(-data.n_users // rc.batch_users)))
     recs = ds.map_batches(
         _ScoreBlock,
-        fn_constructor_args=(out.store, train_out.parts, ray.put(seen), rc.top_k),
+        fn_constructor_args=(train_out.store, train_out.parts, ray.put(seen), rc.top_k),
         batch_size=rc.batch_users,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=rc.num_actors),
         num_cpus=0.5,  # fractional: a pool taking all CPUs deadlocks the read on 2-CPU nodes
     )
-    recs.write_parquet(out.uri("recommendations"))
-    n = ray.data.read_parquet(out.uri("recommendations")).count()
+    recs.write_parquet(artifacts.recommendations_uri(out))
+    n = ray.data.read_parquet(artifacts.recommendations_uri(out)).count()
     return {"row_counts": {"recommendations": int(n), "users": data.n_users},
             "timings": {"recommend_seconds": time.perf_counter() - t0}, "extra": {"top_k": rc.top_k}}

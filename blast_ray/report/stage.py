@@ -74,10 +74,11 @@ def _history_section(ctx) -> str:
     if "train" not in ctx.outputs:
         return note + H.not_run("training curves", "the train stage is not in this run")
     train: StageOutput = ctx.outputs["train"]
-    # TODO(merge): use blast_ray.train.artifacts (the history table) instead of the file name
-    if not ctx.store.exists(*train.parts, "history.parquet"):
-        return H.not_run("training curves", "the train output has no history.parquet")
-    df = ctx.store.read_table(*train.parts, "history.parquet").to_pandas()
+    from blast_ray.train import artifacts as train_artifacts
+
+    if not train_artifacts.has_history(train):
+        return H.not_run("training curves", f"the train output has no {train_artifacts.HISTORY_FILE}")
+    df = train_artifacts.load_history(train)
     x = df["epoch"].to_numpy() if "epoch" in df else np.arange(len(df))
     loss = {c: df[c].to_numpy() for c in df.columns if "loss" in c.lower()}
     rank = {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}

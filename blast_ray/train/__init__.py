@@ -1,7 +1,11 @@
-"""Training: one trainer for all models (single process or Ray Train), negatives, checkpoints."""
+"""Training: inputs -> loop (TrainState) -> checkpoints -> Ray Train wrapper -> fit; negatives,
+warm start, and the train stage's artifacts. Needs neither Ray nor Spark unless num_workers > 1."""
 
+from blast_ray.train.fit import final_outputs, fit
+from blast_ray.train.inputs import TrainInputs
+from blast_ray.train.loop import EvalPlan, TrainState, epoch_cap
 from blast_ray.train.negatives import sample_negatives
-from blast_ray.train.trainer import TrainInputs, final_outputs, fit
 from blast_ray.train.warm_start import WarmStart, load_warm_start
 
-__all__ = ["TrainInputs", "WarmStart", "final_outputs", "fit", "load_warm_start", "sample_negatives"]
+__all__ = ["EvalPlan", "TrainInputs", "TrainState", "WarmStart", "epoch_cap", "final_outputs", "fit",
+           "load_warm_start", "sample_negatives"]

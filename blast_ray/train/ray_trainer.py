@@ -1,8 +1,9 @@
-"""Multi-worker training on Ray Train (TorchTrainer + DDP; gloo on CPU, nccl on GPU).
+"""Multi-worker training on Ray Train (TorchTrainer + DDP; gloo on CPU, nccl on GPU): the thin Ray
+wrapper around :func:`blast_ray.train.loop.train_loop`. Ray is imported only inside the functions.
 
-Checkpoints (the full training state of ``train_worker_loop``) are reported every epoch by rank 0
+Checkpoints (the full :class:`~blast_ray.train.loop.TrainState`) are reported every epoch by rank 0
 through ``ray.train.report(..., checkpoint=Checkpoint.from_directory(...))`` into
-``RunConfig(storage_path=<store>/<dataset>/checkpoints, name=<fingerprint>)``; FailureConfig
+``RunConfig(storage_path=<checkpoint parts[:-1]>, name=<fingerprint>)``; FailureConfig
 (max_failures) restarts failed workers, which resume from ``ray.train.get_checkpoint()``. Ray Train
 V2 (the default in Ray 2.60) resumes a re-submitted run with the same (storage_path, name) from
 its latest checkpoint.
@@ -17,72 +18,68 @@ from typing import Any
 
 import torch
 
-from blast_ray.config import TrainConfig
-from blast_ray.train.trainer import TrainInputs, build_model, state_from_bytes, state_to_bytes, train_worker_loop
+from blast_ray.train import artifacts
+from blast_ray.train.checkpoints import state_from_bytes, state_to_bytes
+from blast_ray.train.inputs import TrainInputs, model_for
+from blast_ray.train.loop import EvalPlan, TrainState, Worker, train_loop
 
 log = logging.getLogger("blast_ray.train")
 
-STATE_FILE = "train_state.pt"
 
-
-def _loop_per_worker(config: dict[str, Any]) -> None:
+def _loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """One Ray Train worker. Returns (rank 0's value becomes ``Result.return_value``) where this
+    attempt started: ``resumed_from_epoch`` is the checkpoint's epoch when the worker group was
+    restarted after a failure (or the run re-submitted), None on a fresh start."""
     import ray.train
     from ray.train import Checkpoint
 
-    cfg: TrainConfig = config["cfg"]
+    cfg = config["cfg"]
     inputs: TrainInputs = config["inputs"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
-    device = "cpu"
-    if cfg.use_gpu:
-        device = str(ray.train.torch.get_device())
+    device = str(ray.train.torch.get_device()) if cfg.use_gpu else "cpu"
     resume = None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            with open(os.path.join(d, STATE_FILE), "rb") as f:
+            with open(os.path.join(d, artifacts.CHECKPOINT_STATE_FILE), "rb") as f:
                 resume = state_from_bytes(f.read())
     torch.manual_seed(cfg.seed)  # identical init on every worker (DDP also broadcasts rank 0's)
-    model = build_model(cfg, inputs).to(device)
+    model = model_for(cfg, inputs).to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
 
-    def save_state(state: dict[str, Any], row: dict[str, float]) -> None:
+    def report(state: TrainState, row: dict[str, Any]) -> None:
         metrics = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:
-                with open(os.path.join(d, STATE_FILE), "wb") as f:
+                with open(os.path.join(d, artifacts.CHECKPOINT_STATE_FILE), "wb") as f:
                     f.write(state_to_bytes(state))
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics, checkpoint=None)
-        crash_at = config.get("crash_at_epoch")  # fault-injection for the kill-a-worker test
-        if crash_at is not None and rank == world - 1 and state["epoch"] == crash_at and resume is None:
-            os._exit(1)
 
-    train_worker_loop(
-        cfg, inputs, ks=config["ks"], batch_users=config["batch_users"], rank=rank, world=world,
-        ddp_model=ddp, model=model, resume_state=resume, save_state=save_state, device=device,
-        init_state=config.get("init_state"), init_source=config.get("init_source", ""),
-    )
+    final = train_loop(cfg, inputs, config["plan"], worker=Worker(rank, world, device, ddp), model=model, start=resume,
+                       init_weights=config.get("init_state"), init_source=config.get("init_source", ""), on_epoch=report)
+    return {"resumed_from_epoch": None if resume is None else int(resume.epoch), "epochs": int(final.epoch)}
 
 
 def fit_ray(
-    cfg: TrainConfig,
+    cfg,
     inputs: TrainInputs,
     *,
     storage_path: str,
     name: str,
     storage_filesystem=None,
-    ks: tuple[int, ...] = (20,),
-    batch_users: int = 4096,
-    crash_at_epoch: int | None = None,
+    plan: EvalPlan = EvalPlan(),
     init_state: dict[str, Any] | None = None,
     init_source: str = "",
-) -> dict[str, Any]:
-    """Train with ``cfg.num_workers`` Ray Train workers; returns the final training state dict
-    (read back from the last reported checkpoint). ``init_state``: warm start weights, loaded by
-    every worker unless it resumes from a checkpoint of this run."""
+    return_result: bool = False,
+):
+    """Train with ``cfg.num_workers`` Ray Train workers; returns the final :class:`TrainState`
+    (read back from the last reported checkpoint), or (state, ray.train.Result) with
+    ``return_result``. ``init_state``: warm start weights, loaded by every worker unless it
+    resumes from a checkpoint of this run."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -92,8 +89,7 @@ def fit_ray(
     trainer = TorchTrainer(
         _loop_per_worker,
         train_loop_config={
-            "cfg": cfg, "inputs": inputs, "ks": tuple(ks), "batch_users": batch_users,
-            "crash_at_epoch": crash_at_epoch, "threads_per_worker": 1,
+            "cfg": cfg, "inputs": inputs, "plan": plan, "threads_per_worker": 1,
             "init_state": init_state, "init_source": init_source,
         },
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
@@ -113,5 +109,6 @@ def fit_ray(
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train run {name} finished without a checkpoint: {result.error}")
     with result.checkpoint.as_directory() as d:
-        with open(os.path.join(d, STATE_FILE), "rb") as f:
-            return state_from_bytes(f.read())
+        with open(os.path.join(d, artifacts.CHECKPOINT_STATE_FILE), "rb") as f:
+            state = state_from_bytes(f.read())
+    return (state, result) if return_result else state

@@ -9,7 +9,6 @@ model, other user/item counts, other embedding size or feature dims, a missing/u
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +38,9 @@ class WarmStart:
 def read_model_file(uri: str) -> dict[str, Any]:
     """The dict saved as ``model.pt`` by the train stage ({"state_dict", "config", "n_users", "n_items"})
     of the train output at ``uri`` (local path or s3://..., read through the ArtifactStore)."""
-    from blast_ray.store import ArtifactStore
+    from blast_ray.train.artifacts import load_model_uri
 
-    store = ArtifactStore(uri)
-    if not store.exists("model.pt"):
-        raise FileNotFoundError(f"{uri} has no model.pt")
-    return torch.load(io.BytesIO(store.read_bytes("model.pt")), map_location="cpu", weights_only=False)
+    return load_model_uri(uri)
 
 
 def check_compatible(saved: dict[str, Any], model: torch.nn.Module, model_name: str, n_users: int, n_items: int) -> str:
@@ -87,7 +83,9 @@ def load_warm_start(uri: str, model: torch.nn.Module, model_name: str, n_users: 
     try:
         saved = read_model_file(uri)
     except Exception as e:  # noqa: BLE001 - a gone or torn previous model must not stop the retrain
-        ws = WarmStart(uri, None, f"cannot read model.pt: {type(e).__name__}: {e}")
+        from blast_ray.train.artifacts import MODEL_FILE
+
+        ws = WarmStart(uri, None, f"cannot read {MODEL_FILE}: {type(e).__name__}: {e}")
     else:
         why = check_compatible(saved, model, model_name, n_users, n_items)
         if why:

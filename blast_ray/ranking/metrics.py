@@ -1,4 +1,5 @@
-"""Full-ranking top-K metrics (MMRec protocol), vectorised torch, in user batches.
+"""Full-ranking top-K metrics (MMRec protocol), vectorised torch, in user batches (a leaf module:
+imports only numpy, scipy and torch; the masking RULE lives in :mod:`blast_ray.ranking.scoring`).
 
 Protocol: score every item for every evaluated user, mask the user's known items (train; for the
 test split train + valid, as MMRec does) to -inf, take the top max(K); Recall@K = hits / |T_u|,

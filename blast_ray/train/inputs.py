@@ -1,0 +1,107 @@
+"""What a training worker needs: interactions, side features, kNN graphs, augmented pairs, and
+the per-epoch inputs derived from them (the propagation graphs and the shuffled BPR triples).
+
+Everything here is a pure function of (inputs, config, seed, epoch, rank, world): every worker of an
+epoch computes the same pruned graph and the same permutation, and shards it ``[rank::world]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from blast_ray.data.interactions import InteractionData
+from blast_ray.models import GraphInputs
+from blast_ray.models.adjacency import normalized_adjacency, normalized_square, prune_edges
+from blast_ray.models.factory import GRAPH_MODELS, PRUNED_MODELS, build_model, used_modalities
+from blast_ray.train.negatives import sample_negatives
+
+__all__ = ["GRAPH_MODELS", "PRUNED_MODELS", "TrainInputs", "epoch_triples", "graph_inputs", "graph_pairs", "model_for"]
+
+
+@dataclass
+class TrainInputs:
+    """Everything a training run reads (picklable: it is shipped to Ray Train workers).
+
+    data: interactions; features: name -> (rows, dim) float32 arrays (item_text, item_visual,
+    user_text); item_graph / user_graph: normalized S_I (N x N) / S_U (M x M) or None;
+    extra_users / extra_items: augmented positive pairs H (or None), always extra BPR positives;
+    extra_in_graph: H also enters the user-item graph A used for propagation (``augment.add_to_graph``);
+    neg_exclude: the per-user exclusion set for negatives (train R, or R + G); None means train R.
+    """
+
+    data: InteractionData
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    item_graph: sp.csr_matrix | None = None
+    user_graph: sp.csr_matrix | None = None
+    extra_users: np.ndarray | None = None
+    extra_items: np.ndarray | None = None
+    neg_exclude: sp.csr_matrix | None = None
+    extra_in_graph: bool = False
+
+    def used_modalities(self, model: str) -> dict[str, Any]:
+        """Which side inputs this model will actually use (for the log and the manifest)."""
+        return used_modalities(model, self.features, self.item_graph is not None, self.user_graph is not None)
+
+    def feature_dims(self, model: str) -> dict[str, int]:
+        """name -> dim of the features ``model`` uses."""
+        return {f: int(self.features[f].shape[1]) for f in self.used_modalities(model)["features"]}
+
+    def has_extra(self) -> bool:
+        return self.extra_users is not None and len(self.extra_users) > 0
+
+
+def model_for(cfg, inputs: TrainInputs) -> torch.nn.Module:
+    """A fresh ``cfg.model`` sized for ``inputs`` (see :func:`blast_ray.models.factory.build_model`)."""
+    return build_model(cfg, inputs.data.n_users, inputs.data.n_items, inputs.feature_dims(cfg.model))
+
+
+def graph_pairs(inputs: TrainInputs) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) edges of the user-item graph A: the train pairs, plus the augmented pairs H
+    when ``inputs.extra_in_graph`` (duplicates of a train pair kept once, so A stays binary)."""
+    u, i = inputs.data.train_pairs()
+    if not (inputs.extra_in_graph and inputs.has_extra()):
+        return u, i
+    n_items = inputs.data.n_items
+    keys = np.concatenate([u.astype(np.int64) * n_items + i, inputs.extra_users.astype(np.int64) * n_items
+                           + inputs.extra_items.astype(np.int64)])
+    keys = np.unique(keys)  # sorted: a deterministic edge order
+    return keys // n_items, keys % n_items
+
+
+def graph_inputs(cfg, inputs: TrainInputs, backend, device, epoch: int | None) -> GraphInputs:
+    """The graphs for one forward: epoch=None -> the full A (evaluation); else pruned for that epoch."""
+    d = inputs.data
+    g = GraphInputs(backend=backend)
+    if cfg.model not in GRAPH_MODELS:
+        return g
+    u, i = graph_pairs(inputs)
+    if epoch is not None and cfg.model in PRUNED_MODELS and cfg.prune_ratio > 0:
+        u, i = prune_edges(u, i, d.n_users, d.n_items, cfg.prune_ratio, seed=cfg.seed * 100003 + epoch)
+    n = d.n_users + d.n_items
+    g.ui = backend.build(*normalized_adjacency(u, i, d.n_users, d.n_items), (n, n), device)
+    used = inputs.used_modalities(cfg.model)
+    if used["item_graph"]:
+        g.ii = backend.build(*normalized_square(inputs.item_graph), inputs.item_graph.shape, device)
+    if used["user_graph"]:
+        g.uu = backend.build(*normalized_square(inputs.user_graph), inputs.user_graph.shape, device)
+    g.features = {f: torch.as_tensor(inputs.features[f], dtype=torch.float32, device=device) for f in used["features"]}
+    return g
+
+
+def epoch_triples(inputs: TrainInputs, seed: int, epoch: int, rank: int, world: int):
+    """This worker's (users, pos, neg) for an epoch: shuffled positives (train + augmented) sharded
+    ``[rank::world]``, one negative each drawn outside the exclusion set."""
+    u, i = inputs.data.train_pairs()
+    if inputs.has_extra():
+        u = np.concatenate([u, inputs.extra_users.astype(np.int64)])
+        i = np.concatenate([i, inputs.extra_items.astype(np.int64)])
+    perm = np.random.default_rng([seed, epoch]).permutation(len(u))[rank::world]
+    users, pos = u[perm], i[perm]
+    exclude = inputs.neg_exclude if inputs.neg_exclude is not None else inputs.data.train
+    neg = sample_negatives(users, exclude, np.random.default_rng([seed, epoch, rank, 1]))
+    return users, pos, neg
