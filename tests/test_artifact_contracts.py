@@ -226,7 +226,7 @@ def test_read_lattice_split_matches_the_published_files(dataset, baby):
 
 
 def test_etl_artifacts_round_trip(tmp_path, dataset, baby):
-    from blast_ray.data import load_interactions
+    from blast_ray.etl.artifacts import load_interactions
     from blast_ray.etl import artifacts as A
 
     out = _out(tmp_path, "etl")

@@ -210,7 +210,7 @@ def test_cli_ml100k_end_to_end_then_skip(spark, dataset, tmp_path, capsys):
     core = _pandas_kcore(raw[["u", "i"]], 5)
     rc = m["row_counts"]
     assert (rc["users"], rc["items"], rc["interactions"], rc["rejected"]) == (core.u.nunique(), core.i.nunique(), len(core), 0)
-    from blast_ray.data import load_interactions
+    from blast_ray.etl.artifacts import load_interactions
 
     data = load_interactions(etl_out)
     assert data.train.nnz + data.valid.nnz + data.test.nnz == len(core)
@@ -226,7 +226,7 @@ def test_cli_ml100k_end_to_end_then_skip(spark, dataset, tmp_path, capsys):
 def test_etl_to_s3_store(spark, s3_bucket, tmp_path):
     """Spark writes locally, the stage uploads through the ArtifactStore to the local S3 server."""
     from blast_ray.config import config_from_dict
-    from blast_ray.data import load_interactions
+    from blast_ray.etl.artifacts import load_interactions
     from blast_ray.pipeline import run_pipeline
 
     cfg = config_from_dict({

@@ -57,7 +57,7 @@ def _item_knn(graphs_out, modality: str, k: int, n_items: int) -> sp.csr_matrix:
 
 
 def run(ctx, out) -> dict:
-    from blast_ray.data import load_interactions
+    from blast_ray.etl.artifacts import load_interactions
 
     cfg = ctx.cfg.augment
     t0 = time.time()

@@ -1,5 +1,9 @@
-"""Readers of the ETL output contract shared by all downstream stages."""
+"""The interaction matrices every training/evaluation step works on (pure: no store, no engine).
 
-from blast_ray.data.interactions import SPLITS, InteractionData, load_interactions
+Loading them from a committed ETL output is the ETL artifacts module's job:
+``blast_ray.etl.artifacts.load_interactions``.
+"""
 
-__all__ = ["InteractionData", "load_interactions", "SPLITS"]
+from blast_ray.data.interactions import SPLITS, InteractionData
+
+__all__ = ["InteractionData", "SPLITS"]

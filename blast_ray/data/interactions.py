@@ -73,12 +73,3 @@ class InteractionData:
             "test": int(self.test.nnz),
             "density": float(n) / max(1, self.n_users * self.n_items),
         }
-
-
-def load_interactions(etl_output) -> InteractionData:
-    """Read the ``interactions`` table of a committed ETL ``StageOutput``."""
-    from blast_ray.etl import artifacts as etl_artifacts
-
-    df = etl_artifacts.load_frame(etl_output, etl_artifacts.INTERACTIONS, columns=["user_idx", "item_idx", "split"])
-    counts = etl_output.manifest.get("row_counts", {})
-    return InteractionData.from_frame(df, counts.get("users"), counts.get("items"))

@@ -23,6 +23,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from blast_ray.data.interactions import InteractionData
+
 INTERACTIONS = "interactions"
 USERS = "users"
 ITEMS = "items"
@@ -81,3 +83,10 @@ def load_frame(out: Any, name: str, columns: list[str] | None = None, required: 
     if not required and not has_table(out, name):
         return None
     return load_table(out, name, columns).to_pandas()
+
+
+def load_interactions(etl_output) -> InteractionData:
+    """Read the ``interactions`` table of a committed ETL ``StageOutput``."""
+    df = load_frame(etl_output, INTERACTIONS, columns=["user_idx", "item_idx", "split"])
+    counts = etl_output.manifest.get("row_counts", {})
+    return InteractionData.from_frame(df, counts.get("users"), counts.get("items"))

@@ -53,7 +53,7 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
 
 
 def run(ctx, out) -> dict[str, Any]:
-    from blast_ray.data import load_interactions
+    from blast_ray.etl.artifacts import load_interactions
     from blast_ray.train.artifacts import load_embeddings
 
     ev = ctx.cfg.evaluate

@@ -153,7 +153,7 @@ def run(ctx, out) -> dict:
             what = "every item feature has (near-)identical rows" if degenerate_items else "no item feature (text/visual)"
             raise RuntimeError(f"{what} and graphs.item_cooc_fallback=false: cannot build S_I; "
                                "set graphs.item_cooc_fallback=true or give the items distinct text/visual features")
-        from blast_ray.data import load_interactions
+        from blast_ray.etl.artifacts import load_interactions
 
         data = load_interactions(etl)
         if not degenerate_items:

@@ -47,7 +47,7 @@ class _ScoreBlock:
 
 
 def run(ctx, out) -> dict[str, Any]:
-    from blast_ray.data import load_interactions
+    from blast_ray.etl.artifacts import load_interactions
     from blast_ray.ranking.scoring import known_items
     from blast_ray.runtime import ensure_ray
 

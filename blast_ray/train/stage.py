@@ -54,7 +54,7 @@ def _side_inputs(ctx, data) -> TrainInputs:
 
 
 def run(ctx, out) -> dict[str, Any]:
-    from blast_ray.data import load_interactions
+    from blast_ray.etl.artifacts import load_interactions
 
     cfg, ev = ctx.cfg.train, ctx.cfg.evaluate
     t0 = time.perf_counter()

@@ -264,18 +264,20 @@ def train_with_epoch_reports(
     train stage's input builder, the epoch loop with its per-epoch hook, the state (de)serialisers).
     Re-point it when the training code moves.
     """
-    from blast_ray.data import load_interactions
+    from blast_ray.etl.artifacts import load_interactions
     from blast_ray.pipeline import StageContext
+    from blast_ray.train.checkpoints import state_from_bytes, state_to_bytes
+    from blast_ray.train.loop import EvalPlan, train_loop
     from blast_ray.train.stage import _side_inputs
-    from blast_ray.train.trainer import state_from_bytes, state_to_bytes, train_worker_loop
 
     store = ArtifactStore(cfg.store)
     ctx = StageContext(cfg=cfg, store=store, run_id="tune-trial", outputs=dict(outputs))
     inputs = _side_inputs(ctx, load_interactions(outputs["etl"]))
-    train_worker_loop(
-        cfg.train, inputs, ks=tuple(cfg.evaluate.ks), batch_users=cfg.evaluate.batch_users,
-        resume_state=state_from_bytes(resume_state) if resume_state else None,
-        save_state=lambda state, row: on_epoch(row, lambda: state_to_bytes(state)),
+    ev = cfg.evaluate
+    train_loop(
+        cfg.train, inputs, EvalPlan(ks=tuple(ev.ks), batch_users=ev.batch_users, select_metric=ev.select_metric),
+        start=state_from_bytes(resume_state) if resume_state else None,
+        on_epoch=lambda state, row: on_epoch(row, lambda: state_to_bytes(state)),
     )
 
 
