@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/pipeline_scaling.py --sizes 50k,150k          # a quick look
 
 For each size, ``benchmarks/synth_amazon.py`` writes a dump (seeded, reused when present), then
-each stage runs alone through ``run_pipeline`` (upstream from the store), while a sampler thread
-reads the resident memory (psutil, every 0.2 s) of this process (the driver) and of each of its
+each stage runs alone, in a fresh Python process, through ``run_pipeline`` (upstream from the
+store), while a sampler thread reads the resident memory (psutil, every 0.2 s) of this process (the driver) and of each of its
 descendants (Ray workers, raylet, Spark's JVM: the largest single one is "worker"). Profiles use
 the template engine; features the offline MiniLM encoder over every profile (no sampling: the
 graphs stage needs every vector). On 2 cores MiniLM encodes a few hundred template profiles a
@@ -28,6 +28,8 @@ import json
 import math
 import os
 import platform
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -86,18 +88,13 @@ def stage_rows(manifest: dict, stage: str) -> int:
     return int(sum(v for v in rc.values() if isinstance(v, (int, float))))
 
 
-def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
+def size_config(size: int, work: Path, args):
+    """The pipeline config of one size (the synthetic dump must exist)."""
     from blast_ray.config import config_from_dict
-    from blast_ray.pipeline import run_pipeline
 
     dump = work / f"dump-{size}"
-    synth = _synth_module()
-    if not (dump / "synth.json").exists():
-        t = time.time()
-        synth.generate(dump, size, seed, Path(os.environ.get("BLAST_DATA_DIR", synth.DEFAULT_DATA)), "Clothing_Shoes_and_Jewelry", 0.005, 0.001)
-        print(f"[{size:,}] synthetic dump written in {time.time() - t:.0f} s", flush=True)
     info = json.loads((dump / "synth.json").read_text())
-    cfg = config_from_dict({
+    return config_from_dict({
         "dataset": {"name": f"synth{size}", "format": "amazon2018", "category": "clothing",
                     "paths": {"reviews": str(dump / info["files"]["reviews"]), "meta": str(dump / info["files"]["meta"])}},
         "store": str(work / "store"),
@@ -105,21 +102,49 @@ def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
         "profiles": {"engine": "template"},
         "augment": {"num_blocks": args.augment_blocks},
     }, ROOT)
+
+
+def run_stage(size: int, stage: str, work: Path, args) -> dict[str, float]:
+    """One stage of one size in THIS process (a fresh one per stage: peaks are the stage's own)."""
+    from blast_ray.pipeline import run_pipeline
+
+    cfg = size_config(size, work, args)
+    t = time.time()
+    with PeakSampler() as peak:
+        res = run_pipeline(cfg, stages=(stage,), use_committed_upstream=True)
+    secs = time.time() - t
+    if not res.ok:
+        raise SystemExit(f"[{size:,}] {res.error}")
+    return {f"{stage}.seconds@{size}": round(secs, 2),
+            f"{stage}.driver_peak_gib@{size}": round(peak.driver / 2**30, 3),
+            f"{stage}.worker_peak_gib@{size}": round(peak.worker / 2**30, 3),
+            f"{stage}.rows@{size}": stage_rows(res.manifests[stage], stage)}
+
+
+def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
+    dump = work / f"dump-{size}"
+    if not (dump / "synth.json").exists():
+        synth = _synth_module()
+        t = time.time()
+        synth.generate(dump, size, seed, Path(os.environ.get("BLAST_DATA_DIR", synth.DEFAULT_DATA)),
+                       "Clothing_Shoes_and_Jewelry", 0.005, 0.001)
+        print(f"[{size:,}] synthetic dump written in {time.time() - t:.0f} s", flush=True)
     out: dict[str, float] = {}
     for stage in STAGES:
-        t = time.time()
-        with PeakSampler() as peak:
-            res = run_pipeline(cfg, stages=(stage,), use_committed_upstream=True)
-        secs = time.time() - t
-        if not res.ok:
-            raise SystemExit(f"[{size:,}] {res.error}")
-        man = res.manifests[stage]
-        out[f"{stage}.seconds@{size}"] = round(secs, 2)
-        out[f"{stage}.driver_peak_gib@{size}"] = round(peak.driver / 2**30, 3)
-        out[f"{stage}.worker_peak_gib@{size}"] = round(peak.worker / 2**30, 3)
-        out[f"{stage}.rows@{size}"] = stage_rows(man, stage)
-        print(f"[{size:,}] {stage:9s} {secs:8.1f} s  driver {peak.driver / 2**30:6.2f} GiB  "
-              f"largest worker {peak.worker / 2**30:6.2f} GiB  rows {out[f'{stage}.rows@{size}']:,}", flush=True)
+        cmd = [sys.executable, __file__, "--one-stage", stage, "--sizes", str(size), "--work", str(work),
+               "--shuffle-partitions", str(args.shuffle_partitions), "--spark-memory", args.spark_memory,
+               "--augment-blocks", str(args.augment_blocks)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("STAGE ")]
+        if proc.returncode != 0 or not lines:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise SystemExit(f"[{size:,}] {stage} failed (exit {proc.returncode}): {' | '.join(tail)}")
+        got = json.loads(lines[-1][len("STAGE "):])
+        out.update(got)
+        print(f"[{size:,}] {stage:9s} {got[f'{stage}.seconds@{size}']:8.1f} s  "
+              f"driver {got[f'{stage}.driver_peak_gib@{size}']:6.2f} GiB  "
+              f"largest worker {got[f'{stage}.worker_peak_gib@{size}']:6.2f} GiB  rows {got[f'{stage}.rows@{size}']:,}",
+              flush=True)
     return out
 
 
@@ -157,9 +182,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--shuffle-partitions", type=int, default=16)
     ap.add_argument("--spark-memory", default="6g")
     ap.add_argument("--augment-blocks", type=int, default=1)
+    ap.add_argument("--one-stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, one size
     args = ap.parse_args(argv)
     sizes = sorted(synth.parse_size(s) for s in args.sizes.split(","))
     work = Path(args.work)
+    if args.one_stage:
+        got = run_stage(sizes[0], args.one_stage, work, args)
+        print("STAGE " + json.dumps(got), flush=True)
+        return got
     work.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine": f"{platform.node()} {os.cpu_count()} cpus "
                                f"{psutil.virtual_memory().total / 2**30:.0f} GiB", "seed": args.seed,
