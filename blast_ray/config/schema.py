@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from blast_ray.config.errors import KeyedValueError, config_error, key_error
+from blast_ray.store.names import MAX_NAME_LEN, is_valid_name
 
 BASELINE_MODELS = ("pop", "bpr", "lightgcn")
 
@@ -50,7 +51,6 @@ INPUT_FORMATS = (
 # The ranking metrics blast_ray.ranking.metrics computes (its METRICS; a test keeps them equal).
 RANKING_METRICS = ("recall", "ndcg", "precision", "map")
 
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 # --- value types shared by the sections -------------------------------------------------------
@@ -201,10 +201,10 @@ class DatasetConfig(ConfigModel):
     @field_validator("name")
     @classmethod
     def _name_is_a_folder_name(cls, v: str) -> str:
-        if v and not DATASET_NAME.fullmatch(v):
+        if v and not is_valid_name(v):  # the store's one rule for names (store/names.py)
             raise ValueError(
                 f"{v!r} is not a valid dataset name: use letters, digits, '.', '_' and '-', starting "
-                "with a letter or digit (it names the store folder)"
+                f"with a letter or digit, at most {MAX_NAME_LEN} characters (it names the store folder)"
             )
         return v
 
