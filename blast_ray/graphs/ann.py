@@ -210,15 +210,23 @@ def sampled_recall(index, xn: np.ndarray, k: int, include_self: bool, sample: in
     return recall_at_k(got[0], got[1])
 
 
-def knn_ann(x: np.ndarray, k: int, include_self: bool = True, params: AnnParams | None = None,
-            task_memory_gib: float = 2.0, recall_sample: int = 1000, recall_floor: float = 0.0,
-            seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Cosine top-k of every row of ``x`` (N, d) in one process: ``(cols, sims, info)``.
+@dataclass
+class PreparedSearch:
+    """A built index over the normalised rows, the query block size and what the manifest reports."""
 
-    ``cols``/``sims``: (N, k) int64 / float64, rows sorted by the tie rule. ``info``: the index
-    kind, block size and, for approximate indexes, ``recall_at_k`` on ``recall_sample`` rows
-    (AnnError when it is below ``recall_floor``).
-    """
+    xn: np.ndarray
+    k: int
+    block_rows: int
+    index: object
+    info: dict
+
+
+def prepare_search(x: np.ndarray, k: int, include_self: bool = True, params: AnnParams | None = None,
+                   task_memory_gib: float = 2.0, recall_sample: int = 1000, recall_floor: float = 0.0,
+                   seed: int = 0) -> PreparedSearch:
+    """Normalise ``x``, size the query blocks from the budget, build the index and, for an
+    approximate index, measure its recall@k on ``recall_sample`` rows (AnnError below
+    ``recall_floor``). Shared by the one-process and the Ray-sharded search."""
     from blast_ray.graphs.knn import effective_k
 
     params = params or AnnParams()
@@ -233,5 +241,18 @@ def knn_ann(x: np.ndarray, k: int, include_self: bool = True, params: AnnParams 
         if info["recall_at_k"] < recall_floor:
             raise AnnError(f"graphs: {info['index']} recall@{k} {info['recall_at_k']} on a {recall_sample}-row sample "
                            f"is below graphs.recall_floor={recall_floor}; raise graphs.ef_search / ivf_nprobe")
-    cols, sims = search(index, xn, 0, n, k, include_self, block)
-    return cols, sims, info
+    return PreparedSearch(xn, k, block, index, info)
+
+
+def knn_ann(x: np.ndarray, k: int, include_self: bool = True, params: AnnParams | None = None,
+            task_memory_gib: float = 2.0, recall_sample: int = 1000, recall_floor: float = 0.0,
+            seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Cosine top-k of every row of ``x`` (N, d) in one process: ``(cols, sims, info)``.
+
+    ``cols``/``sims``: (N, k) int64 / float64, rows sorted by the tie rule. ``info``: the index
+    kind, block size and, for approximate indexes, ``recall_at_k`` on ``recall_sample`` rows
+    (AnnError when it is below ``recall_floor``).
+    """
+    p = prepare_search(x, k, include_self, params, task_memory_gib, recall_sample, recall_floor, seed)
+    cols, sims = search(p.index, p.xn, 0, len(p.xn), p.k, include_self, p.block_rows)
+    return cols, sims, p.info

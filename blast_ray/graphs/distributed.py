@@ -92,31 +92,22 @@ def knn_ann_ray(x, k: int, include_self: bool = True, params=None, task_memory_g
     """
     import faiss
 
-    from blast_ray.graphs.ann import AnnError, AnnParams, build_index, normalize_f32, plan_blocks, sampled_recall
-    from blast_ray.graphs.knn import effective_k
+    from blast_ray.graphs.ann import AnnParams, prepare_search
     from blast_ray.runtime import ensure_ray
 
     params = params or AnnParams()
-    xn = normalize_f32(x)
-    n, d = xn.shape
-    k = effective_k(n, k, include_self)
-    block = plan_blocks(n, d, k, params, task_memory_gib)
-    index = build_index(xn, params, seed)
-    info = {"index": params.kind_for(n), "block_rows": block, "rows": n, "dim": d}
-    if info["index"] != "flat":
-        info["recall_at_k"] = round(sampled_recall(index, xn, k, include_self, recall_sample, seed), 4)
-        if info["recall_at_k"] < recall_floor:
-            raise AnnError(f"graphs: {info['index']} recall@{k} {info['recall_at_k']} on a {recall_sample}-row sample "
-                           f"is below graphs.recall_floor={recall_floor}; raise graphs.ef_search / ivf_nprobe")
+    p = prepare_search(x, k, include_self, params, task_memory_gib, recall_sample, recall_floor, seed)
+    index, info = p.index, p.info
     ray = ensure_ray()
     if params.use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
         index = faiss.index_gpu_to_cpu(index)  # pragma: no cover - GPU indexes do not serialize
-    ranges = _row_ranges(n, block, num_blocks)
+    ranges = _row_ranges(len(p.xn), p.block_rows, num_blocks)
     remote = ray.remote(num_cpus=num_cpus)(_range_search_ann)
-    index_ref, x_ref = ray.put(faiss.serialize_index(index)), ray.put(xn)
-    futures = [remote.remote(index_ref, x_ref, s, e, k, include_self, block, int(num_cpus)) for s, e in ranges]
-    log.info("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", k, n, info["index"], len(futures), block)
+    index_ref, x_ref = ray.put(faiss.serialize_index(index)), ray.put(p.xn)
+    futures = [remote.remote(index_ref, x_ref, s, e, p.k, include_self, p.block_rows, int(num_cpus)) for s, e in ranges]
+    log.info("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", p.k, len(p.xn), info["index"],
+             len(futures), p.block_rows)
     parts = ray.get(futures)
     del index_ref, x_ref
     info["tasks"] = len(futures)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), info
+    return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts]), info
