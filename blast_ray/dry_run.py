@@ -33,18 +33,11 @@ def plan_run(
 ) -> list[PlannedStage]:
     """The plan of ``run_pipeline(cfg, stages, from_stage, force, use_committed_upstream=...)``,
     one entry per stage in DAG order. Raises ValueError for an unknown stage name, as the run does."""
-    from blast_ray.pipeline import STAGE_SPECS, StageContext, ancestors, resolve_output
+    from blast_ray.pipeline import STAGE_SPECS, StageContext, ancestors, resolve_output, selection
 
-    stages = tuple(stages or cfg.stages)
-    for s in stages:
-        if s not in STAGE_SPECS:
-            raise ValueError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
-    if from_stage is not None and from_stage not in STAGES:
-        raise ValueError(f"unknown --from-stage {from_stage!r}; stages are {', '.join(STAGES)}")
+    stages, forced, from_idx = selection(cfg, stages, from_stage, force)
     store = store or ArtifactStore(cfg.store)
     ctx = StageContext(cfg=cfg, store=store, run_id="dry-run")
-    from_idx = STAGES.index(from_stage) if from_stage else 0
-    forced = set(force) | (set(STAGES[from_idx:]) if from_stage else set())
     plan: list[PlannedStage] = []
     for idx, name in enumerate(STAGES):
         spec = STAGE_SPECS[name]

@@ -167,6 +167,21 @@ def resolve_output(ctx: StageContext, spec: StageSpec) -> StageOutput:
     return StageOutput.open(ctx.store, ctx.dataset, spec.name, config=config, inputs=inputs)
 
 
+def selection(cfg: PipelineConfig, stages: tuple[str, ...] | None, from_stage: str | None,
+              force: tuple[str, ...]) -> tuple[tuple[str, ...], set[str], int]:
+    """(the stages considered, the stages recomputed even when committed, the index of
+    ``from_stage``) of a run; ValueError for an unknown stage name. Shared with ``dry_run``."""
+    stages = tuple(stages or cfg.stages)
+    for s in stages:
+        if s not in STAGE_SPECS:
+            raise ValueError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
+    if from_stage is not None and from_stage not in STAGES:
+        raise ValueError(f"unknown --from-stage {from_stage!r}; stages are {', '.join(STAGES)}")
+    from_idx = STAGES.index(from_stage) if from_stage else 0
+    forced = set(force) | (set(STAGES[from_idx:]) if from_stage else set())
+    return stages, forced, from_idx
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     stages: tuple[str, ...] | None = None,
@@ -186,18 +201,11 @@ def run_pipeline(
     outputs of its selected stages. Returns a PipelineResult; never raises for a stage failure
     (see ``failed_stage``).
     """
-    stages = tuple(stages or cfg.stages)
-    for s in stages:
-        if s not in STAGE_SPECS:
-            raise ValueError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
-    if from_stage is not None and from_stage not in STAGES:
-        raise ValueError(f"unknown --from-stage {from_stage!r}; stages are {', '.join(STAGES)}")
+    stages, forced, from_idx = selection(cfg, stages, from_stage, force)
     store = store or ArtifactStore(cfg.store)
     # an outside run id (--run-id) becomes a store path part: same rule as dataset names
     ctx = StageContext(cfg=cfg, store=store, run_id=validate_name(run_id, "--run-id") if run_id else new_run_id())
     status: dict[str, str] = {}
-    from_idx = STAGES.index(from_stage) if from_stage else 0
-    forced = set(force) | (set(STAGES[from_idx:]) if from_stage else set())
 
     from blast_ray.runs import RunRecord
 
