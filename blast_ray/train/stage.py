@@ -22,16 +22,12 @@ def _side_inputs(ctx, data) -> TrainInputs:
     inputs = TrainInputs(data)
     cfg = ctx.cfg
     if "features" in ctx.outputs:
-        try:
-            from blast_ray.features import load_features
-        except ImportError as e:
-            raise RuntimeError(f"train: features output present but blast_ray.features.load_features is missing: {e}") from e
+        from blast_ray.features.artifacts import load_features
+
         inputs.features = {k: np.asarray(v, dtype=np.float32) for k, v in load_features(ctx.outputs["features"]).items()}
     if "graphs" in ctx.outputs:
-        try:
-            from blast_ray.graphs import load_graph
-        except ImportError as e:
-            raise RuntimeError(f"train: graphs output present but blast_ray.graphs.load_graph is missing: {e}") from e
+        from blast_ray.graphs.artifacts import load_graph
+
         g = ctx.outputs["graphs"]
         for kind in ("item", "user"):
             try:
@@ -41,7 +37,7 @@ def _side_inputs(ctx, data) -> TrainInputs:
                 continue
             setattr(inputs, f"{kind}_graph", m)
     if "augment" in ctx.outputs and cfg.augment.enabled:
-        from blast_ray.augment import load_augmentation
+        from blast_ray.augment.artifacts import load_augmentation
 
         aug = load_augmentation(ctx.outputs["augment"], data.n_users, data.n_items)
         inputs.extra_users, inputs.extra_items = np.asarray(aug.users), np.asarray(aug.items)
