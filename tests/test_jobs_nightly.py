@@ -197,7 +197,7 @@ def test_nightly_two_days_on_real_reviews(dataset, tmp_path, ray_local):
     # Warm start: the id space is unchanged (all day-2 reviewers and products existed on day 1), so
     # day 2 starts from day 1's promoted model.
     assert r2["warm_start_from"] == run1["stages"]["train"]["uri"], r2
-    assert "id space unchanged" in r2["warm_start_reason"]
+    assert "old ids keep their index" in r2["warm_start_reason"]
     tm = ArtifactStore(run2["stages"]["train"]["uri"]).read_json("_MANIFEST.json")
     assert tm["extra"]["warm_started"] is True and tm["config"]["train"]["warm_start_from"] == r2["warm_start_from"]
     # Promotion within tolerance, with the reason recorded in LATEST and STATE.json.
@@ -227,3 +227,85 @@ def test_nightly_two_days_on_real_reviews(dataset, tmp_path, ray_local):
     print(f"nightly: day 1 {t1:.0f}s; valid recall@20 day1 {r1['metrics']['valid.recall@20']:.4f}, "
           f"day2 {r2['metrics']['valid.recall@20']:.4f}, day3 (bpr untrained) {r3['metrics']['valid.recall@20']:.4f}; "
           f"total {time.time() - t0:.0f}s")
+
+
+# ---- a day that brings new users AND new items: the append-only id dictionary lets it warm start --
+# 2017-08-29 (day 17408 since the epoch) holds reviews of 2 reviewers and 2 products never seen before.
+DAY_NEW = 17408
+
+
+def test_nightly_warm_starts_when_day_two_brings_new_users_and_items(dataset, tmp_path):
+    """Day 1: the All_Beauty_5 backlog before DAY_NEW, trained from scratch and promoted. Day 2:
+    DAY_NEW's reviews (new users and items). The day-2 ETL extends day 1's id dictionary, the nightly
+    warm starts, old embedding rows start from the promoted model and the new rows from the
+    initialisation of a cold run (ETL + an ID-only LightGCN: the other stages add nothing here)."""
+    import torch
+
+    from blast_ray.config import TrainConfig
+    from blast_ray.models.factory import build_model
+    from blast_ray.train.artifacts import load_history, load_model_uri
+    from blast_ray.train.warm_start import load_warm_start
+
+    t0 = time.time()
+    rows = _beauty_days(dataset)
+    day1, day2 = rows[rows.day < DAY_NEW], rows[rows.day == DAY_NEW]
+    new_users = sorted(set(day2.reviewerID) - set(day1.reviewerID))
+    new_items = sorted(set(day2.asin) - set(day1.asin))
+    assert new_users and new_items  # facts of the file: day 2 really brings both
+    inbox, store_dir = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    _write_day(inbox, "2017-08-28.json", day1)
+    cfg_path = _nightly_config(tmp_path / "beauty.yaml", inbox / "2017-08-28.json", store_dir)
+    over = ["stages=etl,train", "train.model=lightgcn", "train.epochs=2", "train.patience=2", "train.embedding_dim=16"]
+    ncfg = NightlyConfig(str(inbox), work_dir=str(tmp_path / "work"), tolerance=1.0)
+    store = ArtifactStore(str(store_dir))
+
+    r1 = run_nightly(load_config(cfg_path, overrides=over), ncfg)
+    assert r1["action"] == "promoted" and r1["warm_start_from"] is None, r1
+    run1 = load_run(store, "beauty", r1["run_id"])
+
+    _write_day(inbox, "2017-08-29.json", day2)
+    r2 = run_nightly(load_config(cfg_path, overrides=over), ncfg)
+    run2 = load_run(store, "beauty", r2["run_id"])
+    etl1, etl2 = (ArtifactStore(r["stages"]["etl"]["uri"]) for r in (run1, run2))
+    em2 = etl2.read_json("_MANIFEST.json")
+    assert em2["config"]["etl"]["id_dictionary_from"] == run1["stages"]["etl"]["uri"]
+    n1 = {t: etl1.read_table(t).num_rows for t in ("users", "items")}
+    n2 = {t: etl2.read_table(t).num_rows for t in ("users", "items")}
+    assert n2 == {"users": n1["users"] + len(new_users), "items": n1["items"] + len(new_items)}
+    assert em2["extra"]["id_dictionary"]["users"]["new"] == len(new_users)
+    # the new raw ids got the appended indices, in sorted order
+    u2 = etl2.read_table("users").to_pandas()
+    assert list(u2.set_index("user_id").loc[new_users, "user_idx"]) == list(range(n1["users"], n2["users"]))
+
+    # the nightly warm started (no refusal for the changed counts)
+    assert r2["warm_start_from"] == run1["stages"]["train"]["uri"], r2
+    assert "old ids keep their index" in r2["warm_start_reason"]
+    tm = ArtifactStore(run2["stages"]["train"]["uri"]).read_json("_MANIFEST.json")
+    assert tm["extra"]["warm_started"] is True, tm["extra"]
+    assert tm["extra"]["warm_start_new_rows"] == {"users": len(new_users), "items": len(new_items)}
+
+    # The initial weights the stage used: old rows = the promoted model's, new rows = a cold run's init
+    cfg2 = load_config(cfg_path, overrides=over).train.model_copy(update={"warm_start_from": r2["warm_start_from"]})
+    promoted = load_model_uri(run1["stages"]["train"]["uri"])["state_dict"]
+    from blast_ray.etl.artifacts import load_interactions
+    from blast_ray.store import StageOutput
+    from blast_ray.train.inputs import TrainInputs
+    from blast_ray.train.stage import fresh_model
+
+    data = load_interactions(StageOutput.committed(store, "beauty", "etl", run2["stages"]["etl"]["fingerprint"]))
+    ws = load_warm_start(r2["warm_start_from"], fresh_model(cfg2, TrainInputs(data)), "lightgcn", data.n_users, data.n_items)
+    torch.manual_seed(cfg2.seed)  # what train_loop does before it builds a cold model
+    cold = build_model(TrainConfig(**{**cfg2.model_dump(), "warm_start_from": None}), data.n_users, data.n_items).state_dict()
+    for name, n_old, n_new in (("user_emb", n1["users"], n2["users"]), ("item_emb", n1["items"], n2["items"])):
+        init = ws.state_dict[name]
+        assert init.shape[0] == n_new
+        assert torch.equal(init[:n_old], promoted[name])
+        assert torch.equal(init[n_old:], cold[name][n_old:])
+        assert not torch.equal(init[:n_old], cold[name][:n_old])
+    # and training started from there: the first warm epoch's loss is below the cold first epoch's
+    h1, h2 = (load_history(StageOutput.committed(store, "beauty", "train", r["stages"]["train"]["fingerprint"]))
+              for r in (run1, run2))
+    assert h2.loss.iloc[0] < h1.loss.iloc[0]
+    print(f"nightly new ids: +{len(new_users)} users, +{len(new_items)} items; warm first-epoch loss "
+          f"{h2.loss.iloc[0]:.4f} vs cold {h1.loss.iloc[0]:.4f}; {time.time() - t0:.0f}s")

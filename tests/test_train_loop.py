@@ -97,3 +97,51 @@ def test_add_to_graph_puts_h_into_a(baby_small, ot_pairs):
         r1 = model.representations(graph_inputs(cfg, flagged, backend, "cpu", epoch=None))[0]
     touched = np.unique(hu)
     assert not torch.allclose(r0[touched], r1[touched])
+
+
+def test_every_rank_consumes_all_its_triples_including_h(baby_small, ot_pairs):
+    """Under DDP the batch count must cover train + H: with 2 ranks every rank's batches consume its
+    whole shard ``[rank::2]`` of the (train + H) permutation, and the two ranks together consume every
+    triple of the epoch (before the fix the count came from the train pairs only, so ~share(H) of the
+    triples were never seen). Runs the real loop per rank without DDP (no Ray needed); a forward
+    pre-hook of the real model records the (user, pos) pairs of every optimizer step."""
+    from blast_ray.train.inputs import epoch_triples
+    from blast_ray.train.loop import EvalPlan as Plan, Worker, train_loop
+
+    hu, hi = ot_pairs
+    inputs = TrainInputs(baby_small, extra_users=hu, extra_items=hi)
+    n_total = baby_small.train.nnz + len(hu)
+    assert len(hu) > 0.05 * baby_small.train.nnz  # H is a real share of the epoch
+    cfg = TrainConfig(model="bpr", epochs=1, batch_size=128, seed=3, eval_every=1)
+    seen_all = []
+    for rank in range(2):
+        model = model_for(cfg, inputs)
+        consumed: list[np.ndarray] = []
+        model.register_forward_pre_hook(
+            lambda m, args: consumed.append(np.stack([args[1].numpy(), args[2].numpy()], axis=1)))
+        train_loop(cfg, inputs, Plan(), worker=Worker(rank=rank, world=2), model=model)
+        users, pos, _ = epoch_triples(inputs, cfg.seed, 0, rank, 2)
+        shard = np.stack([users, pos], axis=1)
+        got = np.concatenate(consumed)
+        # every batch slice of this shard was a step; all the shard's triples were consumed
+        assert len(consumed) == -(-(-(-n_total // 2)) // cfg.batch_size)  # ceil(ceil(n/2)/batch)
+        assert len(got) >= len(shard)
+        np.testing.assert_array_equal(got[: len(shard)], shard)
+        seen_all.append(got[: len(shard)])
+    both = np.concatenate(seen_all)
+    assert len(both) == n_total  # train + H, each triple once over the two ranks
+    keys = both[:, 0] * baby_small.n_items + both[:, 1]
+    expected = np.concatenate([baby_small.train_pairs()[0] * baby_small.n_items + baby_small.train_pairs()[1],
+                               hu.astype(np.int64) * baby_small.n_items + hi.astype(np.int64)])
+    np.testing.assert_array_equal(np.sort(keys), np.sort(expected))
+
+
+def test_batch_slices_cover_the_largest_shard():
+    from blast_ray.train.inputs import batch_slices
+
+    for n_total, world, bs in [(10, 3, 2), (1000, 2, 64), (7, 8, 4), (4096, 4, 1024), (1, 1, 5)]:
+        slices = batch_slices(n_total, world, bs)
+        for rank in range(world):
+            shard = len(range(rank, n_total, world))
+            covered = sum(len(range(*s.indices(shard))) for s in slices)
+            assert covered == shard, (n_total, world, bs, rank)

@@ -233,6 +233,9 @@ class EtlConfig(ConfigModel):
     shuffle_partitions: Int = Field(8, ge=1)
     keep_presplit: bool = True  # pre-split inputs keep their published split
     min_rating: Optional[Float] = None  # drop interactions rated below this (None: keep all)
+    # an earlier ETL output (URI) whose users/items tables are the id dictionary to extend: its raw ids
+    # keep their index, new ids are appended (None: ids = sorted raw ids); set by jobs.nightly
+    id_dictionary_from: Optional[str] = None
 
     @field_validator("split")
     @classmethod

@@ -11,7 +11,9 @@ partition; ``write_table`` writes one file)::
     reviews/       user_idx int64, item_idx int64, text string, summary string
     rejects/       source string, line int64, reason string, raw string
 
-Ids are dense and 0-based. Other stages read these tables only through :func:`load_table`
+Ids are dense and 0-based. With ``etl.id_dictionary_from`` (an earlier ETL output) the users/items
+tables extend that output's tables: every earlier raw id keeps its index, new ids are appended
+(:func:`load_id_dictionary`). Other stages read these tables only through :func:`load_table`
 (or ``blast_ray.data.load_interactions``), never by folder name.
 """
 
@@ -90,3 +92,32 @@ def load_interactions(etl_output) -> InteractionData:
     df = load_frame(etl_output, INTERACTIONS, columns=["user_idx", "item_idx", "split"])
     counts = etl_output.manifest.get("row_counts", {})
     return InteractionData.from_frame(df, counts.get("users"), counts.get("items"))
+
+
+# table -> (index column, raw id column) of the id dictionary
+ID_COLUMNS = {USERS: ("user_idx", "user_id"), ITEMS: ("item_idx", "item_id")}
+
+
+def load_id_dictionary(uri: str) -> dict[str, pd.DataFrame]:
+    """The id dictionary of the ETL output at ``uri`` (local path or s3://; ``etl.id_dictionary_from``):
+    {"users": frame(user_idx, user_id), "items": frame(item_idx, item_id)}, sorted by index.
+
+    Checked: the output exists and each table is dense (indices exactly 0..n-1, raw ids unique);
+    anything else is a ``ValueError`` naming ``etl.id_dictionary_from``.
+    """
+    from blast_ray.store import ArtifactStore
+
+    key = "config key 'etl.id_dictionary_from'"
+    if not uri.startswith("s3://") and not os.path.isdir(uri.removeprefix("file://")):
+        raise ValueError(f"{key}: {uri} is not a folder; point it at a committed ETL output (or null)")
+    at = ArtifactStore(uri)
+    out: dict[str, pd.DataFrame] = {}
+    for table, (idx, raw) in ID_COLUMNS.items():
+        if not at.exists(table):
+            raise ValueError(f"{key}: {uri} has no {table} table; point it at a committed ETL output (or null)")
+        df = at.read_table(table, columns=[idx, raw]).to_pandas().sort_values(idx, kind="stable").reset_index(drop=True)
+        if not (df[idx].to_numpy() == range(len(df))).all() or df[raw].duplicated().any() or df[raw].isna().any():
+            raise ValueError(f"{key}: the {table} table of {uri} is not a dense id dictionary (indices 0..n-1, "
+                             "unique non-null raw ids)")
+        out[table] = df
+    return out

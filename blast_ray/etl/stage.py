@@ -25,7 +25,7 @@ from blast_ray.etl.artifacts import TABLES
 from blast_ray.store.hashing import stable_hash
 from blast_ray.etl.readers import FormatError, read_raw
 from blast_ray.etl.sparkio import get_spark
-from blast_ray.etl.transform import clean_text, collapse_duplicates, dense_ids, kcore, split_per_user
+from blast_ray.etl.transform import clean_text, collapse_duplicates, extend_ids, kcore, split_per_user
 
 log = logging.getLogger("blast_ray.etl")
 
@@ -117,8 +117,9 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
         )
 
     t = time.time()
-    users = dense_ids(kept, "user_id", "user_idx")
-    items = dense_ids(kept, "item_id", "item_idx")
+    previous = _previous_ids(spark, etl.id_dictionary_from)
+    users, user_ids = extend_ids(kept, "user_id", "user_idx", previous.get(artifacts.USERS))
+    items, item_ids = extend_ids(kept, "item_id", "item_idx", previous.get(artifacts.ITEMS))
     inter = kept.join(users, "user_id").join(items, "item_id")
     if frames.presplit and etl.keep_presplit:
         inter = inter.withColumn("split", F.col("split_in"))
@@ -137,7 +138,8 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     }
     reject_frames = [rec.filter(F.col("reason").isNotNull()).select("source", "line", "reason", "raw")]
     row_counts: dict[str, int] = {}
-    extra: dict[str, Any] = {"format": dataset.format, "kcore_rounds": rounds, "split": split_counts, "presplit_kept": bool(frames.presplit and etl.keep_presplit)}
+    extra: dict[str, Any] = {"format": dataset.format, "kcore_rounds": rounds, "split": split_counts, "presplit_kept": bool(frames.presplit and etl.keep_presplit),
+                             "id_dictionary": {"from": etl.id_dictionary_from, "users": user_ids, "items": item_ids}}
 
     item_cols = ["item_idx", "item_id", "title", "description", "brand", "categories", "image_url"]
     if frames.items is not None:
@@ -193,6 +195,22 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     timings["total_s"] = round(time.time() - t0, 3)
     log.debug("etl: %s", {k: row_counts[k] for k in ("raw_records", "rejected", "collapsed_duplicates", "removed_by_kcore", "interactions", "users", "items")})
     return {"row_counts": row_counts, "timings": timings, "extra": extra}
+
+
+def _previous_ids(spark, uri: str | None) -> dict[str, Any]:
+    """The earlier id dictionary (``etl.id_dictionary_from``) as Spark frames {"users", "items"}; {} when unset."""
+    if not uri:
+        return {}
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    out = {}
+    for table, df in artifacts.load_id_dictionary(uri).items():
+        idx, raw = artifacts.ID_COLUMNS[table]
+        schema = StructType([StructField(raw, StringType(), False), StructField(idx, LongType(), False)])
+        rows = list(zip(df[raw].astype(str).tolist(), df[idx].astype("int64").tolist()))
+        out[table] = spark.createDataFrame(rows, schema)
+        log.info("etl: id dictionary from %s: %d %s keep their index", uri, len(rows), table)
+    return out
 
 
 def collapse_meta(meta):

@@ -77,6 +77,29 @@ def dense_ids(df, id_col: str, idx_col: str):
     return with_row_index(ids, idx_col, start=0)
 
 
+def extend_ids(df, id_col: str, idx_col: str, previous):
+    """Append-only dense ids: ``previous`` (a frame of ``id_col``, ``idx_col``: a dense dictionary
+    0..P-1, e.g. the users table of the last ETL output) keeps every entry, and the ids of ``df`` it
+    does not hold are appended in ascending order as P, P+1, ... Ids of ``previous`` absent from
+    ``df`` keep their index (the dictionary only grows: an embedding row of a saved model stays the
+    row of the same raw id). ``previous`` None: :func:`dense_ids`.
+
+    Returns (dictionary frame (id_col, idx_col), {"kept", "new", "absent"} counts).
+    """
+    from blast_ray.etl.sparkio import with_row_index
+
+    if previous is None:
+        ids = dense_ids(df, id_col, idx_col)
+        return ids, {"kept": 0, "new": ids.count(), "absent": 0}
+    previous = previous.select(id_col, idx_col).localCheckpoint(eager=True)
+    n_prev = previous.count()
+    present = df.select(id_col).distinct()
+    new = with_row_index(present.join(previous, id_col, "left_anti").orderBy(id_col), idx_col, start=n_prev)
+    n_new = new.count()
+    kept = present.count() - n_new
+    return previous.unionByName(new.select(id_col, idx_col)), {"kept": kept, "new": n_new, "absent": n_prev - kept}
+
+
 def split_per_user(df, seed: int, fractions=(0.8, 0.1, 0.1)):
     """Seeded per-user random split, deterministic and independent of partitioning.
 

@@ -101,10 +101,11 @@ def combine(inbox: str, names: list[str], target: str) -> str:
 
 
 def id_space_change(store: ArtifactStore, prev_etl_fingerprint: str | None, new_etl: StageOutput) -> str:
-    """'' when the ETL output ``new_etl`` maps every user_idx/item_idx to the same raw id as the ETL
-    output ``prev_etl_fingerprint`` (same store and dataset), else why not (the first difference).
-    Same counts are not enough: a user dropped and another added would shift rows of the embedding
-    tables."""
+    """'' when every user_idx/item_idx of the ETL output ``prev_etl_fingerprint`` (same store and
+    dataset) still maps to the same raw id in the ETL output ``new_etl`` (old ids keep their index;
+    new ids may be appended after them, see ``etl.id_dictionary_from``), else why not (the first
+    difference). Then the promoted model's embedding rows are the rows of the same users/items, and
+    a warm start only appends rows (``blast_ray.train.warm_start.extend_rows``)."""
     if not prev_etl_fingerprint:
         return "the promoted run has no ETL output"
     for table, idx, raw in ((etl_artifacts.USERS, "user_idx", "user_id"), (etl_artifacts.ITEMS, "item_idx", "item_id")):
@@ -114,11 +115,12 @@ def id_space_change(store: ArtifactStore, prev_etl_fingerprint: str | None, new_
         except (FileNotFoundError, OSError) as e:
             return f"cannot read the promoted run's {table} table: {e}"
         b = etl_artifacts.load_frame(new_etl, table, columns=[idx, raw]).sort_values(idx)
-        if len(a) != len(b):
-            return f"{table}: {len(a)} before, {len(b)} now"
+        if len(a) > len(b):
+            return f"{table}: {len(a)} before, {len(b)} now (the id dictionary shrank)"
+        b = b.iloc[: len(a)]
         diff = (a[idx].to_numpy() != b[idx].to_numpy()) | (a[raw].astype(str).to_numpy() != b[raw].astype(str).to_numpy())
         if diff.any():
-            return f"{table}: {int(diff.sum())} of {len(a)} indices now map to other raw ids"
+            return f"{table}: {int(diff.sum())} of {len(a)} old indices now map to other raw ids"
     return ""
 
 
@@ -141,18 +143,22 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
         combined = combine(ncfg.inbox, sorted(files), os.path.join(os.path.abspath(ncfg.work_dir), ds, "reviews.json"))
         cfg = cfg.updated(dataset={"paths": {**cfg.dataset.paths, ncfg.raw_role: combined}})
         latest = get_latest(store, ds)
+        prev = load_run(store, ds, latest["run_id"]).get("stages", {}) if latest else {}
+        if prev.get("etl", {}).get("uri") and not cfg.etl.id_dictionary_from:
+            # Append-only ids: the promoted run's users/items tables are the dictionary this ETL extends
+            # (old raw ids keep their index, new ones are appended), so its model can warm start.
+            cfg = cfg.updated(etl={"id_dictionary_from": prev["etl"]["uri"]})
         etl = run_pipeline(cfg, stages=("etl",))
         if not etl.ok:
             return {"action": "failed", "reason": etl.error, "run_id": etl.run_id}
-        # Warm start only when the id space is unchanged (every idx -> the same raw id), else full retrain.
+        # Warm start when every old id kept its index (new rows are appended by the warm start), else full retrain.
         warm_reason = "no promoted model yet: full training"
         if latest:
-            prev = load_run(store, ds, latest["run_id"]).get("stages", {})
             changed = id_space_change(store, prev.get("etl", {}).get("fingerprint"), ctx_etl(store, etl))
             if not changed and prev.get("train", {}).get("uri"):
                 # a copy: the caller's config object is left as it was
                 cfg = cfg.updated(train={"warm_start_from": prev["train"]["uri"]})
-                warm_reason = f"id space unchanged since run {latest['run_id']}: warm start"
+                warm_reason = f"old ids keep their index since run {latest['run_id']}: warm start"
                 log.info("nightly: warm start from %s", cfg.train.warm_start_from)
             else:
                 warm_reason = f"full retrain: {changed or 'the promoted run has no train output'}"

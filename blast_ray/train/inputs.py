@@ -20,7 +20,8 @@ from blast_ray.models.adjacency import normalized_adjacency, normalized_square, 
 from blast_ray.models.factory import GRAPH_MODELS, PRUNED_MODELS, build_model, used_modalities
 from blast_ray.train.negatives import sample_negatives
 
-__all__ = ["GRAPH_MODELS", "PRUNED_MODELS", "TrainInputs", "epoch_triples", "graph_inputs", "graph_pairs", "model_for"]
+__all__ = ["GRAPH_MODELS", "PRUNED_MODELS", "TrainInputs", "batch_slices", "epoch_triples", "graph_inputs", "graph_pairs",
+           "model_for", "n_positives"]
 
 
 @dataclass
@@ -91,6 +92,28 @@ def graph_inputs(cfg, inputs: TrainInputs, backend, device, epoch: int | None) -
         g.uu = backend.build(*normalized_square(inputs.user_graph), inputs.user_graph.shape, device)
     g.features = {f: torch.as_tensor(inputs.features[f], dtype=torch.float32, device=device) for f in used["features"]}
     return g
+
+
+def n_positives(inputs: TrainInputs) -> int:
+    """Number of BPR positives of one epoch over ALL workers: the train pairs plus the augmented
+    pairs H (the length of the permutation that :func:`epoch_triples` shards)."""
+    n = int(inputs.data.train.nnz)
+    return n + (len(inputs.extra_users) if inputs.has_extra() else 0)
+
+
+def batch_slices(n_total: int, world: int, batch_size: int) -> list[slice]:
+    """The batches of one worker's shard, the same count on every rank (DDP needs the same number
+    of all-reduces per epoch).
+
+    n_total: positives of the epoch over all workers (:func:`n_positives`: train + H); rank r's
+    shard ``[r::world]`` has ``ceil((n_total - r) / world)`` triples, at most ``ceil(n_total / world)``,
+    and the batches cover that largest shard, so every rank consumes all its triples. A shorter shard
+    whose last slice comes out empty repeats its first batch (slices past its end are empty:
+    the caller maps an empty slice to ``slice(0, batch_size)``). Returns at least one slice.
+    """
+    per_worker = -(-int(n_total) // max(1, int(world)))
+    n_batches = max(1, -(-per_worker // int(batch_size)))
+    return [slice(b * batch_size, (b + 1) * batch_size) for b in range(n_batches)]
 
 
 def epoch_triples(inputs: TrainInputs, seed: int, epoch: int, rank: int, world: int):

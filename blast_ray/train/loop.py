@@ -17,12 +17,11 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from blast_ray.models.graph_backend import get_backend
 from blast_ray.ranking.scoring import SelectMetric, score_split
-from blast_ray.train.inputs import TrainInputs, epoch_triples, graph_inputs, model_for
+from blast_ray.train.inputs import TrainInputs, batch_slices, epoch_triples, graph_inputs, model_for, n_positives
 
 log = logging.getLogger("blast_ray.train")
 
@@ -196,12 +195,11 @@ def train_loop(
         g = graph_inputs(cfg, inputs, backend, worker.device, epoch=epoch)
         users, pos, neg = epoch_triples(inputs, cfg.seed, epoch, worker.rank, worker.world)
         tu, tp, tn = (torch.from_numpy(a).to(worker.device) for a in (users, pos, neg))
-        # Equal batch counts on every worker (DDP needs the same number of all-reduces).
-        per_worker = int(np.ceil(len(inputs.data.train_pairs()[0]) / worker.world)) if worker.world > 1 else len(users)
-        n_batches = max(1, int(np.ceil(per_worker / cfg.batch_size)))
+        # Equal batch counts on every worker, sized from ALL the epoch's positives (train + H).
+        batches = batch_slices(n_positives(inputs), worker.world, cfg.batch_size)
+        n_batches = len(batches)
         total = 0.0
-        for b in range(n_batches):
-            sl = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
+        for sl in batches:
             if tu[sl].numel() == 0:
                 sl = slice(0, cfg.batch_size)  # a short shard repeats its first batch
             loss = runner(g, tu[sl], tp[sl], tn[sl])

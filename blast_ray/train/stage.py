@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from blast_ray.train import artifacts
 from blast_ray.train.fit import final_outputs, fit
@@ -49,6 +50,13 @@ def _side_inputs(ctx, data) -> TrainInputs:
     return inputs
 
 
+def fresh_model(cfg, inputs):
+    """The model a cold run of ``cfg`` starts from (seeded as :func:`train_loop` seeds it): its rows
+    initialise the users/items a warm start appends."""
+    torch.manual_seed(cfg.seed)
+    return model_for(cfg, inputs)
+
+
 def run(ctx, out) -> dict[str, Any]:
     from blast_ray.etl.artifacts import load_interactions
 
@@ -59,7 +67,7 @@ def run(ctx, out) -> dict[str, Any]:
     plan = EvalPlan(ks=tuple(ev.ks), batch_users=ev.batch_users, select_metric=ev.select_metric)
     warm = None
     if cfg.warm_start_from:  # part of the train section, hence of this output's fingerprint
-        warm = load_warm_start(cfg.warm_start_from, model_for(cfg, inputs), cfg.model, data.n_users, data.n_items)
+        warm = load_warm_start(cfg.warm_start_from, fresh_model(cfg, inputs), cfg.model, data.n_users, data.n_items)
     state = fit(cfg, inputs, plan, store=ctx.store, checkpoint_parts=artifacts.checkpoint_parts(ctx.dataset, out.fingerprint),
                 init_state=warm.state_dict if warm else None, init_source=cfg.warm_start_from or "")
     t_fit = time.perf_counter() - t0
