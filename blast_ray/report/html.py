@@ -70,7 +70,7 @@ def fmt(v: Any) -> str:
             return f"{int(v):,}"
         if abs(v) < 1e-3:
             return f"{v:.2e}"
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.1f}"
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     return esc(v)
@@ -82,18 +82,20 @@ def seconds(v: Any) -> str:
 
 
 class Raw(str):
-    """An already-rendered HTML cell (``table`` does not escape it)."""
+    """Already-rendered HTML: cell content ``table`` does not escape, or a whole ``<td ...>`` cell."""
 
 
-def cell(c: Any) -> str:
-    return str(c) if isinstance(c, Raw) else fmt(c)
+def cell(c: Any, attrs: str = "") -> str:
+    if isinstance(c, Raw) and c.startswith("<td"):
+        return str(c)
+    return f"<td{attrs}>{c if isinstance(c, Raw) else fmt(c)}</td>"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], text_cols: Sequence[int] = ()) -> str:
     """A table in a horizontal scroll box (a wide table never widens the page)."""
     tc = set(text_cols)
     head = "".join(f'<th{" class=txt" if i in tc else ""}>{esc(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td{" class=txt" if i in tc else ""}>{cell(c)}</td>' for i, c in enumerate(r))
+    body = "".join("<tr>" + "".join(cell(c, " class=txt" if i in tc else "") for i, c in enumerate(r))
                    + "</tr>" for r in rows)
     return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
@@ -197,8 +199,10 @@ def line_svg(x: Sequence[float], series: dict[str, Sequence[float]], title: str,
         parts.append(f'<text x="{width - pad_r + 6}" y="{pad_t + 14 * (i + 1)}" font-size="11" fill="{col}">{esc(name)}</text>')
     if marker_x is not None and x0 <= marker_x <= x1:
         mx = px(marker_x)
+        right = mx > pad_l + w / 2  # label on the inner side of the line, never past the plot
         parts.append(f'<line x1="{mx:.1f}" y1="{pad_t}" x2="{mx:.1f}" y2="{pad_t + h}" stroke="#444" stroke-dasharray="4 3"/>'
-                     f'<text x="{mx + 3:.1f}" y="{pad_t + h - 4}" font-size="10" fill="#444">{esc(marker_label)} {marker_x:g}</text>')
+                     f'<text x="{mx - 3 if right else mx + 3:.1f}" y="{pad_t + h - 4}" font-size="10" fill="#444" '
+                     f'text-anchor="{"end" if right else "start"}">{esc(marker_label)} {marker_x:g}</text>')
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">'
         f'<text x="{(width - pad_r) / 2}" y="15" font-size="13" text-anchor="middle">{esc(title)}</text>'

@@ -121,7 +121,11 @@ def _history_section(ctx, inp=None) -> str:
     df = train_artifacts.load_history(train)
     x = df["epoch"].to_numpy() if "epoch" in df else np.arange(len(df))
     loss = {c: df[c].to_numpy() for c in df.columns if "loss" in c.lower()}
-    rank = {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
+    sel = getattr(getattr(ctx.cfg, "evaluate", None), "select_metric", "recall@20")
+    cut = sel.split("@", 1)[1] if "@" in sel else "20"
+    # the selection metric and NDCG at its cutoff (every cutoff would be eight lines)
+    rank = {c: df[c].to_numpy() for c in df.columns if c in (f"valid.{sel}", f"valid.ndcg@{cut}")}
+    rank = rank or {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
     best = ((ctx.results.get("train") or {}).get("metrics") or {}).get("best_epoch")
     if best is None:
         best = ((ctx.results.get("train") or {}).get("extra") or {}).get("metrics", {}).get("best_epoch")
@@ -317,20 +321,25 @@ def _augment_section(ctx) -> str:
     rows, seen = [], set()
 
     def add(key: str, value) -> None:
-        label = key.replace("_", " ")
-        if label not in seen:  # a figure recorded both as a row count and in extra: shown once
-            seen.add(label)
-            rows.append([label, value])
+        name = key.rsplit(".", 1)[-1].replace("_", " ")
+        if name in seen:  # the same figure recorded twice (a row count and extra, flat and nested): once
+            return
+        seen.add(name)
+        label = key.replace("_", " ").replace(".", ": ")
+        if (name.endswith(" s") or name == "seconds") and isinstance(value, (int, float)):
+            value = H.Raw(H.seconds(value))
+        rows.append([label, value])
 
     for k, v in (m.get("row_counts") or {}).items():
         add(k, v)
     for k, v in sorted(extra.items()):
         if isinstance(v, (int, float, str, bool)):
             add(k, v)
-        elif isinstance(v, dict) and k != "spread":
+    for k, v in sorted(extra.items()):
+        if isinstance(v, dict) and k != "spread":
             for kk, vv in sorted(v.items()):
                 if isinstance(vv, (int, float, str, bool)):
-                    add(kk if kk.replace("_", " ") not in seen else f"{k} {kk}", vv)
+                    add(f"{k}.{kk}", vv)
     out = H.table(["augmentation", "value"], rows) if rows else H.not_run("OT augmentation summary", "empty manifest")
     spread = extra.get("spread") or {}
     out += _spread_table(spread, "users", "Augmented pairs by user activity (train interactions per user)")
