@@ -71,8 +71,16 @@ def test_baselines_console_table_and_report(data_dir, ml100k_store, tmp_path):
     assert float(row.split()[3]) == pytest.approx(ev["baselines"]["pop"]["test.recall@20"], abs=5e-5)
 
     html = store.read_text("ml-100k", "runs", res.run_id, "report.html")
-    assert "pop (baseline, same split)" in html and "bpr (baseline, same split)" in html
-    assert "lightgcn (this run)" in html
+    # metrics as rows, models as columns; the best of each row marked, the diff to the best baseline last
+    header = "<tr><th class=txt>metric</th><th>lightgcn (this run)</th><th>pop (baseline)</th><th>bpr (baseline)</th><th>vs best baseline</th></tr>"
+    assert header in html
+    row = html[html.index("<td class=txt>test.recall@20</td>"):].split("</tr>", 1)[0]
+    vals = {"lightgcn": res.metrics()["test.recall@20"], **{b: ev["baselines"][b]["test.recall@20"] for b in ("pop", "bpr")}}
+    best = max(vals, key=vals.get)
+    cells = row.split("<td")[2:5]
+    assert [("title=best" in c) for c in cells] == [m == best for m in ("lightgcn", "pop", "bpr")], row
+    top_base = max(vals["pop"], vals["bpr"])
+    assert f"{(vals['lightgcn'] - top_base) / top_base:+.1%}" in row
 
     # `blast recommend` alone: without the committed upstream outputs it fails naming what it lacks;
     # with them (what the CLI does) it reads the committed etl + train and writes top-K per user.
