@@ -105,6 +105,8 @@ def test_baselines_console_table_and_report(data_dir, ml100k_store, tmp_path):
     want_title = top.item_idx.map(items.set_index("item_idx").title)
     assert (top.user_id == want_user).all() and (top.item_id == want_item).all()
     assert top.title.notna().all() and (top.title == want_title).all()  # ml-100k has a title for every movie
+    extra = rec.manifests["recommend"]["extra"]
+    assert extra["users_without_raw_id"] == 0 and extra["items_without_raw_id"] == 0 and extra["items_without_title"] == 0
     ranks = top.sort_values(["user_idx", "rank"]).groupby("user_idx")["rank"].apply(list)
     assert all(r == list(range(1, 21)) for r in ranks)
     assert (top.sort_values(["user_idx", "rank"]).groupby("user_idx").score.diff().dropna() <= 1e-6).all()

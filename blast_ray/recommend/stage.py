@@ -13,12 +13,15 @@ so no join of the full recommendation table ever happens.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import numpy as np
 
 from blast_ray.recommend import artifacts
+
+log = logging.getLogger("blast_ray.recommend")
 
 
 def ray_get(ref):
@@ -54,19 +57,21 @@ class _ScoreBlock:
 def id_arrays(etl_output, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user_ids (n_users,), item_ids (n_items,), titles (n_items,)): object arrays indexed by the
     dense idx, from the ETL users/items tables (only these columns are read). An index the tables
-    do not cover keeps None (a null raw id / title in the output, never a made-up one)."""
+    do not cover (or a table an ETL output made by hand lacks) keeps None: a null raw id / title in
+    the output, never a made-up one; ``run`` counts and logs them."""
     from blast_ray.etl import artifacts as etl_artifacts
 
-    users = etl_artifacts.load_table(etl_output, etl_artifacts.USERS, columns=["user_idx", "user_id"])
-    items = etl_artifacts.load_table(etl_output, etl_artifacts.ITEMS, columns=["item_idx", "item_id", "title"])
     user_ids = np.full(n_users, None, dtype=object)
     item_ids = np.full(n_items, None, dtype=object)
     titles = np.full(n_items, None, dtype=object)
-    u = users.column("user_idx").to_numpy()
-    i = items.column("item_idx").to_numpy()
-    user_ids[u] = np.asarray(users.column("user_id").to_pylist(), dtype=object)
-    item_ids[i] = np.asarray(items.column("item_id").to_pylist(), dtype=object)
-    titles[i] = np.asarray(items.column("title").to_pylist(), dtype=object)
+    if etl_artifacts.has_table(etl_output, etl_artifacts.USERS):
+        users = etl_artifacts.load_table(etl_output, etl_artifacts.USERS, columns=["user_idx", "user_id"])
+        user_ids[users.column("user_idx").to_numpy()] = np.asarray(users.column("user_id").to_pylist(), dtype=object)
+    if etl_artifacts.has_table(etl_output, etl_artifacts.ITEMS):
+        items = etl_artifacts.load_table(etl_output, etl_artifacts.ITEMS, columns=["item_idx", "item_id", "title"])
+        i = items.column("item_idx").to_numpy()
+        item_ids[i] = np.asarray(items.column("item_id").to_pylist(), dtype=object)
+        titles[i] = np.asarray(items.column("title").to_pylist(), dtype=object)
     return user_ids, item_ids, titles
 
 
@@ -94,5 +99,12 @@ def run(ctx, out) -> dict[str, Any]:
     )
     recs.write_parquet(artifacts.recommendations_uri(out))
     n = ray.data.read_parquet(artifacts.recommendations_uri(out)).count()
+    missing = {"users_without_raw_id": int(sum(u is None for u in ids[0])),
+               "items_without_raw_id": int(sum(i is None for i in ids[1])),
+               "items_without_title": int(sum(not t for t in ids[2]))}
+    if missing["users_without_raw_id"] or missing["items_without_raw_id"]:
+        log.warning("recommend: %d users and %d items have no raw id in the ETL users/items tables; their "
+                    "user_id / item_id are null in the output", missing["users_without_raw_id"],
+                    missing["items_without_raw_id"])
     return {"row_counts": {"recommendations": int(n), "users": data.n_users},
-            "timings": {"recommend_seconds": time.perf_counter() - t0}, "extra": {"top_k": rc.top_k}}
+            "timings": {"recommend_seconds": time.perf_counter() - t0}, "extra": {"top_k": rc.top_k, **missing}}
