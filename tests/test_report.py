@@ -71,8 +71,16 @@ def test_baselines_console_table_and_report(data_dir, ml100k_store, tmp_path):
     assert float(row.split()[3]) == pytest.approx(ev["baselines"]["pop"]["test.recall@20"], abs=5e-5)
 
     html = store.read_text("ml-100k", "runs", res.run_id, "report.html")
-    assert "pop (baseline, same split)" in html and "bpr (baseline, same split)" in html
-    assert "lightgcn (this run)" in html
+    # metrics as rows, models as columns; the best of each row marked, the diff to the best baseline last
+    header = "<tr><th class=txt>metric</th><th>lightgcn (this run)</th><th>pop (baseline)</th><th>bpr (baseline)</th><th>vs best baseline</th></tr>"
+    assert header in html
+    row = html[html.index("<td class=txt>test.recall@20</td>"):].split("</tr>", 1)[0]
+    vals = {"lightgcn": res.metrics()["test.recall@20"], **{b: ev["baselines"][b]["test.recall@20"] for b in ("pop", "bpr")}}
+    best = max(vals, key=vals.get)
+    cells = row.split("<td")[2:5]
+    assert [("title=best" in c) for c in cells] == [m == best for m in ("lightgcn", "pop", "bpr")], row
+    top_base = max(vals["pop"], vals["bpr"])
+    assert f"{(vals['lightgcn'] - top_base) / top_base:+.1%}" in row
 
     # `blast recommend` alone: without the committed upstream outputs it fails naming what it lacks;
     # with them (what the CLI does) it reads the committed etl + train and writes top-K per user.
@@ -87,6 +95,31 @@ def test_baselines_console_table_and_report(data_dir, ml100k_store, tmp_path):
     assert len(top) == 20 * n_users and top.user_idx.nunique() == n_users
     seen = set(zip(inter.user_idx, inter.item_idx))
     assert not any((u, i) in seen for u, i in zip(top.user_idx, top.item_idx))
+    # Raw ids and titles, joined in by the stage: every row matches the ETL users/items tables.
+    etl_parts = ("ml-100k", "stages", "etl", etl["fingerprint"])
+    users = pq.read_table(store.path(*etl_parts, "users"), filesystem=store.fs).to_pandas()
+    items = pq.read_table(store.path(*etl_parts, "items"), filesystem=store.fs).to_pandas()
+    assert list(top.columns[:5]) == ["user_id", "rank", "item_id", "score", "title"]
+    want_user = top.user_idx.map(users.set_index("user_idx").user_id)
+    want_item = top.item_idx.map(items.set_index("item_idx").item_id)
+    want_title = top.item_idx.map(items.set_index("item_idx").title)
+    assert (top.user_id == want_user).all() and (top.item_id == want_item).all()
+    assert top.title.notna().all() and (top.title == want_title).all()  # ml-100k has a title for every movie
+    extra = rec.manifests["recommend"]["extra"]
+    assert extra["users_without_raw_id"] == 0 and extra["items_without_raw_id"] == 0 and extra["items_without_title"] == 0
+    ranks = top.sort_values(["user_idx", "rank"]).groupby("user_idx")["rank"].apply(list)
+    assert all(r == list(range(1, 21)) for r in ranks)
+    assert (top.sort_values(["user_idx", "rank"]).groupby("user_idx").score.diff().dropna() <= 1e-6).all()
+    # `blast recommend --user RAW_ID`: one user's list with titles, straight from that Parquet.
+    from blast_ray.cli import UsageError, user_recommendations
+
+    raw = str(users.user_id.iloc[7])
+    mine = user_recommendations(cfg, raw, top=10)
+    expect = top[top.user_id == raw].sort_values("rank").head(10)
+    assert mine["item_id"].tolist() == expect.item_id.tolist() and mine["title"].tolist() == expect.title.tolist()
+    assert mine["rank"].tolist() == list(range(1, 11))
+    with pytest.raises(UsageError, match="no such user"):
+        user_recommendations(cfg, "no-such-user")
 
 
 def test_augment_section_shows_spread_over_activity_and_popularity(dataset):

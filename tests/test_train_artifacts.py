@@ -91,7 +91,10 @@ def test_evaluate_and_recommend_artifacts_round_trip(trained, tmp_path):
     users = np.arange(5, dtype=np.int64)
     top = np.arange(15, dtype=np.int64).reshape(5, 3)
     scores = -np.arange(15, dtype=np.float32).reshape(5, 3)
-    frame = reca.recommendation_frame(users, top, scores)
+    user_ids = np.array([f"u{i}" for i in range(5)], dtype=object)
+    item_ids = np.array([f"i{i}" for i in range(15)], dtype=object)
+    titles = np.array([None if i % 4 == 0 else f"title {i}" for i in range(15)], dtype=object)
+    frame = reca.recommendation_frame(users, top, scores, user_ids, item_ids, titles)
     import pyarrow as pa
 
     rec.store.write_table(pa.Table.from_pandas(frame, preserve_index=False, schema=reca.RECOMMENDATIONS_SCHEMA),
@@ -101,3 +104,8 @@ def test_evaluate_and_recommend_artifacts_round_trip(trained, tmp_path):
     assert back["rank"].tolist() == [1, 2, 3] * 5
     one = reca.load_recommendations(rec, user_idx=3)
     assert one["user_idx"].tolist() == [3, 3, 3] and one["item_idx"].tolist() == [9, 10, 11]
+    assert one["item_id"].tolist() == ["i9", "i10", "i11"] and one["title"].tolist() == ["title 9", "title 10", "title 11"]
+    by_raw = reca.load_recommendations(rec, user_id="u3", columns=["rank", "item_id", "title"])
+    assert list(by_raw.columns) == ["rank", "item_id", "title"] and by_raw["item_id"].tolist() == ["i9", "i10", "i11"]
+    assert back.loc[back.item_idx == 0, "title"].isna().all()  # no title: null, never invented
+    assert reca.sample_user_ids(rec, 2) == ["u0", "u1"]

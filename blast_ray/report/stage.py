@@ -8,20 +8,60 @@ section; no number is ever made up.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
 
 import numpy as np
+import yaml
 
 from blast_ray.config import STAGES
 from blast_ray.etl import artifacts as etl_artifacts
-from blast_ray.report import artifacts
+from blast_ray.report import analysis, artifacts
 from blast_ray.report import html as H
 from blast_ray.report.console import epoch_cap_warning, metric_order
 from blast_ray.store import ArtifactStore, StageOutput, layout
 
 log = logging.getLogger(__name__)
+QUARTILE_K = 20  # the cutoff of the per-user results and of the selection metric's default
+
+
+class _Inputs:
+    """What several sections read, loaded once per report (through the stages' artifacts modules)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    @functools.cached_property
+    def data(self):
+        return etl_artifacts.load_interactions(self.ctx.outputs["etl"])
+
+    @functools.cached_property
+    def titles(self) -> np.ndarray:
+        items = etl_artifacts.load_table(self.ctx.outputs["etl"], etl_artifacts.ITEMS, columns=["item_idx", "title"])
+        out = np.full(self.data.n_items, None, dtype=object)
+        out[items.column("item_idx").to_numpy()] = np.asarray(items.column("title").to_pylist(), dtype=object)
+        return out
+
+    @functools.cached_property
+    def user_ids(self) -> np.ndarray:
+        users = etl_artifacts.load_table(self.ctx.outputs["etl"], etl_artifacts.USERS, columns=["user_idx", "user_id"])
+        out = np.full(self.data.n_users, None, dtype=object)
+        out[users.column("user_idx").to_numpy()] = np.asarray(users.column("user_id").to_pylist(), dtype=object)
+        return out
+
+    @functools.cached_property
+    def model(self):
+        import torch
+
+        from blast_ray.train import artifacts as train_artifacts
+
+        return tuple(torch.from_numpy(a) for a in train_artifacts.load_embeddings(self.ctx.outputs["train"]))
+
+    def title(self, i: int) -> str:
+        t = self.titles[i]
+        return t if isinstance(t, str) and t else f"item {i}"
 
 
 def _dataset_section(ctx) -> str:
@@ -69,7 +109,7 @@ def _epoch_cap_note(ctx) -> str:
     return ""
 
 
-def _history_section(ctx) -> str:
+def _history_section(ctx, inp=None) -> str:
     note = _epoch_cap_note(ctx)
     if "train" not in ctx.outputs:
         return note + H.not_run("training curves", "the train stage is not in this run")
@@ -81,10 +121,23 @@ def _history_section(ctx) -> str:
     df = train_artifacts.load_history(train)
     x = df["epoch"].to_numpy() if "epoch" in df else np.arange(len(df))
     loss = {c: df[c].to_numpy() for c in df.columns if "loss" in c.lower()}
-    rank = {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
-    out = note + '<div class="charts">'
-    out += H.line_svg(x, loss, "training loss") if loss else H.not_run("loss curve", "no loss column in history")
-    out += H.line_svg(x, rank, "validation Recall/NDCG") if rank else H.not_run("validation curve", "no metric columns in history")
+    sel = getattr(getattr(ctx.cfg, "evaluate", None), "select_metric", "recall@20")
+    cut = sel.split("@", 1)[1] if "@" in sel else "20"
+    # the selection metric and NDCG at its cutoff (every cutoff would be eight lines)
+    rank = {c: df[c].to_numpy() for c in df.columns if c in (f"valid.{sel}", f"valid.ndcg@{cut}")}
+    rank = rank or {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
+    best = ((ctx.results.get("train") or {}).get("metrics") or {}).get("best_epoch")
+    if best is None:
+        best = ((ctx.results.get("train") or {}).get("extra") or {}).get("metrics", {}).get("best_epoch")
+    model = getattr(getattr(ctx.cfg, "train", None), "model", "model")
+    out = note + (f'<p>{H.esc(model)} (this run). The dashed line marks the epoch whose weights were kept '
+                  '(best validation score). The baselines of the evaluate stage store no per-epoch history, '
+                  'so only this run\'s model has curves.</p>')
+    out += '<div class="charts">'
+    out += (H.line_svg(x, loss, f"{model}: training loss", marker_x=best) if loss
+            else H.not_run("loss curve", "no loss column in history"))
+    out += (H.line_svg(x, rank, f"{model}: validation Recall/NDCG", marker_x=best) if rank
+            else H.not_run("validation curve", "no metric columns in history"))
     return out + "</div>"
 
 
@@ -97,34 +150,148 @@ def find_baselines(store: ArtifactStore, dataset: str, etl_fingerprint: str) -> 
     return found
 
 
-def _metrics_section(ctx) -> str:
-    """This run's model (valid + test) against the baselines the evaluate stage trained on the same
-    split, plus any other committed train output on the same ETL fingerprint (earlier runs)."""
+def _metrics_section(ctx, inp=None) -> str:
+    """Metrics as rows, models as columns: this run's model (valid + test) against the baselines the
+    evaluate stage trained on the same split, plus other committed train outputs on the same ETL
+    fingerprint (earlier runs). Best per row marked; the last column compares this run's model with
+    the best same-split baseline."""
     if "train" not in ctx.outputs or "etl" not in ctx.outputs:
         return H.not_run("final metrics", "no train output in this run")
     this_fp = ctx.outputs["train"].fingerprint
     model = ctx.cfg.train.model
-    rows: list[tuple[str, dict]] = []
+    cols: dict[str, dict] = {}
     ev = ctx.results.get("evaluate") or {}
-    if (ev.get("extra") or {}).get("metrics"):
-        rows.append((f"{model} (this run)", ev["extra"]["metrics"]))
+    main = None
+    if (ev.get("extra") or {}).get("metrics") or ev.get("metrics"):
+        main = f"{model} (this run)"
+        cols[main] = (ev.get("extra") or {}).get("metrics") or ev.get("metrics")
+    baselines = []
     for name, flat in ((ev.get("extra") or {}).get("baselines") or {}).items():
-        rows.append((f"{name} (baseline, same split)", flat))
+        baselines.append(f"{name} (baseline)")
+        cols[baselines[-1]] = flat
     for m in find_baselines(ctx.store, ctx.dataset, ctx.outputs["etl"].fingerprint):
-        if m.get("fingerprint") == this_fp and rows:
+        if m.get("fingerprint") == this_fp and cols:
             continue  # already shown through the evaluate stage
         other = ((m.get("config") or {}).get("train") or {}).get("model", "?")
-        tag = f"{other} (this run, train stage)" if m.get("fingerprint") == this_fp else f"{other} (train output {m.get('fingerprint', '')[:8]})"
-        rows.append((tag, (m.get("extra") or {}).get("metrics") or {}))
-    keys = sorted({k for _, m in rows for k, v in m.items() if isinstance(v, (int, float)) and k.startswith("test.")},
+        tag = f"{other} (this run)" if m.get("fingerprint") == this_fp else f"{other} (run {m.get('fingerprint', '')[:8]})"
+        cols[tag] = (m.get("extra") or {}).get("metrics") or {}
+        main = main or (tag if m.get("fingerprint") == this_fp else None)
+    keys = sorted({k for m in cols.values() for k, v in m.items() if isinstance(v, (int, float)) and k.startswith("test.")},
                   key=lambda k: metric_order(k.split(".", 1)[1]))
     if not keys:
         return H.not_run("final metrics", "the train outputs report no metrics")
-    if any("valid.recall@20" in m for _, m in rows):
-        keys.insert(0, "valid.recall@20")  # the selection metric, next to the test figures
+    sel = f"valid.{getattr(ctx.cfg.evaluate, 'select_metric', 'recall@20')}"
+    if any(sel in m for m in cols.values()):
+        keys.insert(0, sel)  # the selection metric, next to the test figures
     note = ("<p>Full ranking over all items (train items masked; test also masks valid). Every model is "
-            "selected on validation Recall@20; test figures are at its best validation epoch.</p>")
-    return note + H.table(["model"] + keys, [[tag] + [m.get(k, "-") for k in keys] for tag, m in rows])
+            f"selected on validation {H.esc(sel.split('.', 1)[1])}; test figures are at its best validation epoch. "
+            "The best value of each row is highlighted; the last column is this run's model against the best "
+            "same-split baseline of that row.</p>")
+    return note + H.metrics_matrix(keys, cols, main, baselines)
+
+
+def _quartile_section(ctx, inp=None) -> str:
+    """Test Recall/NDCG@20 per user, averaged within train-activity quartiles, for this run's model
+    and the popularity baseline (recomputed here from the committed embeddings and the train
+    counts with the evaluation's masking rule)."""
+    if "train" not in ctx.outputs or "etl" not in ctx.outputs:
+        return H.not_run("results by user activity", "needs the etl and train outputs")
+    inp = inp or _Inputs(ctx)
+    data = inp.data
+    k = QUARTILE_K
+    model = ctx.cfg.train.model
+    users, mine = analysis.per_user_metrics(*inp.model, data, "test", k)
+    _, pop = analysis.per_user_metrics(*analysis.popularity_model(data.train), data, "test", k)
+    per = {f"{model} recall@{k}": mine[f"recall@{k}"], f"pop recall@{k}": pop[f"recall@{k}"],
+           f"{model} ndcg@{k}": mine[f"ndcg@{k}"], f"pop ndcg@{k}": pop[f"ndcg@{k}"]}
+    rows = analysis.quartile_table(data.train, users, per)
+    return ("<p>Test users split into four equal groups by their number of train interactions; mean per-user "
+            f"test metrics of each group (same masks as the metrics table). The evaluate stage keeps no per-user "
+            f"results of the trained baselines, so {H.esc(model)} is compared with popularity here.</p>"
+            + H.table(["user activity", "train interactions", "users", *per], rows))
+
+
+def _popularity_section(ctx, inp=None) -> str:
+    if "recommend" not in ctx.outputs or "etl" not in ctx.outputs:
+        return H.not_run("coverage and popularity", "the recommend stage is not in this run")
+    from blast_ray.recommend import artifacts as rec_artifacts
+
+    inp = inp or _Inputs(ctx)
+    rec = rec_artifacts.load_recommendations(ctx.outputs["recommend"], columns=["item_idx"])
+    stats = analysis.popularity_profile(inp.data.train, rec["item_idx"].to_numpy())
+    k = (ctx.results.get("recommend") or {}).get("extra", {}).get("top_k", "K")
+    return (f"<p>Over the served top-{H.esc(k)} lists of every user (recommend stage). Popularity = train "
+            "interactions of an item; p(i) = popularity / users; novelty = mean -log2 p(i) (higher = less "
+            "popular items).</p>" + H.table(["measure", "value"], [[m, v] for m, v in stats.items()]))
+
+
+def _samples_section(ctx, inp=None) -> str:
+    if "train" not in ctx.outputs or "etl" not in ctx.outputs:
+        return H.not_run("sample users", "needs the etl and train outputs")
+    inp = inp or _Inputs(ctx)
+    data = inp.data
+    profiles = None
+    if "profiles" in ctx.outputs:
+        from blast_ray.profiles import artifacts as prof_artifacts
+
+        df = prof_artifacts.load_profiles(ctx.outputs["profiles"])
+        profiles = df[df["kind"] == "user"].set_index("idx")
+    cards = []
+    for u in analysis.sample_users(data.train, data.test):
+        hist = data.train[u].indices
+        shown = ", ".join(H.esc(inp.title(int(i))) for i in hist[:12]) + (f" (+{len(hist) - 12} more)" if len(hist) > 12 else "")
+        if profiles is not None and u in profiles.index:
+            p = profiles.loc[u]
+            how = f"engine {p['engine']}" + (", fell back to the template" if bool(p["fallback"]) else "")
+            prof = f'<p><b>Profile</b> <span class="muted">({H.esc(how)})</span>: {H.esc(p["text"])}</p>'
+        else:
+            prof = '<p class="muted">No user profile in this run.</p>'
+        top = analysis.evaluation_top(*inp.model, data, int(u), 10)
+        rows = [[r + 1, H.Raw(f'<td class="txt{" hit" if hit else ""}">{H.esc(inp.title(i))}'
+                              + (f'<span class="tag">{hit} hit</span>' if hit else "") + "</td>"), score]
+                for r, (i, score, hit) in enumerate(top)]
+        n_hits = sum(1 for *_, h in top if h)
+        cards.append(f'<div class="card"><h3>user {H.esc(inp.user_ids[u])} '
+                     f'<span class="muted">({len(hist)} train interactions; {n_hits} held-out hit(s) in the top-10)</span></h3>'
+                     f"<p><b>Train history</b>: {shown}</p>{prof}"
+                     + H.table(["rank", "recommended (train items masked)", "score"], rows, text_cols=(1,)) + "</div>")
+    if not cards:
+        return H.not_run("sample users", "no user has a test item")
+    return ("<p>Five test users from least to most active. Their top-10 masks only train items, so held-out "
+            "valid/test items can appear and are marked as hits (the served recommendations also exclude those).</p>"
+            f'<div class="cards">{"".join(cards)}</div>')
+
+
+def _graphs_section(ctx, inp=None) -> str:
+    if "graphs" not in ctx.results:
+        return H.not_run("kNN graphs", "the graphs stage is not in this run")
+    m = ctx.results["graphs"]
+    extra, counts = m.get("extra") or {}, m.get("row_counts") or {}
+    shape = extra.get("shape") or {}
+    rows = [["item modalities used", ", ".join(extra.get("item_modalities") or []) or "none"],
+            ["modality weights", ", ".join(f"{k} {v:g}" for k, v in (extra.get("item_weights") or {}).items()) or "-"],
+            ["user-user graph", extra.get("user_graph", "-")]]
+    for key, n in sorted(counts.items()):
+        rows.append([f"edges / rows: {key}", n])
+        base = "users" if key.startswith("user") else "items"
+        if shape.get(base) and not key.endswith("without_vector"):
+            rows.append([f"mean degree: {key}", n / shape[base]])
+    for feat, why in (extra.get("fallbacks") or {}).items():
+        rows.append([f"fallback: {feat}", why if isinstance(why, str) else str(why)])
+    out = H.table(["kNN graphs", "value"], rows, text_cols=(1,))
+    search = extra.get("knn_search") or {}
+    if search:
+        keys = sorted({k for v in search.values() if isinstance(v, dict) for k in v})
+        out += "<h3>Neighbour search (FAISS)</h3>" + H.table(
+            ["graph", *keys], [[g, *[(v or {}).get(k, "-") if not isinstance((v or {}).get(k), (dict, list)) else str(v.get(k))
+                                      for k in keys]] for g, v in search.items()])
+    return out
+
+
+def _config_section(ctx, inp=None) -> str:
+    if getattr(ctx, "cfg", None) is None:
+        return H.not_run("config", "no config in this context")
+    return "<pre>" + H.esc(yaml.safe_dump(ctx.cfg.to_dict(), sort_keys=False, default_flow_style=None)) + "</pre>"
 
 
 def _spread_table(spread: dict, what: str, label: str) -> str:
@@ -151,12 +318,28 @@ def _augment_section(ctx) -> str:
     extra = m.get("extra") or {}
     if not extra.get("enabled", True):
         return H.not_run("OT augmentation summary", "augment.enabled is false in this run")
-    rows = [[f"row count: {k}", v] for k, v in (m.get("row_counts") or {}).items()]
+    rows, seen = [], set()
+
+    def add(key: str, value) -> None:
+        name = key.rsplit(".", 1)[-1].replace("_", " ")
+        if name in seen:  # the same figure recorded twice (a row count and extra, flat and nested): once
+            return
+        seen.add(name)
+        label = key.replace("_", " ").replace(".", ": ")
+        if (name.endswith(" s") or name == "seconds") and isinstance(value, (int, float)):
+            value = H.Raw(H.seconds(value))
+        rows.append([label, value])
+
+    for k, v in (m.get("row_counts") or {}).items():
+        add(k, v)
     for k, v in sorted(extra.items()):
         if isinstance(v, (int, float, str, bool)):
-            rows.append([k, v])
-        elif isinstance(v, dict) and k != "spread":
-            rows += [[f"{k}.{kk}", vv] for kk, vv in sorted(v.items()) if isinstance(vv, (int, float, str, bool))]
+            add(k, v)
+    for k, v in sorted(extra.items()):
+        if isinstance(v, dict) and k != "spread":
+            for kk, vv in sorted(v.items()):
+                if isinstance(vv, (int, float, str, bool)):
+                    add(f"{k}.{kk}", vv)
     out = H.table(["augmentation", "value"], rows) if rows else H.not_run("OT augmentation summary", "empty manifest")
     spread = extra.get("spread") or {}
     out += _spread_table(spread, "users", "Augmented pairs by user activity (train interactions per user)")
@@ -169,25 +352,32 @@ def _timings_section(ctx) -> str:
     for s in STAGES[:-1]:
         if s in ctx.results:
             t = ctx.results[s].get("timings") or {}
-            rows.append([s, ctx.results[s].get("fingerprint", ""), t.get("total_s", "-"),
-                         ", ".join(f"{k}={v}" for k, v in sorted(t.items()) if k != "total_s")])
+            rows.append([s, ctx.results[s].get("fingerprint", ""), H.Raw(f"<td>{H.seconds(t.get('total_s'))}</td>"),
+                         ", ".join(f"{k.removesuffix('_seconds').removesuffix('_s')} {H.seconds(v)} s"
+                                   for k, v in sorted(t.items()) if k != "total_s")])
         else:
             rows.append([s, "not run", "-", ""])
-    return H.table(["stage", "output", "seconds", "detail"], rows)
+    return H.table(["stage", "output", "seconds", "detail"], rows, text_cols=(1, 3))
 
 
 def build_report(ctx) -> str:
     sections = [
-        ("Dataset statistics", _dataset_section),
+        ("Metrics vs baselines (same split)", _metrics_section),
+        ("Results by user activity", _quartile_section),
+        ("Coverage, novelty and popularity bias", _popularity_section),
+        ("Sample users", _samples_section),
         ("Training curves", _history_section),
-        ("Final metrics vs baselines (same split)", _metrics_section),
+        ("Dataset statistics", _dataset_section),
+        ("kNN graphs", _graphs_section),
         ("OT augmentation", _augment_section),
         ("Stage timings", _timings_section),
+        ("Config used", _config_section),
     ]
+    inp = _Inputs(ctx)
     rendered = []
     for title, fn in sections:
         try:
-            rendered.append((title, fn(ctx)))
+            rendered.append((title, fn(ctx) if fn in (_dataset_section, _augment_section, _timings_section) else fn(ctx, inp)))
         except Exception as e:  # noqa: BLE001 - one broken input must not hide the rest of the report
             log.warning("report section %r failed: %s", title, e)
             rendered.append((title, H.not_run(title, f"could not be rendered: {type(e).__name__}: {e}")))
