@@ -158,3 +158,60 @@ def test_one_line_reads_through_chained_causes():
     except RuntimeError as e:
         assert one_line(e) == "S3 endpoint http://x unreachable for s3://b/p: is the server running"
     assert one_line(ValueError("first\nsecond")) == "ValueError: first"
+
+
+# ---- the bad-input table of docs/RELIABILITY.md ------------------------------------------------------
+def _table_rows() -> list[tuple[str, int, str]]:
+    text = (ROOT / "docs" / "RELIABILITY.md").read_text()
+    body = text.split("<!-- bad-inputs:begin -->")[1].split("<!-- bad-inputs:end -->")[0]
+    rows = []
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) != 6 or cells[0] in ("id", "---|---|---|---|---|---") or cells[0].startswith("---"):
+            continue
+        msg = cells[5].removesuffix("…")
+        assert msg.startswith("`") and msg.endswith("`"), line
+        rows.append((cells[0], int(cells[4]), msg[1:-1]))
+    return rows
+
+
+def test_bad_input_table_has_at_least_25_kinds():
+    import bad_inputs
+
+    ids = [r[0] for r in _table_rows()]
+    assert len(ids) >= 25 and len(set(ids)) == len(ids)
+    assert set(bad_inputs.CASES) == set(ids) - {"raw-truncated-gzip"}  # that one: test_truncated_gzip_...
+    assert {bad_inputs.CASES[i][0] for i in bad_inputs.CASES} == {"config", "CLI", "raw data", "store", "network"}
+
+
+@pytest.mark.parametrize("row", [r for r in _table_rows() if r[0] != "raw-truncated-gzip"], ids=lambda r: r[0])
+def test_bad_input_table(row, tmp_path, monkeypatch, capsys, data_dir):
+    import bad_inputs
+
+    from blast_ray import cli
+    from jobs.smoke import smoke_config
+
+    cid, exit_code, prefix = row
+    kind, what, argv, env, files = bad_inputs.CASES[cid]
+    cfg = smoke_config(data_dir, str(tmp_path / "store"), tmp_path / "cfg.yaml")
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    port = free_port()
+
+    def fill(s: str) -> str:
+        return s.format(tmp=tmp_path, cfg=cfg, port=port)
+
+    for k, v in env.items():
+        if v is None:
+            monkeypatch.delenv(k, raising=False)
+        else:
+            monkeypatch.setenv(k, fill(v))
+    try:
+        rc = cli.main([fill(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("blast")]
+    assert rc == exit_code, err
+    assert lines and lines[-1].startswith(fill(prefix)), (lines, fill(prefix))
+    assert "Traceback" not in err

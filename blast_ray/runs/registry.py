@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +106,7 @@ class LockHeld(RuntimeError):
     """Another process holds the store lock; the message names the owner and the expiry."""
 
 
-@dataclass
+@dataclass(eq=False)
 class StoreLock:
     """A lease in the store: ``<dataset>/runs/LOCK.json`` with owner and expiry.
 
@@ -248,20 +249,30 @@ class StoreLock:
         self.renewals += 1
         return True
 
-    def _renew_loop(self) -> None:
-        every = self.renew_every_s or self.ttl_s / 3
-        while not self._stop.wait(every):
+    @staticmethod
+    def _renew_loop(ref: "weakref.ref[StoreLock]", stop: threading.Event, every: float) -> None:
+        """Renew until released; holds only a weak reference, so a lock object dropped without
+        release (its owner gone) stops renewing and expires after its TTL like a dead holder's."""
+        while not stop.wait(every):
+            lock = ref()
+            if lock is None:
+                return
             try:
-                if not self.renew():
+                if not lock.renew():
                     log.error("lock %s is no longer ours (owner %s); renewal stopped",
-                              self.store.uri(*self.parts), (self.holder() or {}).get("owner"))
+                              lock.store.uri(*lock.parts), (lock.holder() or {}).get("owner"))
                     return
             except Exception as e:  # noqa: BLE001 - retried at the next tick, before the TTL runs out
-                log.warning("lock %s: renewal failed (%s); retrying", self.store.uri(*self.parts), e)
+                log.warning("lock %s: renewal failed (%s); retrying", lock.store.uri(*lock.parts), e)
+            del lock
 
     def _start_renewal(self) -> "StoreLock":
-        self._stop.clear()
-        self._renewer = threading.Thread(target=self._renew_loop, name="store-lock-renewal", daemon=True)
+        if self.ttl_s <= 0:
+            return self  # a lease that is already over (tests of expiry): nothing to keep alive
+        self._stop = threading.Event()
+        every = max(0.05, self.renew_every_s or self.ttl_s / 3)
+        self._renewer = threading.Thread(target=StoreLock._renew_loop, args=(weakref.ref(self), self._stop, every),
+                                         name="store-lock-renewal", daemon=True)
         self._renewer.start()
         return self
 

@@ -66,7 +66,8 @@ def explain_s3_error(e: OSError, uri: str) -> StoreUnavailable | None:
     text = " ".join(str(e).split())
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     host = re.search(r"(?:resolve host|connect to)[: ]+([^\s;,]+)", text)
-    cause = f"could not resolve host {host.group(1)}" if host and "resolve" in text else text[-200:]
+    details = text.split("Details: ")[-1]
+    cause = f"could not resolve host {host.group(1)}" if host and "resolve" in text else details[-200:]
     if _NETWORK.search(text):
         if not endpoint and not os.environ.get("AWS_ACCESS_KEY_ID"):
             return StoreUnavailable(
