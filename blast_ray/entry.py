@@ -152,6 +152,8 @@ def setup_logging(level: int = 0) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(CONSOLE_FORMAT, DATE_FORMAT))
     handler.setLevel(console_level)
+    if level <= 0:
+        handler.addFilter(_third_party_root_chatter)
     handler._blast_console = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
@@ -159,6 +161,18 @@ def setup_logging(level: int = 0) -> None:
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(third_party)
     os.environ["BLAST_LOG_LEVEL"] = str(level)  # read by blast_ray.runtime for Ray Data's console
+
+
+def _third_party_root_chatter(record: logging.LogRecord) -> bool:
+    """False for INFO/DEBUG records that libraries log through the *root* logger, which the
+    per-logger levels above cannot reach: py4j's ``logging.info("Exception while sending
+    command.", exc_info=True)`` (a ``ConnectionResetError`` traceback, seen when Ray starts in the
+    profiles stage after the ETL's Spark session; py4j retries on a new connection, nothing fails).
+    Console only: the run's ``run.log`` keeps them; ``-v`` shows them."""
+    if record.levelno >= logging.WARNING or record.name != "root":
+        return True
+    path = record.pathname.replace("\\", "/")
+    return "/py4j/" not in path and "/pyspark/" not in path
 
 
 def console_is_terminal() -> bool:

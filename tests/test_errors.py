@@ -215,3 +215,28 @@ def test_bad_input_table(row, tmp_path, monkeypatch, capsys, data_dir):
     assert rc == exit_code, err
     assert lines and lines[-1].startswith(fill(prefix)), (lines, fill(prefix))
     assert "Traceback" not in err
+
+
+def test_py4j_root_logger_chatter_stays_off_the_console(capsys):
+    """py4j logs its retried ConnectionResetError through the root logger at INFO (seen in the
+    profiles stage after the ETL's Spark session): not on the console without -v."""
+    import logging
+
+    from blast_ray.entry import setup_logging
+
+    setup_logging(0)
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        import sys as _sys
+
+        exc_info = _sys.exc_info()
+    py4j_file = "/venv/lib/python3.11/site-packages/py4j/java_gateway.py"
+    logging.getLogger().handle(logging.LogRecord("root", logging.INFO, py4j_file, 1, "Exception while sending command.", None, exc_info))
+    logging.getLogger("blast_ray.pipeline").info("stage etl done")
+    err = capsys.readouterr().err
+    assert "stage etl done" in err and "ConnectionResetError" not in err and "Exception while sending" not in err
+    setup_logging(1)
+    logging.getLogger().handle(logging.LogRecord("root", logging.INFO, py4j_file, 1, "Exception while sending command.", None, exc_info))
+    assert "Exception while sending command." in capsys.readouterr().err  # -v shows it
+    setup_logging(0)
