@@ -70,13 +70,15 @@ def _raise_terminated(signum, frame):  # noqa: ARG001 - the signal module's hand
     raise Terminated(signum)
 
 
-def install_signal_handlers() -> None:
+def install_signal_handlers():
     """SIGTERM raises :class:`Terminated` in the main thread (SIGINT is Python's KeyboardInterrupt).
-    Only from the main thread (signal's rule); elsewhere a no-op."""
+    Only from the main thread (signal's rule; elsewhere a no-op). Returns the previous handler
+    (None when nothing was installed) so an in-process caller (tests) gets it back."""
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _record_interrupt(e: KeyboardInterrupt) -> str:
@@ -190,7 +192,8 @@ def main_wrapper(body: Callable[[argparse.Namespace], int], parser: argparse.Arg
 
     ``body`` returns 0 (success) or 1 (a stage failed; it printed which). ConfigError,
     UsageError, FileNotFoundError and ValueError -> 2 with one line ``<prog>: message``; any other
-    exception -> 1 with one line (the traceback with ``-v``); Ctrl-C -> 130; a closed stdout pipe
+    exception -> 1 with one line (``errors.one_line``; the traceback with ``-v``); Ctrl-C -> 130,
+    SIGTERM -> 143 (both finish the unfinished run records as failed, naming the signal); a closed stdout pipe
     -> 0 without a traceback.
     """
     prog = prog or parser.prog
@@ -200,7 +203,16 @@ def main_wrapper(body: Callable[[argparse.Namespace], int], parser: argparse.Arg
         return int(e.code or 0)
     level = verbosity(args)
     setup_logging(level)
-    install_signal_handlers()
+    previous_sigterm = install_signal_handlers()
+    try:
+        return _run_body(body, args, prog, level)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _run_body(body: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str, level: int) -> int:
+    """``body(args)`` with every outcome mapped to an exit code and one line (see main_wrapper)."""
     try:
         return int(body(args) or 0)
     except BrokenPipeError:
