@@ -166,15 +166,36 @@ def setup_logging(level: int = 0) -> None:
 
 
 def _third_party_root_chatter(record: logging.LogRecord) -> bool:
-    """False for INFO/DEBUG records that libraries log through the *root* logger, which the
-    per-logger levels above cannot reach: py4j's ``logging.info("Exception while sending
-    command.", exc_info=True)`` (a ``ConnectionResetError`` traceback, seen when Ray starts in the
-    profiles stage after the ETL's Spark session; py4j retries on a new connection, nothing fails).
+    """False for Spark-side (py4j/pyspark) records that are noise on the console, which the
+    per-logger levels above cannot reach because py4j also logs through the *root* logger:
+
+    * INFO/DEBUG through the root logger: py4j's ``logging.info("Exception while sending
+      command.", exc_info=True)`` (a ``ConnectionResetError`` traceback, seen when Ray starts in
+      the profiles stage after the ETL's Spark session; py4j retries on a new connection, nothing
+      fails);
+    * any record whose exception was caused by a signal landing in a JVM call (py4j's ERROR
+      "KeyboardInterrupt while sending command." and "Exception occurred while shutting down
+      connection"): ``main_wrapper`` says ``interrupted by SIGTERM`` in one line.
+
     Console only: the run's ``run.log`` keeps them; ``-v`` shows them."""
-    if record.levelno >= logging.WARNING or record.name != "root":
-        return True
     path = record.pathname.replace("\\", "/")
-    return "/py4j/" not in path and "/pyspark/" not in path
+    spark_side = record.name.split(".")[0] in ("py4j", "pyspark") or (
+        record.name == "root" and ("/py4j/" in path or "/pyspark/" in path))
+    if not spark_side:
+        return True
+    if record.exc_info and _caused_by_interrupt(record.exc_info[1]):
+        return False
+    return not (record.name == "root" and record.levelno < logging.WARNING)
+
+
+def _caused_by_interrupt(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def console_is_terminal() -> bool:

@@ -240,3 +240,41 @@ def test_py4j_root_logger_chatter_stays_off_the_console(capsys):
     logging.getLogger().handle(logging.LogRecord("root", logging.INFO, py4j_file, 1, "Exception while sending command.", None, exc_info))
     assert "Exception while sending command." in capsys.readouterr().err  # -v shows it
     setup_logging(0)
+
+
+def test_py4j_interrupt_traceback_stays_off_the_console(capsys):
+    """A SIGTERM landing inside a py4j call: py4j logs it at ERROR with a traceback via the root
+    logger; main_wrapper already says `interrupted by SIGTERM` in one line."""
+    import logging
+
+    from blast_ray.entry import Terminated, setup_logging
+
+    setup_logging(0)
+    try:
+        raise Terminated(signal.SIGTERM)
+    except Terminated:
+        exc_info = sys.exc_info()
+    py4j_file = "/venv/lib/python3.11/site-packages/py4j/java_gateway.py"
+    logging.getLogger().handle(logging.LogRecord("root", logging.ERROR, py4j_file, 1, "KeyboardInterrupt while sending command.", None, exc_info))
+    logging.getLogger().handle(logging.LogRecord("root", logging.ERROR, py4j_file, 1, "real py4j error", None, None))
+    err = capsys.readouterr().err
+    assert "KeyboardInterrupt while sending" not in err and "Traceback" not in err and "real py4j error" in err
+
+
+def test_py4j_shutdown_error_after_a_signal_stays_off_the_console(capsys):
+    import logging
+
+    from blast_ray.entry import Terminated, setup_logging
+
+    setup_logging(0)
+    try:
+        try:
+            raise Terminated(signal.SIGTERM)
+        except Terminated:
+            raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        exc_info = sys.exc_info()
+    logging.getLogger("py4j.clientserver").error("Exception occurred while shutting down connection", exc_info=exc_info)
+    logging.getLogger("py4j.clientserver").error("a py4j error of its own")
+    err = capsys.readouterr().err
+    assert "shutting down" not in err and "Traceback" not in err and "a py4j error of its own" in err
