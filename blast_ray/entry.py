@@ -8,9 +8,12 @@ body through :func:`main_wrapper`, so they agree on:
 * arguments: ``--config PATH``, ``--set SECTION.KEY=VALUE`` (repeatable), ``--store URI``,
   ``-v/--verbose`` and ``-q/--quiet`` (accepted before or after a sub-command);
 * exit codes: 0 success, 1 a stage (or the job) failed, 2 a bad config or argument
-  (``ConfigError``, :class:`UsageError`, a missing file), 130 interrupted; a closed stdout pipe
+  (``ConfigError``, :class:`UsageError`, a missing file), 130 interrupted (SIGINT), 143 terminated
+  (SIGTERM: the run record is finished ``failed`` naming the signal, no traceback); a closed stdout pipe
   (``blast runs show X | head -1``) ends quietly with 0;
-* messages: one line ``<prog>: ...`` on stderr, the traceback only with ``-v``;
+* messages: one line ``<prog>: ...`` on stderr naming the file/URL and the cause
+  (``blast_ray.errors.one_line``: Spark/py4j, Ray task and store errors unwrapped), the traceback
+  only with ``-v`` (and always in the run's ``run.log``);
 * logging: the console shows blast-ray's INFO lines (one per finished stage), third-party
   libraries only from WARNING; ``-v`` shows DEBUG, ``-q`` only warnings. The root logger keeps
   DEBUG records of blast-ray so a run's full log can be written next to its ``run.json``
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import Callable
@@ -50,6 +54,44 @@ EXAMPLE_CONFIGS_HINT = (
 
 class UsageError(ValueError):
     """A bad command-line argument (exit code 2), said in one line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``kill``, Kubernetes) as an exception, so the run is recorded as failed
+    with the signal named and the process ends with 128 + signal, without a traceback."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001 - the signal module's handler signature
+    signal.signal(signum, signal.SIG_IGN)  # a second SIGTERM while we record must not cut it short
+    raise Terminated(signum)
+
+
+def install_signal_handlers():
+    """SIGTERM raises :class:`Terminated` in the main thread (SIGINT is Python's KeyboardInterrupt).
+    Only from the main thread (signal's rule; elsewhere a no-op). Returns the previous handler
+    (None when nothing was installed) so an in-process caller (tests) gets it back."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _record_interrupt(e: KeyboardInterrupt) -> str:
+    """Mark the process's unfinished runs failed with the signal named; the reason."""
+    sig = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+    reason = f"interrupted by {sig}" + (" (Ctrl-C)" if sig == "SIGINT" else "")
+    try:
+        from blast_ray.runs.record import abort_active
+
+        abort_active(reason)
+    except Exception as err:  # noqa: BLE001 - the store may be unreachable: the line still prints
+        log.debug("could not record the interrupt: %s", err)
+    return reason
 
 
 # ---- arguments ---------------------------------------------------------------------------------
@@ -112,6 +154,8 @@ def setup_logging(level: int = 0) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(CONSOLE_FORMAT, DATE_FORMAT))
     handler.setLevel(console_level)
+    if level <= 0:
+        handler.addFilter(_third_party_root_chatter)
     handler._blast_console = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
@@ -119,6 +163,39 @@ def setup_logging(level: int = 0) -> None:
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(third_party)
     os.environ["BLAST_LOG_LEVEL"] = str(level)  # read by blast_ray.runtime for Ray Data's console
+
+
+def _third_party_root_chatter(record: logging.LogRecord) -> bool:
+    """False for Spark-side (py4j/pyspark) records that are noise on the console, which the
+    per-logger levels above cannot reach because py4j also logs through the *root* logger:
+
+    * INFO/DEBUG through the root logger: py4j's ``logging.info("Exception while sending
+      command.", exc_info=True)`` (a ``ConnectionResetError`` traceback, seen when Ray starts in
+      the profiles stage after the ETL's Spark session; py4j retries on a new connection, nothing
+      fails);
+    * any record whose exception was caused by a signal landing in a JVM call (py4j's ERROR
+      "KeyboardInterrupt while sending command." and "Exception occurred while shutting down
+      connection"): ``main_wrapper`` says ``interrupted by SIGTERM`` in one line.
+
+    Console only: the run's ``run.log`` keeps them; ``-v`` shows them."""
+    path = record.pathname.replace("\\", "/")
+    spark_side = record.name.split(".")[0] in ("py4j", "pyspark") or (
+        record.name == "root" and ("/py4j/" in path or "/pyspark/" in path))
+    if not spark_side:
+        return True
+    if record.exc_info and _caused_by_interrupt(record.exc_info[1]):
+        return False
+    return not (record.name == "root" and record.levelno < logging.WARNING)
+
+
+def _caused_by_interrupt(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def console_is_terminal() -> bool:
@@ -136,7 +213,8 @@ def main_wrapper(body: Callable[[argparse.Namespace], int], parser: argparse.Arg
 
     ``body`` returns 0 (success) or 1 (a stage failed; it printed which). ConfigError,
     UsageError, FileNotFoundError and ValueError -> 2 with one line ``<prog>: message``; any other
-    exception -> 1 with one line (the traceback with ``-v``); Ctrl-C -> 130; a closed stdout pipe
+    exception -> 1 with one line (``errors.one_line``; the traceback with ``-v``); Ctrl-C -> 130,
+    SIGTERM -> 143 (both finish the unfinished run records as failed, naming the signal); a closed stdout pipe
     -> 0 without a traceback.
     """
     prog = prog or parser.prog
@@ -146,23 +224,35 @@ def main_wrapper(body: Callable[[argparse.Namespace], int], parser: argparse.Arg
         return int(e.code or 0)
     level = verbosity(args)
     setup_logging(level)
+    previous_sigterm = install_signal_handlers()
+    try:
+        return _run_body(body, args, prog, level)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _run_body(body: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str, level: int) -> int:
+    """``body(args)`` with every outcome mapped to an exit code and one line (see main_wrapper)."""
     try:
         return int(body(args) or 0)
     except BrokenPipeError:
         _silence_stdout()
         return 0
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        reason = _record_interrupt(e)
+        _print_error(prog, reason)
+        return 128 + e.signum if isinstance(e, Terminated) else 130
     except (ConfigError, UsageError, FileNotFoundError, ValueError) as e:
         log.debug("%s", traceback.format_exc())
         msg = str(e) or type(e).__name__
         _print_error(prog, msg if isinstance(e, ConfigError) else msg.splitlines()[0])
         return 2
     except Exception as e:  # noqa: BLE001 - one line for people, the traceback with -v / in run.log
+        from blast_ray.errors import one_line
+
         log.debug("%s", traceback.format_exc())
-        _print_error(prog, f"{type(e).__name__}: {e}".splitlines()[0]
-                     + ("" if level > 0 else " (run with -v for the traceback)"))
+        _print_error(prog, one_line(e) + ("" if level > 0 else " (run with -v for the traceback)"))
         if level > 0:
             traceback.print_exc()
         return 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from blast_ray.config import STAGES, PipelineConfig
+from blast_ray.errors import one_line
 from blast_ray.store import ArtifactStore, StageOutput, layout
 from blast_ray.store.names import validate_name
 
@@ -182,6 +183,16 @@ def selection(cfg: PipelineConfig, stages: tuple[str, ...] | None, from_stage: s
     return stages, forced, from_idx
 
 
+def _drop_uncommitted(store: ArtifactStore, out: StageOutput) -> None:
+    """Delete a failed stage's uncommitted prefix (no empty or half-written folder stays behind;
+    a committed prefix is never touched)."""
+    try:
+        if not out.done:
+            store.delete_dir(*out.parts)
+    except Exception as e:  # noqa: BLE001 - the next run wipes it anyway
+        log.debug("could not delete the uncommitted %s (%s)", out.uri(), e)
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     stages: tuple[str, ...] | None = None,
@@ -229,8 +240,8 @@ def run_pipeline(
             out = resolve_output(ctx, spec)
         except Exception as e:  # noqa: BLE001
             status[name] = "failed"
-            err = f"stage '{name}' failed: {type(e).__name__}: {e}"
-            log.error(err)
+            err = f"stage '{name}' failed: {one_line(e)}"
+            log.debug("stage %s failed:\n%s", name, traceback.format_exc())
             record.finish(status, failed=name, error=err)
             return PipelineResult(ctx.run_id, status, ctx.results, name, err)
         must_exist = idx < from_idx
@@ -249,6 +260,7 @@ def run_pipeline(
         if out.done:  # forced: drop the committed output first
             store.delete_dir(*out.parts)
         out.begin()
+        record.begin_stage(name)
         log.debug("stage %-9s running -> %s", name, out.uri())
         t0 = time.time()
         try:
@@ -259,10 +271,14 @@ def run_pipeline(
             if "metrics" in result:
                 extra["metrics"] = result["metrics"]
             manifest = out.commit(row_counts=result.get("row_counts"), timings=timings, extra=extra)
-        except Exception as e:  # noqa: BLE001 - reported with the stage name, run marked failed
-            log.error("stage %s failed:\n%s", name, traceback.format_exc())
+        except BaseException as e:  # noqa: BLE001 - reported with the stage name, run marked failed
+            # the whole trace: run.log and the console with -v; people get one line (blast_ray.errors)
+            log.debug("stage %s failed:\n%s", name, traceback.format_exc())
+            _drop_uncommitted(store, out)
+            if not isinstance(e, Exception):  # a signal (entry.main_wrapper) or SystemExit: recorded there
+                raise
             status[name] = "failed"
-            err = f"stage '{name}' failed: {type(e).__name__}: {e}"
+            err = f"stage '{name}' failed: {one_line(e)}"
             record.finish(status, failed=name, error=err)
             return PipelineResult(ctx.run_id, status, ctx.results, name, err)
         ctx.outputs[name] = out

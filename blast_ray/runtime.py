@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ def ensure_ray(num_cpus: int | None = None):
     if ray.is_initialized():
         return ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    sigterm = _python_sigterm_handler()
     address = os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to Ray cluster at %s", address)
@@ -37,8 +39,23 @@ def ensure_ray(num_cpus: int | None = None):
             log_to_driver=False,
             configure_logging=False,
         )
+    if sigterm is not None:
+        # Ray's C++ core installs its own fatal-signal handler for SIGTERM in the driver, which prints
+        # "*** SIGTERM received ***" and kills the process: the run record would stay "running" and
+        # run.log would be lost. Give SIGTERM back to the entry point's handler (blast_ray.entry).
+        signal.signal(signal.SIGTERM, sigterm)
     quiet_ray_data()
     return ray
+
+
+def _python_sigterm_handler():
+    """The Python SIGTERM handler installed by an entry point, or None (default handling)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    h = signal.getsignal(signal.SIGTERM)
+    return h if callable(h) else None
 
 
 def quiet_ray_data() -> None:

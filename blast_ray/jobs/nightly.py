@@ -2,6 +2,7 @@
 (warm-started) training -> evaluation -> promote to ``latest`` only when not worse.
 
     python -m jobs.nightly --config beauty.yaml --inbox /data/inbox/beauty [--tolerance 0.005]
+    python -m jobs.nightly --config beauty.yaml --inbox s3://bucket/inbox/beauty --store s3://bucket/blast
     blast nightly --config beauty.yaml --inbox /data/inbox/beauty      # the same, from an install
 
 (``beauty.yaml``: any config whose dataset reads raw review files, e.g. ``format: amazon2018`` with
@@ -48,7 +49,12 @@ class NightlyConfig:
     raw_role: str = "reviews"  # the dataset.paths role the combined file replaces
 
     def validate(self) -> "NightlyConfig":
-        if not os.path.isdir(self.inbox):
+        if self.inbox.startswith("s3://"):
+            if not self.inbox[len("s3://"):].strip("/"):
+                raise ConfigError(f"config key 'nightly.inbox': {self.inbox!r} needs a bucket, e.g. s3://bucket/inbox/beauty")
+        elif "://" in self.inbox:
+            raise ConfigError(f"config key 'nightly.inbox': {self.inbox!r}: only a local folder or s3://bucket/prefix")
+        elif not os.path.isdir(self.inbox):
             raise ConfigError(f"config key 'nightly.inbox': {self.inbox} is not a folder")
         if self.tolerance < 0:
             raise ConfigError(f"config key 'nightly.tolerance': must be >= 0, got {self.tolerance}")
@@ -82,6 +88,31 @@ def inbox_files(inbox: str) -> dict[str, str]:
                 h.update(chunk)
         out[name] = h.hexdigest()
     return out
+
+
+def fetch_inbox(inbox: str, work_dir: str, dataset: str) -> str:
+    """The local folder to read the inbox from: ``inbox`` itself when local; for ``s3://bucket/prefix``
+    its files (non-hidden, directly under the prefix) downloaded through the ArtifactStore into
+    ``<work_dir>/<dataset>/inbox/`` (files gone from the bucket are removed there too), so hashing
+    and combining read local files either way."""
+    if not inbox.startswith("s3://"):
+        return inbox
+    src = ArtifactStore(inbox)
+    local = os.path.join(os.path.abspath(work_dir), dataset, "inbox")
+    os.makedirs(local, exist_ok=True)
+    wanted = set()
+    for name in src.list_dir():
+        if name.startswith(".") or src.fs.get_file_info(src.path(name)).type.name != "File":
+            continue
+        wanted.add(name)
+        with open(os.path.join(local, name + ".part"), "wb") as f:
+            f.write(src.read_bytes(name))
+        os.replace(os.path.join(local, name + ".part"), os.path.join(local, name))
+    for name in os.listdir(local):
+        if name not in wanted:
+            os.unlink(os.path.join(local, name))
+    log.info("nightly: %d inbox file(s) fetched from %s into %s", len(wanted), inbox, local)
+    return local
 
 
 def combine(inbox: str, names: list[str], target: str) -> str:
@@ -134,13 +165,14 @@ def run_nightly(cfg: PipelineConfig, ncfg: NightlyConfig) -> dict[str, Any]:
     with StoreLock(store, ds, ttl_s=ncfg.lock_ttl_s):
         state_parts = layout.nightly_state_parts(ds)
         state = store.read_json(*state_parts) if store.exists(*state_parts) else {"files": {}}
-        files = inbox_files(ncfg.inbox)
+        inbox = fetch_inbox(ncfg.inbox, ncfg.work_dir, ds)
+        files = inbox_files(inbox)
         new = sorted(n for n, h in files.items() if state["files"].get(n) != h)
         if not new:
             log.info("nightly: no new raw files in %s since run %s; nothing to do", ncfg.inbox, state.get("run_id"))
             return {"action": "noop", "reason": "no new raw files", "run_id": state.get("run_id")}
         log.info("nightly: %d new raw file(s): %s", len(new), ", ".join(new))
-        combined = combine(ncfg.inbox, sorted(files), os.path.join(os.path.abspath(ncfg.work_dir), ds, "reviews.json"))
+        combined = combine(inbox, sorted(files), os.path.join(os.path.abspath(ncfg.work_dir), ds, "reviews.json"))
         cfg = cfg.updated(dataset={"paths": {**cfg.dataset.paths, ncfg.raw_role: combined}})
         latest = get_latest(store, ds)
         prev = load_run(store, ds, latest["run_id"]).get("stages", {}) if latest else {}
@@ -191,7 +223,8 @@ def add_nightly_args(p: argparse.ArgumentParser) -> None:
     """The job's arguments (also those of ``blast nightly``)."""
     add_config_args(p)
     add_verbosity_args(p)
-    p.add_argument("--inbox", required=True, help="folder of raw review files (dataset's raw format)")
+    p.add_argument("--inbox", required=True, help="folder of raw review files (dataset's raw format): a local "
+                   "folder or s3://bucket/prefix (downloaded into --work-dir)")
     p.add_argument("--work-dir", default="./blast-data/nightly-work", help="local folder for the combined raw file")
     p.add_argument("--tolerance", type=float, default=0.0, help="promote when new >= current - tolerance")
     p.add_argument("--metric", default="valid.recall@20", help="the promotion metric, split.metric@k")

@@ -1,6 +1,6 @@
 """Run records: every pipeline invocation has an id and a manifest under <dataset>/runs/<id>/."""
 
-from blast_ray.runs.record import RunRecord
+from blast_ray.runs.record import RunRecord, abort_active, effective_status
 from blast_ray.runs.registry import (
     LockHeld,
     StoreLock,
@@ -11,4 +11,4 @@ from blast_ray.runs.registry import (
     promote,
 )
 
-__all__ = ["RunRecord", "LockHeld", "StoreLock", "flat_metrics", "get_latest", "list_runs", "load_run", "promote"]
+__all__ = ["RunRecord", "abort_active", "effective_status", "LockHeld", "StoreLock", "flat_metrics", "get_latest", "list_runs", "load_run", "promote"]

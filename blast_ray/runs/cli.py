@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from blast_ray.runs.record import effective_status
 from blast_ray.runs.registry import flat_metrics, get_latest, list_runs, load_run, promote
 from blast_ray.store import ArtifactStore, layout
 from blast_ray.store.names import validate_name
@@ -60,7 +61,7 @@ def runs_command(args: argparse.Namespace, out=None) -> int:
         for r in runs:
             m = flat_metrics(r).get("valid.recall@20")
             ms = f"{m:16.4f}" if isinstance(m, (int, float)) else f"{'-':>16}"
-            print(f"{r['run_id']:<24} {r.get('status', '?'):<10} {r.get('started_at', ''):<21} {ms}  {'*' if r['run_id'] == latest else ''}", file=out)
+            print(f"{r['run_id']:<24} {effective_status(r):<10} {r.get('started_at', ''):<21} {ms}  {'*' if r['run_id'] == latest else ''}", file=out)
         if not runs:
             print(f"(no runs under {store.uri(*layout.runs_root(dataset))})", file=out)
         return 0
@@ -70,6 +71,7 @@ def runs_command(args: argparse.Namespace, out=None) -> int:
         for rid in args.run_ids:
             run = load_run(store, dataset, rid)
             run["is_latest"] = rid == latest
+            run["status"] = effective_status(run)  # a dead process's "running" reads "abandoned"
             if getattr(args, "json", False):
                 print(json.dumps(run, indent=2, sort_keys=True, default=str), file=out)
             else:

@@ -49,6 +49,60 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+class StoreUnavailable(OSError):
+    """The S3 store cannot be reached or refuses the credentials; the message is one line naming
+    the store URI, the cause in plain words and the environment variables that fix it."""
+
+
+# pyarrow's S3 errors are one OSError class; their text says what went wrong.
+_NETWORK = re.compile(r"NETWORK_CONNECTION|Could not resolve host|Couldn't connect|Connection refused|curlCode: 7|Failed to connect", re.I)
+_DENIED = re.compile(r"ACCESS_DENIED|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|ExpiredToken|InvalidToken|No response body", re.I)
+_NO_BUCKET = re.compile(r"NoSuchBucket|NO_SUCH_BUCKET|bucket does not exist", re.I)
+
+
+def explain_s3_error(e: OSError, uri: str) -> StoreUnavailable | None:
+    """A one-line :class:`StoreUnavailable` for a pyarrow S3 error on ``uri``, or None when the
+    error is not about reaching the store (a missing key stays a FileNotFoundError)."""
+    text = " ".join(str(e).split())
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    host = re.search(r"(?:resolve host|connect to)[: ]+([^\s;,]+)", text)
+    details = text.split("Details: ")[-1]
+    cause = f"could not resolve host {host.group(1)}" if host and "resolve" in text else details[-200:]
+    if _NETWORK.search(text):
+        if not endpoint and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            return StoreUnavailable(
+                f"no S3 credentials or endpoint for {uri}: set AWS_ENDPOINT_URL (an S3-compatible server, "
+                f"e.g. http://127.0.0.1:9000) / AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a local "
+                f"--store folder (cause: {cause})")
+        where = endpoint or "the AWS S3 endpoint"
+        return StoreUnavailable(f"S3 endpoint {where} unreachable for {uri}: is the server running and "
+                                f"AWS_ENDPOINT_URL right? (cause: {cause})")
+    if _DENIED.search(text):
+        return StoreUnavailable(f"S3 refused access to {uri}: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                                f"(and AWS_SESSION_TOKEN) for this bucket (cause: {text[-200:]})")
+    if _NO_BUCKET.search(text):
+        return StoreUnavailable(f"S3 bucket of {uri} does not exist: create it or fix --store (cause: {text[-200:]})")
+    return None
+
+
+def _translated(method):
+    """Run a store method; an S3 error about reaching the store becomes one StoreUnavailable line."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            better = explain_s3_error(e, self.root) if self.is_s3 and not isinstance(e, StoreUnavailable) else None
+            if better is None:
+                raise
+            raise better from e
+    return wrapper
+
+
 class ArtifactStore:
     """A root URI (local folder or ``s3://bucket/prefix``) with atomic small-object writes."""
 
@@ -96,14 +150,17 @@ class ArtifactStore:
         return f"s3://{p}" if self.is_s3 else p
 
     # ---- queries -----------------------------------------------------------------------------
+    @_translated
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 
+    @_translated
     def list_dir(self, *parts: str) -> list[str]:
         """Names directly under ``parts`` (empty when it does not exist)."""
         sel = pafs.FileSelector(self.path(*parts), allow_not_found=True, recursive=False)
         return sorted(posixpath.basename(i.path) for i in self.fs.get_file_info(sel))
 
+    @_translated
     def list_files(self, *parts: str) -> list[str]:
         """Paths (relative to ``parts``) of all files below ``parts``, recursively."""
         base = self.path(*parts)
@@ -113,6 +170,7 @@ class ArtifactStore:
         )
 
     # ---- bytes / json ------------------------------------------------------------------------
+    @_translated
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Write atomically: local files go to a temp name and are renamed; an S3 PUT is atomic."""
         target = self.path(*parts)
@@ -128,6 +186,7 @@ class ArtifactStore:
             os.fsync(f.fileno())
         os.replace(tmp, target)
 
+    @_translated
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:
             return f.read()
@@ -151,11 +210,13 @@ class ArtifactStore:
         pq.write_table(table, buf, compression="zstd")
         self.write_bytes(buf.getvalue(), *parts)
 
+    @_translated
     def read_table(self, *parts: str, columns: list[str] | None = None) -> pa.Table:
         """Read a Parquet file or a folder of Parquet files."""
         return pq.read_table(self.path(*parts), filesystem=self.fs, columns=columns)
 
     # ---- folders -----------------------------------------------------------------------------
+    @_translated
     def delete_dir(self, *parts: str) -> None:
         p = self.path(*parts)
         if self.fs.get_file_info(p).type == pafs.FileType.Directory:
@@ -163,6 +224,7 @@ class ArtifactStore:
         elif self.exists(*parts):
             self.fs.delete_file(p)
 
+    @_translated
     def delete_file(self, *parts: str) -> None:
         if self.exists(*parts):
             self.fs.delete_file(self.path(*parts))
