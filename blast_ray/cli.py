@@ -262,7 +262,7 @@ def dispatch(args: argparse.Namespace) -> int:
         print(f"{args.name} is at {path}")
         return 0
     if args.command == "runs":
-        from blast_ray.runs.cli import runs_command
+        from blast_ray.runs_cli import runs_command
 
         return runs_command(args)
     if args.command == "config":

@@ -31,6 +31,7 @@ import traceback
 from typing import Callable
 
 from blast_ray.config import ConfigError, PipelineConfig, load_config
+from blast_ray.runs.record import DATE_FORMAT, FILE_FORMAT  # run.log's format
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ THIRD_PARTY_LOGGERS = (
 )
 
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-FILE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(process)d %(name)s: %(message)s"
-DATE_FORMAT = "%H:%M:%S"
 
 EXAMPLE_CONFIGS_HINT = (
     "the example configs (ml-100k, amazon-*) live in the repository's configs/ folder and are not "

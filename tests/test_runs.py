@@ -11,7 +11,7 @@ import json
 import pytest
 
 from blast_ray.runs import LockHeld, StoreLock, get_latest, list_runs, promote
-from blast_ray.runs.cli import runs_command
+from blast_ray.runs_cli import runs_command
 from blast_ray.store import ArtifactStore
 
 

@@ -121,7 +121,7 @@ def _runs_args(store, action, *run_ids, dataset="ml-100k"):
 
 @pytest.mark.parametrize("rid", ["..", ".", "a/..", "../../etc", "%2e%2e", "\uff0e\uff0e", "a\x00b", "x" * 300])
 def test_runs_cli_refuses_hostile_run_ids(tmp_path, rid):
-    from blast_ray.runs.cli import runs_command
+    from blast_ray.runs_cli import runs_command
 
     store = tmp_path / "store"
     for action in ("show", "promote", "compare"):
@@ -169,7 +169,7 @@ def test_credentials_never_written_by_a_run(tmp_path, data_dir, ray_local, monke
     from blast_ray.config import load_config
     from blast_ray.pipeline import run_pipeline
     from blast_ray.report.console import print_summary
-    from blast_ray.runs.cli import runs_command
+    from blast_ray.runs_cli import runs_command
     from jobs.smoke import smoke_config
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)

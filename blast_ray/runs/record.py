@@ -30,6 +30,10 @@ from blast_ray.store import ArtifactStore, code_version, layout
 
 log = logging.getLogger(__name__)
 
+# the format of run.log (every record of the run; the console has its own, shorter one)
+FILE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(process)d %(name)s: %(message)s"
+DATE_FORMAT = "%H:%M:%S"
+
 _ACTIVE: "set[RunRecord]" = set()  # records of this process not finished yet (for abort_active)
 
 
@@ -132,8 +136,6 @@ class RunRecord:
 
     def _start_log(self) -> None:
         """Attach a DEBUG file handler to the root logger (a local temp file, uploaded by finish)."""
-        from blast_ray.entry import DATE_FORMAT, FILE_FORMAT
-
         fd, path = tempfile.mkstemp(prefix=f"blast-{self.run_id}-", suffix=".log")
         os.close(fd)
         handler = logging.FileHandler(path, encoding="utf-8")
