@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 THIRD_PARTY_LOGGERS = (
     "py4j", "pyspark", "ray", "ray.data", "ray.train", "ray.tune", "urllib3", "filelock", "fsspec",
     "botocore", "boto3", "s3transfer", "sentence_transformers", "transformers", "huggingface_hub",
-    "torch", "PIL", "matplotlib", "asyncio", "httpx", "httpcore", "vllm",
+    "torch", "PIL", "matplotlib", "asyncio", "httpx", "httpcore", "vllm", "faiss",
 )
 
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -105,7 +105,7 @@ def knn_ann_ray(x, k: int, include_self: bool = True, params=None, task_memory_g
     remote = ray.remote(num_cpus=num_cpus)(_range_search_ann)
     index_ref, x_ref = ray.put(faiss.serialize_index(index)), ray.put(p.xn)
     futures = [remote.remote(index_ref, x_ref, s, e, p.k, include_self, p.block_rows, int(num_cpus)) for s, e in ranges]
-    log.info("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", p.k, len(p.xn), info["index"],
+    log.debug("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", p.k, len(p.xn), info["index"],
              len(futures), p.block_rows)
     parts = ray.get(futures)
     del index_ref, x_ref
