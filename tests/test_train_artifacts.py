@@ -44,7 +44,7 @@ def test_train_artifacts_round_trip(trained, tmp_path):
     assert u2.dtype == np.float32 and np.array_equal(u2, users) and np.array_equal(i2, items)
     tra.write_history(out, state.history)
     hist = tra.load_history(out)
-    assert tra.has_history(out) and list(hist.columns[:6]) == tra.HISTORY_SCHEMA.names
+    assert tra.has_history(out) and list(hist.columns[: len(tra.HISTORY_SCHEMA)]) == tra.HISTORY_SCHEMA.names
     assert hist["valid.recall@20"].iloc[0] == pytest.approx(state.history[0]["valid.recall@20"])
     metrics = {"valid.recall@20": 0.1, "test.recall@20": 0.2, "best_epoch": 0}
     tra.write_metrics(out, metrics)

@@ -391,7 +391,13 @@ class TrainConfig(ConfigModel):
     user_reg_weight: Float = Field(0.01, ge=0)  # auxiliary user-profile BPR term
     l2_weight: Float = Field(0.0, ge=0)  # embedding L2 penalty (lightgcn/bpr reference uses 1e-4)
     lr: Float = Field(1e-3, gt=0)
-    batch_size: Int = Field(2048, ge=1)
+    batch_size: Int = Field(2048, ge=1, description="BPR triples per optimizer step per worker at the base learning rate `lr`; grown when the epoch would need more than `max_steps_per_epoch` steps")
+    # Cap on optimizer steps per epoch (= DDP all-reduces per epoch): every step propagates the whole
+    # graph, so the cap keeps an epoch linear in the interactions; the batch grows as ceil(positives / workers / cap)
+    max_steps_per_epoch: Int = Field(50, ge=1)
+    # learning-rate rule for a batch grown past batch_size: lr x sqrt(batch / batch_size), x (batch / batch_size), or unchanged
+    lr_batch_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
+    max_lr_scale: Float = Field(4.0, ge=1)  # upper bound of that learning-rate factor
     epochs: Int = Field(1000, ge=1)
     patience: Int = Field(20, ge=1)
     seed: Int = 2024

@@ -41,6 +41,10 @@ HISTORY_SCHEMA = pa.schema([
     ("triples", pa.int64()),
     ("eval_seconds", pa.float64()),
     ("seconds", pa.float64()),
+    ("steps", pa.int64()),  # optimizer steps of the epoch per worker (inputs.step_plan)
+    ("batch_size", pa.int64()),  # triples per step per worker
+    ("lr", pa.float64()),  # the learning rate used (train.lr x the batch rule's factor)
+    ("allreduce_bytes", pa.int64()),  # DDP gradient bytes all-reduced in the epoch (0 for one worker)
 ])
 
 

@@ -20,8 +20,9 @@ from blast_ray.models.adjacency import normalized_adjacency, normalized_square, 
 from blast_ray.models.factory import GRAPH_MODELS, PRUNED_MODELS, build_model, used_modalities
 from blast_ray.train.negatives import sample_negatives
 
-__all__ = ["GRAPH_MODELS", "PRUNED_MODELS", "TrainInputs", "batch_slices", "epoch_triples", "graph_inputs", "graph_pairs",
-           "model_for", "n_positives"]
+__all__ = ["GRAPH_MODELS", "PRUNED_MODELS", "StepPlan", "TrainInputs", "allreduce_bytes_per_epoch", "batch_slices",
+           "epoch_triples", "graph_inputs", "graph_pairs", "model_for", "n_positives", "parameter_bytes", "step_plan",
+           "step_plan_for"]
 
 
 @dataclass
@@ -114,6 +115,79 @@ def batch_slices(n_total: int, world: int, batch_size: int) -> list[slice]:
     per_worker = -(-int(n_total) // max(1, int(world)))
     n_batches = max(1, -(-per_worker // int(batch_size)))
     return [slice(b * batch_size, (b + 1) * batch_size) for b in range(n_batches)]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How one epoch is cut into optimizer steps (the same on every rank).
+
+    steps: optimizer steps per epoch on every rank (= DDP all-reduces per epoch), at most
+    ``train.max_steps_per_epoch``; batch_size: triples per step per rank (>= ``train.batch_size``,
+    grown so that ``steps`` stays under the cap); lr_scale: the factor applied to ``train.lr`` for
+    that larger batch (1.0 when the batch is the configured one)."""
+
+    steps: int
+    batch_size: int
+    lr_scale: float
+    base_batch_size: int
+    n_total: int
+    world: int
+
+    def slices(self) -> list[slice]:
+        """This epoch's batch slices of a rank's shard (see :func:`batch_slices`)."""
+        return batch_slices(self.n_total, self.world, self.batch_size)
+
+
+LR_BATCH_SCALINGS = ("sqrt", "linear", "none")
+
+
+def step_plan(n_total: int, world: int, batch_size: int, max_steps: int, lr_scaling: str = "sqrt",
+              max_lr_scale: float = 4.0) -> StepPlan:
+    """The steps, batch and learning-rate factor of one epoch: a bounded number of steps, a batch
+    that grows with the data.
+
+    Why: every optimizer step propagates the whole graph (O(E)); with a fixed batch the steps per
+    epoch grow with E, so an epoch costs O(E^2). Capping the steps at ``max_steps`` makes it
+    O(E * max_steps), linear, and also caps the DDP all-reduces per epoch.
+
+    per_worker = ceil(n_total / world) (the largest shard); batch = max(batch_size,
+    ceil(per_worker / max_steps)); steps = ceil(per_worker / batch) (<= max_steps; >= 1). Every
+    rank covers its whole shard each epoch (train + H, see :func:`batch_slices`).
+    lr_scale = min(max_lr_scale, r) with r = sqrt(batch / batch_size) ("sqrt"), batch / batch_size
+    ("linear") or 1 ("none"); exactly 1.0 when the batch did not grow.
+    """
+    if int(max_steps) < 1:
+        raise ValueError(f"train.max_steps_per_epoch must be >= 1, got {max_steps}")
+    if lr_scaling not in LR_BATCH_SCALINGS:
+        raise ValueError(f"train.lr_batch_scaling must be one of {', '.join(LR_BATCH_SCALINGS)}, got {lr_scaling!r}")
+    world = max(1, int(world))
+    per_worker = -(-int(n_total) // world)
+    batch = max(int(batch_size), -(-per_worker // int(max_steps)))
+    steps = max(1, -(-per_worker // batch))
+    ratio = batch / int(batch_size)
+    raw = {"sqrt": ratio ** 0.5, "linear": ratio, "none": 1.0}[lr_scaling]
+    scale = 1.0 if batch == int(batch_size) else float(min(float(max_lr_scale), raw))
+    return StepPlan(steps=steps, batch_size=batch, lr_scale=scale, base_batch_size=int(batch_size),
+                    n_total=int(n_total), world=world)
+
+
+def step_plan_for(cfg, inputs: TrainInputs, world: int) -> StepPlan:
+    """:func:`step_plan` for a train config and its inputs (positives = train + H)."""
+    return step_plan(n_positives(inputs), world, cfg.batch_size, cfg.max_steps_per_epoch, cfg.lr_batch_scaling,
+                     cfg.max_lr_scale)
+
+
+def parameter_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the trainable parameters (what DDP all-reduces as gradients every step)."""
+    return int(sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad))
+
+
+def allreduce_bytes_per_epoch(param_bytes: int, steps: int, world: int) -> int:
+    """Gradient bytes all-reduced per epoch by dense DDP: ``param_bytes * steps`` when world > 1
+    (one all-reduce of every trainable parameter per step; the whole-graph propagation makes every
+    embedding row's gradient non-zero, so it is dense), 0 for one worker. The figure is the
+    all-reduced payload; a ring all-reduce moves about 2 (world - 1) / world of it per worker."""
+    return int(param_bytes) * int(steps) if int(world) > 1 else 0
 
 
 def epoch_triples(inputs: TrainInputs, seed: int, epoch: int, rank: int, world: int):

@@ -21,7 +21,8 @@ import torch
 
 from blast_ray.models.graph_backend import get_backend
 from blast_ray.ranking.scoring import SelectMetric, score_split
-from blast_ray.train.inputs import TrainInputs, batch_slices, epoch_triples, graph_inputs, model_for, n_positives
+from blast_ray.train.inputs import (TrainInputs, allreduce_bytes_per_epoch, epoch_triples, graph_inputs, model_for,
+                                    parameter_bytes, step_plan_for)
 
 log = logging.getLogger("blast_ray.train")
 
@@ -171,7 +172,17 @@ def train_loop(
     model = model if model is not None else model_for(cfg, inputs)
     model.to(worker.device)
     runner = worker.ddp if worker.ddp is not None else model
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # A bounded number of steps per epoch, the batch grown with the data (linear epochs, see
+    # inputs.step_plan); equal on every rank, sized from ALL the epoch's positives (train + H).
+    steps = step_plan_for(cfg, inputs, worker.world)
+    lr = cfg.lr * steps.lr_scale
+    allreduce = allreduce_bytes_per_epoch(parameter_bytes(model), steps.steps, worker.world)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if worker.rank == 0:
+        log.info("train %s: %d positives, %d steps/epoch x %d triples per worker (world %d; train.batch_size %d, "
+                 "train.max_steps_per_epoch %d), lr %.4g (x%.3g, %s), all-reduce %.1f MB/epoch", cfg.model,
+                 steps.n_total, steps.steps, steps.batch_size, worker.world, cfg.batch_size, cfg.max_steps_per_epoch,
+                 lr, steps.lr_scale, cfg.lr_batch_scaling, allreduce / 1e6)
     state = TrainState(select_metric=select.key)
     if start is not None:
         model.load_state_dict(start.model)
@@ -195,20 +206,20 @@ def train_loop(
         g = graph_inputs(cfg, inputs, backend, worker.device, epoch=epoch)
         users, pos, neg = epoch_triples(inputs, cfg.seed, epoch, worker.rank, worker.world)
         tu, tp, tn = (torch.from_numpy(a).to(worker.device) for a in (users, pos, neg))
-        # Equal batch counts on every worker, sized from ALL the epoch's positives (train + H).
-        batches = batch_slices(n_positives(inputs), worker.world, cfg.batch_size)
+        batches = steps.slices()
         n_batches = len(batches)
         total = 0.0
         for sl in batches:
             if tu[sl].numel() == 0:
-                sl = slice(0, cfg.batch_size)  # a short shard repeats its first batch
+                sl = slice(0, steps.batch_size)  # a short shard repeats its first batch
             loss = runner(g, tu[sl], tp[sl], tn[sl])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach())
         row: dict[str, Any] = {"epoch": epoch, "loss": total / n_batches, "train_seconds": time.perf_counter() - t0,
-                               "triples": int(len(users))}
+                               "triples": int(len(users)), "steps": n_batches, "batch_size": steps.batch_size,
+                               "lr": lr, "allreduce_bytes": allreduce}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             t1 = time.perf_counter()
             valid = validate(model, cfg, inputs, "valid", plan.eval_ks, plan.batch_users, worker.device, backend)

@@ -12,7 +12,7 @@ import torch
 
 from blast_ray.train import artifacts
 from blast_ray.train.fit import final_outputs, fit
-from blast_ray.train.inputs import TrainInputs, model_for
+from blast_ray.train.inputs import TrainInputs, allreduce_bytes_per_epoch, model_for, parameter_bytes, step_plan_for
 from blast_ray.train.loop import EvalPlan, epoch_cap
 from blast_ray.train.warm_start import load_warm_start
 
@@ -57,6 +57,16 @@ def fresh_model(cfg, inputs):
     return model_for(cfg, inputs)
 
 
+def epoch_plan_extra(cfg, inputs: TrainInputs, model) -> dict[str, Any]:
+    """Manifest ``extra.epoch_plan``: steps per epoch, batch per worker, learning rate and the DDP
+    all-reduce bytes per epoch of this run (``train.num_workers`` workers)."""
+    plan = step_plan_for(cfg, inputs, cfg.num_workers)
+    pbytes = parameter_bytes(model)
+    return {"positives": plan.n_total, "workers": plan.world, "steps_per_epoch": plan.steps,
+            "batch_size": plan.batch_size, "lr": cfg.lr * plan.lr_scale, "lr_scale": plan.lr_scale,
+            "parameter_bytes": pbytes, "allreduce_bytes_per_epoch": allreduce_bytes_per_epoch(pbytes, plan.steps, plan.world)}
+
+
 def run(ctx, out) -> dict[str, Any]:
     from blast_ray.etl.artifacts import load_interactions
 
@@ -84,6 +94,7 @@ def run(ctx, out) -> dict[str, Any]:
         "timings": {"fit_seconds": t_fit, "total_seconds": time.perf_counter() - t0},
         "extra": {"model": cfg.model, "used": inputs.used_modalities(cfg.model), "num_workers": cfg.num_workers,
                   "select_metric": state.select_metric, "epoch_cap": epoch_cap(state, cfg),
+                  "epoch_plan": epoch_plan_extra(cfg, inputs, model),
                   **(warm.manifest_extra() if warm else {"warm_start_from": None, "warm_started": False})},
         "metrics": metrics,
     }

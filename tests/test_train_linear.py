@@ -1,0 +1,123 @@
+"""The bounded-steps epoch (issue 12): at most ``train.max_steps_per_epoch`` optimizer steps, the
+batch grown with the data, the learning-rate rule for the larger batch, and the DDP all-reduce
+bytes per epoch the trainer reports. Rules checked as pure functions, then through the real loop on
+a real Baby slice."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from blast_ray.config import ConfigError, TrainConfig
+from blast_ray.etl.readers import read_lattice_split
+from blast_ray.train import TrainInputs
+from blast_ray.train.inputs import (allreduce_bytes_per_epoch, epoch_triples, model_for, n_positives, parameter_bytes,
+                                    step_plan, step_plan_for)
+
+N_USERS = 1500
+
+
+@pytest.fixture(scope="module")
+def baby(dataset):
+    return read_lattice_split(dataset("amazon-baby-5core"))
+
+
+@pytest.fixture(scope="module")
+def baby_small(dataset):
+    torch.set_num_threads(1)
+    return read_lattice_split(dataset("amazon-baby-5core"), max_users=N_USERS)
+
+
+@pytest.mark.parametrize("n_total,world,batch,cap", [
+    (119_674, 1, 2048, 50), (119_674, 2, 2048, 50), (80_000, 1, 2048, 50), (8_700_000, 8, 2048, 50),
+    (10_000_000, 1, 2048, 50), (7, 8, 4, 1), (1, 1, 5, 3), (4096, 4, 1024, 1), (123_457, 3, 100, 7)])
+def test_step_plan_caps_steps_and_covers_every_shard(n_total, world, batch, cap):
+    p = step_plan(n_total, world, batch, cap)
+    per_worker = -(-n_total // world)
+    assert 1 <= p.steps <= cap and p.batch_size >= batch
+    assert p.steps * p.batch_size >= per_worker > (p.steps - 1) * p.batch_size  # no empty trailing step
+    slices = p.slices()
+    assert len(slices) == p.steps
+    for rank in range(world):  # every rank consumes its whole shard [rank::world], train + H
+        shard = len(range(rank, n_total, world))
+        assert sum(len(range(*s.indices(shard))) for s in slices) == shard
+    if -(-per_worker // batch) <= cap:  # the cap does not bind: today's rule, unchanged
+        assert p.batch_size == batch and p.lr_scale == 1.0 and p.steps == -(-per_worker // batch)
+
+
+def test_lr_rules_and_their_cap():
+    p = step_plan(100_000, 1, 1000, 10, "sqrt", 4.0)  # batch 10,000 = 10x
+    assert p.batch_size == 10_000 and p.lr_scale == pytest.approx(math.sqrt(10))
+    assert step_plan(100_000, 1, 1000, 10, "linear", 8.0).lr_scale == pytest.approx(8.0)  # 10x capped at 8
+    assert step_plan(100_000, 1, 1000, 10, "linear", 20.0).lr_scale == pytest.approx(10.0)
+    assert step_plan(100_000, 1, 1000, 10, "none", 4.0).lr_scale == 1.0
+    assert step_plan(100_000, 1, 1000, 100, "linear", 8.0).lr_scale == 1.0  # batch not grown
+    assert step_plan(10**8, 1, 1000, 10, "sqrt", 4.0).lr_scale == 4.0  # 10,000x: capped
+    with pytest.raises(ValueError, match="max_steps_per_epoch"):
+        step_plan(100, 1, 10, 0)
+    with pytest.raises(ValueError, match="lr_batch_scaling"):
+        step_plan(100, 1, 10, 5, "cubic")
+
+
+def test_config_validates_the_step_settings():
+    with pytest.raises(ConfigError, match=r"train\.max_steps_per_epoch"):
+        TrainConfig(max_steps_per_epoch=0)
+    with pytest.raises(ConfigError, match=r"train\.lr_batch_scaling"):
+        TrainConfig(lr_batch_scaling="cubic")
+    with pytest.raises(ConfigError, match=r"train\.max_lr_scale"):
+        TrainConfig(max_lr_scale=0.5)
+
+
+def test_baby_default_plan_is_nearly_todays(baby):
+    """Real Baby, one worker: 119,674 positives, today 59 steps of 2,048; the default cap of 50
+    grows the batch by 17% (lr x 1.08); with two workers (30 steps) nothing changes."""
+    cfg = TrainConfig(model="lightgcn")
+    p = step_plan_for(cfg, TrainInputs(baby), 1)
+    assert n_positives(TrainInputs(baby)) == 119_674
+    assert (p.steps, p.batch_size) == (50, 2394) and p.lr_scale == pytest.approx(math.sqrt(2394 / 2048))
+    p2 = step_plan_for(cfg, TrainInputs(baby), 2)
+    assert (p2.steps, p2.batch_size, p2.lr_scale) == (30, 2048, 1.0)
+
+
+def test_allreduce_figure_is_parameter_bytes_times_steps(baby):
+    cfg = TrainConfig(model="lightgcn", embedding_dim=64)
+    model = model_for(cfg, TrainInputs(baby))
+    pbytes = parameter_bytes(model)
+    assert pbytes == (baby.n_users + baby.n_items) * 64 * 4  # the two embedding tables, float32
+    assert allreduce_bytes_per_epoch(pbytes, 30, 2) == pbytes * 30
+    assert allreduce_bytes_per_epoch(pbytes, 50, 1) == 0  # one worker: no all-reduce
+    # Clothing 2018 5-core (1.58M nodes x 64 x 4 B), 8 workers, ~8.7M positives: old 531 steps, new 50
+    clothing = 1_580_000 * 64 * 4
+    old = allreduce_bytes_per_epoch(clothing, step_plan(8_700_000, 8, 2048, 10**12).steps, 8)
+    new = allreduce_bytes_per_epoch(clothing, step_plan(8_700_000, 8, 2048, 50).steps, 8)
+    assert old / new >= 10
+
+
+def test_loop_runs_the_capped_plan_and_reports_it(baby_small):
+    """The real loop, a forced cap of 4 steps on rank 0 of 2: exactly 4 optimizer steps of the
+    grown batch, consuming the rank's whole shard once; the Adam lr is lr x sqrt(growth); the
+    history row reports steps, batch, lr and all-reduce bytes = parameter bytes x steps."""
+    from blast_ray.train.loop import EvalPlan, Worker, train_loop
+
+    inputs = TrainInputs(baby_small)
+    cfg = TrainConfig(model="lightgcn", epochs=1, seed=5, batch_size=256, max_steps_per_epoch=4, lr=1e-3)
+    model = model_for(cfg, inputs)
+    consumed = []
+    model.register_forward_pre_hook(lambda m, args: consumed.append(args[1].numpy().copy()))
+    state = train_loop(cfg, inputs, EvalPlan(), worker=Worker(rank=0, world=2), model=model)
+    n = n_positives(inputs)
+    per_worker = -(-n // 2)
+    batch = -(-per_worker // 4)
+    assert batch > cfg.batch_size  # the cap binds: the batch grew
+    train_calls = consumed[:4]  # the forward hook also sees nothing else: validation uses representations()
+    assert len(consumed) == 4 and [len(c) for c in train_calls[:3]] == [batch] * 3
+    users, _, _ = epoch_triples(inputs, cfg.seed, 0, 0, 2)
+    np.testing.assert_array_equal(np.concatenate(train_calls), users)
+    row = state.history[0]
+    assert row["steps"] == 4 and row["batch_size"] == batch
+    assert row["lr"] == pytest.approx(1e-3 * math.sqrt(batch / 256))
+    assert state.optimizer["param_groups"][0]["lr"] == pytest.approx(row["lr"])
+    assert row["allreduce_bytes"] == parameter_bytes(model) * 4
+    one = train_loop(cfg, inputs, EvalPlan(), model=model_for(cfg, inputs))
+    assert one.history[0]["allreduce_bytes"] == 0 and one.history[0]["steps"] == 4
