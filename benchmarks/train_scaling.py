@@ -2,7 +2,7 @@
 with Baby's degree distributions at 1M, 3M and 10M interactions, LightGCN and BLAST, one worker.
 
     .venv/bin/python benchmarks/train_scaling.py [--sizes 1M,3M,10M] [--models lightgcn,blast]
-        [--steps 3] [--eval-users 2048] [--seed 2024] [--threads 1]
+        [--steps 3] [--eval-users 2048] [--seed 2024] [--threads 1] [--parallel 1]
 
 How the graphs are drawn (no ETL; arrays straight into ``InteractionData``): user activities and
 item popularities follow discrete power laws (d >= 5) whose exponents are the maximum-likelihood
@@ -43,6 +43,7 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +205,7 @@ def main() -> None:
     ap.add_argument("--knn", type=int, default=10)
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--parallel", type=int, default=1, help="children run at once (memory: each holds its own graph)")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_scaling.json")
     args = ap.parse_args()
@@ -216,12 +218,22 @@ def main() -> None:
                  "note": "one worker, one torch thread, seconds = process CPU seconds; epoch_s and eval_s projected from timed steps / a user sample (see docstring); "
                          "allreduce for 8 workers as the trainer reports it; machine shared with other jobs"}
     details: dict = {}
+    jobs = [(model, n) for n in sorted(sizes, reverse=True) for model in args.models.split(",")]
+
+    def run_child(job):
+        model, n = job
+        cmd = [sys.executable, __file__, "--child", model, str(n), "--steps", str(args.steps), "--eval-users",
+               str(args.eval_users), "--knn", str(args.knn), "--seed", str(args.seed), "--threads", str(args.threads)]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    # --parallel > 1 runs several children at once (largest first): CPU seconds and each child's own
+    # peak RSS are unaffected; only the wall times grow.
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        done = dict(zip(jobs, pool.map(run_child, jobs)))
     for model in args.models.split(","):
         for n in sizes:
             lab = size_label(n)
-            cmd = [sys.executable, __file__, "--child", model, str(n), "--steps", str(args.steps), "--eval-users",
-                   str(args.eval_users), "--knn", str(args.knn), "--seed", str(args.seed), "--threads", str(args.threads)]
-            p = subprocess.run(cmd, capture_output=True, text=True)
+            p = done[(model, n)]
             line = [ln for ln in p.stdout.splitlines() if ln.startswith("CHILD ")]
             if p.returncode != 0 or not line:
                 print(f"{model}@{lab} failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:] }", flush=True)

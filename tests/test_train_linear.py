@@ -69,6 +69,19 @@ def test_config_validates_the_step_settings():
         TrainConfig(max_lr_scale=0.5)
 
 
+def test_a_batch_that_cannot_fit_fails_before_training(baby):
+    """One line naming the settings and the batch computed, raised by fit before any epoch."""
+    from blast_ray.train import fit
+
+    cfg = TrainConfig(model="lightgcn", max_steps_per_epoch=1, max_batch_size=100_000, epochs=1)
+    with pytest.raises(ValueError, match=r"train\.max_steps_per_epoch=1 gives batches of 119,674 triples per worker .*"
+                                         r"train\.max_batch_size=100,000: set train\.max_steps_per_epoch >= 2") as e:
+        fit(cfg, TrainInputs(baby))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"train\.max_batch_size"):
+        TrainConfig(batch_size=4096, max_batch_size=2048)
+
+
 def test_baby_default_plan_is_nearly_todays(baby):
     """Real Baby, one worker: 119,674 positives, today 59 steps of 2,048; the default cap of 50
     grows the batch by 17% (lr x 1.08); with two workers (30 steps) nothing changes."""

@@ -398,6 +398,9 @@ class TrainConfig(ConfigModel):
     # learning-rate rule for a batch grown past batch_size: lr x sqrt(batch / batch_size), x (batch / batch_size), or unchanged
     lr_batch_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
     max_lr_scale: Float = Field(4.0, ge=1)  # upper bound of that learning-rate factor
+    # largest batch (triples per step per worker) the grown batch may reach (about 3 x d x 4 B x 4 per triple
+    # of gathered rows and their gradients: 1M triples at d=64 ~ 3 GB); above it training refuses to start
+    max_batch_size: Int = Field(1_048_576, ge=1)
     epochs: Int = Field(1000, ge=1)
     patience: Int = Field(20, ge=1)
     seed: Int = 2024
@@ -409,6 +412,13 @@ class TrainConfig(ConfigModel):
     warm_start_from: Optional[str] = None  # a train output URI (the last promoted model) to initialise from; set by jobs.nightly
     # tqdm bar over epochs: true | false | auto (on when stderr is a TTY)
     progress: Annotated[Union[bool, Literal["auto"]], BeforeValidator(_progress)] = "auto"
+
+    @model_validator(mode="after")
+    def _batch_bounds(self):
+        if self.max_batch_size < self.batch_size:
+            raise KeyedValueError("max_batch_size", f"{self.max_batch_size} is below train.batch_size={self.batch_size}; "
+                                  "raise train.max_batch_size or lower train.batch_size")
+        return self
 
 
 class EvaluateConfig(ConfigModel):

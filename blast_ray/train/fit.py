@@ -17,7 +17,7 @@ import torch
 from blast_ray.models.factory import PRUNED_MODELS
 from blast_ray.models.graph_backend import get_backend
 from blast_ray.train import artifacts
-from blast_ray.train.inputs import TrainInputs, graph_inputs, model_for
+from blast_ray.train.inputs import TrainInputs, graph_inputs, model_for, step_plan_for
 from blast_ray.train.loop import EvalPlan, TrainState, epoch_cap, train_loop, validate
 
 log = logging.getLogger("blast_ray.train")
@@ -45,6 +45,7 @@ def fit(
     A run that ran all ``train.epochs`` while still improving logs a WARNING (see :func:`epoch_cap`).
     """
     plan.select  # noqa: B018 - a bad evaluate.select_metric fails here, before any epoch
+    step_plan_for(cfg, inputs, cfg.num_workers)  # a batch above train.max_batch_size fails here, before Ray starts
     used = inputs.used_modalities(cfg.model)
     log.debug("training %s on %d users x %d items; side inputs used: %s%s", cfg.model, inputs.data.n_users,
              inputs.data.n_items, used, " (ID-only)" if cfg.model in PRUNED_MODELS and not (used["features"] or used["item_graph"] or used["user_graph"]) else "")

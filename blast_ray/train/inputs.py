@@ -142,7 +142,7 @@ LR_BATCH_SCALINGS = ("sqrt", "linear", "none")
 
 
 def step_plan(n_total: int, world: int, batch_size: int, max_steps: int, lr_scaling: str = "sqrt",
-              max_lr_scale: float = 4.0) -> StepPlan:
+              max_lr_scale: float = 4.0, max_batch: int | None = None) -> StepPlan:
     """The steps, batch and learning-rate factor of one epoch: a bounded number of steps, a batch
     that grows with the data.
 
@@ -155,6 +155,8 @@ def step_plan(n_total: int, world: int, batch_size: int, max_steps: int, lr_scal
     rank covers its whole shard each epoch (train + H, see :func:`batch_slices`).
     lr_scale = min(max_lr_scale, r) with r = sqrt(batch / batch_size) ("sqrt"), batch / batch_size
     ("linear") or 1 ("none"); exactly 1.0 when the batch did not grow.
+    max_batch: ``train.max_batch_size``; a batch above it raises ValueError (one line naming the
+    settings and the batch computed) before any training.
     """
     if int(max_steps) < 1:
         raise ValueError(f"train.max_steps_per_epoch must be >= 1, got {max_steps}")
@@ -164,6 +166,12 @@ def step_plan(n_total: int, world: int, batch_size: int, max_steps: int, lr_scal
     per_worker = -(-int(n_total) // world)
     batch = max(int(batch_size), -(-per_worker // int(max_steps)))
     steps = max(1, -(-per_worker // batch))
+    if max_batch is not None and batch > int(max_batch):
+        need = -(-per_worker // int(max_batch))
+        raise ValueError(
+            f"train.max_steps_per_epoch={max_steps} gives batches of {batch:,} triples per worker "
+            f"(ceil({int(n_total):,} positives / {world} workers / {max_steps} steps)), above train.max_batch_size="
+            f"{int(max_batch):,}: set train.max_steps_per_epoch >= {need}, add workers, or raise train.max_batch_size")
     ratio = batch / int(batch_size)
     raw = {"sqrt": ratio ** 0.5, "linear": ratio, "none": 1.0}[lr_scaling]
     scale = 1.0 if batch == int(batch_size) else float(min(float(max_lr_scale), raw))
@@ -174,7 +182,7 @@ def step_plan(n_total: int, world: int, batch_size: int, max_steps: int, lr_scal
 def step_plan_for(cfg, inputs: TrainInputs, world: int) -> StepPlan:
     """:func:`step_plan` for a train config and its inputs (positives = train + H)."""
     return step_plan(n_positives(inputs), world, cfg.batch_size, cfg.max_steps_per_epoch, cfg.lr_batch_scaling,
-                     cfg.max_lr_scale)
+                     cfg.max_lr_scale, cfg.max_batch_size)
 
 
 def parameter_bytes(model: torch.nn.Module) -> int:
