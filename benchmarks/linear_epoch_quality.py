@@ -7,6 +7,7 @@ epoch cap, same patience.
 Variants (``--variants``, comma list):
   old            max_steps_per_epoch = 10**9: the batch stays train.batch_size (today's figure)
   new            the config defaults (max_steps_per_epoch 50 on Baby: batch 2,048 -> 2,394)
+  new_RULE       the default cap with lr rule RULE (sqrt | linear | none), max_lr_scale 8
   capN_RULE      a forced cap of N steps (the batch grows ~positives / N: what happens at dump
                  scale) with lr rule RULE (sqrt | linear | none), e.g. cap10_sqrt, cap10_linear
 
@@ -18,7 +19,8 @@ Usage: .venv/bin/python benchmarks/linear_epoch_quality.py [--models lightgcn,bl
 Each finished run is merged into ``--out`` (default benchmarks/results/linear_epoch_quality.json;
 several processes may write it, one per model); prints `RESULT {json}` (this process's runs and the
 summary of everything in the file: ``<model>.recall_delta.<variant>`` = test Recall@20 / old - 1,
-``baby.recall_delta_min`` over the models for ``new``).
+``baby.recall_delta_min`` over the models for the run of the current defaults: ``new`` when its
+recorded lr rule is the default one, else ``new_<default rule>``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def variant_overrides(name: str) -> dict:
         return {"max_steps_per_epoch": 10**9}
     if name == "new":
         return {}
+    if name.startswith("new_"):  # the default cap with another lr rule
+        return {"lr_batch_scaling": name[4:], "max_lr_scale": 8.0}
     if name.startswith("cap"):
         steps, rule = name[3:].split("_")
         return {"max_steps_per_epoch": int(steps), "lr_batch_scaling": rule, "max_lr_scale": 8.0}
@@ -63,7 +67,15 @@ def summarize(runs: dict) -> dict:
         for v, r in by_variant.items():
             if old and v != "old":
                 out[f"{model}.recall_delta.{v}"] = r["test.recall@20"] / old["test.recall@20"] - 1
-    news = [out[f"{m}.recall_delta.new"] for m in ("lightgcn", "blast") if f"{m}.recall_delta.new" in out]
+    # the run of the CURRENT defaults: 'new' when its recorded lr rule is still the default, else new_<rule>
+    rule = TrainConfig().lr_batch_scaling
+
+    def default_key(model: str) -> str:
+        new = runs[model].get("new")
+        return "new" if new and new.get("lr_rule") == rule else f"new_{rule}"
+
+    news = [out[f"{m}.recall_delta.{default_key(m)}"] for m in ("lightgcn", "blast")
+            if m in runs and f"{m}.recall_delta.{default_key(m)}" in out]
     out["baby.recall_delta_min"] = min(news) if len(news) == 2 else None
     return out
 

@@ -395,9 +395,10 @@ class TrainConfig(ConfigModel):
     # Cap on optimizer steps per epoch (= DDP all-reduces per epoch): every step propagates the whole
     # graph, so the cap keeps an epoch linear in the interactions; the batch grows as ceil(positives / workers / cap)
     max_steps_per_epoch: Int = Field(50, ge=1)
-    # learning-rate rule for a batch grown past batch_size: lr x sqrt(batch / batch_size), x (batch / batch_size), or unchanged
-    lr_batch_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
-    max_lr_scale: Float = Field(4.0, ge=1)  # upper bound of that learning-rate factor
+    # learning-rate rule for a batch grown past batch_size: lr x (batch / batch_size) (linear: keeps Baby's
+    # Recall@20 with a 5.8x batch, docs/stages/train.md), x sqrt(batch / batch_size), or unchanged
+    lr_batch_scaling: Literal["linear", "sqrt", "none"] = "linear"
+    max_lr_scale: Float = Field(8.0, ge=1)  # upper bound of that learning-rate factor
     # largest batch (triples per step per worker) the grown batch may reach (about 3 x d x 4 B x 4 per triple
     # of gathered rows and their gradients: 1M triples at d=64 ~ 3 GB); above it training refuses to start
     max_batch_size: Int = Field(1_048_576, ge=1)
