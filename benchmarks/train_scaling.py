@@ -30,6 +30,8 @@ Ends with ``RESULT {json}``: ``<model>.epoch_s@<size>``, ``<model>.eval_s@<size>
 ``<model>.worker_peak_gib@<size>``, ``<model>.allreduce_gb_per_epoch@<size>``, the summary
 ``epoch_time_exponent_max`` (over models: log(t_largest / t_smallest) / log(size ratio)) and
 ``baby.recall_delta_min`` (from benchmarks/results/linear_epoch_quality.json when present, else null).
+``--merge a.json,b.json --out c.json`` merges the details of earlier runs (later files win) and
+recomputes RESULT.
 A size ``baby`` measures the real Baby interactions the same way (BLAST with the synthetic side
 inputs above); it is left out of the exponent.
 """
@@ -216,16 +218,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parallel", type=int, default=1, help="children run at once (memory: each holds its own graph)")
-    ap.add_argument("--summary-only", action="store_true", help="reprint RESULT from --out with the latest quality figure")
+    ap.add_argument("--merge", help="comma list of result JSONs of earlier runs: merged into --out, RESULT recomputed")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_scaling.json")
     args = ap.parse_args()
-    if args.summary_only:  # re-read --out, refresh baby.recall_delta_min from the quality benchmark's file
-        doc = json.loads(args.out.read_text())
-        q = json.loads(QUALITY_JSON.read_text()) if QUALITY_JSON.exists() else {}
-        doc["result"]["baby.recall_delta_min"] = q.get("summary", {}).get("baby.recall_delta_min")
-        args.out.write_text(json.dumps(doc, indent=1, sort_keys=True))
-        print("RESULT " + json.dumps(doc["result"]), flush=True)
+    if args.merge:  # several runs' JSON (e.g. sizes run at different times) -> one --out and one RESULT
+        docs = [json.loads(Path(f).read_text()) for f in args.merge.split(",")]
+        details = {k: v for doc in docs for k, v in doc["details"].items()}
+        res = {k: v for k, v in docs[-1]["result"].items() if "@" not in k and "exponent" not in k}
+        res["merged_from"] = args.merge
+        res.update(summary(details))
+        args.out.write_text(json.dumps({"result": res, "details": details}, indent=1, sort_keys=True))
+        print("RESULT " + json.dumps(res), flush=True)
         return
     if args.child:
         print("CHILD " + json.dumps(child(args.child[0], parse_size(args.child[1]), args)), flush=True)
@@ -259,26 +263,39 @@ def main() -> None:
                 continue
             d = json.loads(line[-1][6:])
             details[f"{model}@{lab}"] = d
-            for k in ("epoch_s", "eval_s", "worker_peak_gib", "allreduce_gb_per_epoch"):
-                res[f"{model}.{k}@{lab}"] = round(d[k], 4)
-            res[f"{model}.epoch_s_old_rule@{lab}"] = round(d["epoch_s_old_rule"], 4)
-            res[f"{model}.allreduce_gb_per_epoch_old_rule@{lab}"] = round(d["allreduce_gb_per_epoch_old_rule"], 4)
             print(json.dumps({"model": model, "size": lab, **d}), flush=True)
+    res.update(summary(details))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"result": res, "details": details}, indent=1, sort_keys=True))
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def summary(details: dict) -> dict:
+    """The RESULT keys computed from the per-(model, size) details: the four figures per model and
+    size, the exponents (smallest to largest synthetic size) and baby.recall_delta_min."""
+    res: dict = {}
+    for key, d in details.items():
+        if "epoch_s" not in d:
+            continue
+        model, lab = key.split("@")
+        for k in ("epoch_s", "eval_s", "worker_peak_gib", "allreduce_gb_per_epoch", "epoch_s_old_rule",
+                  "allreduce_gb_per_epoch_old_rule"):
+            res[f"{model}.{k}@{lab}"] = round(d[k], 4)
     exps = []
-    for model in args.models.split(","):
-        done = [(n, details[f"{model}@{size_label(n)}"]) for n in sorted(sizes)
-                if n > 0 and "epoch_s" in details.get(f"{model}@{size_label(n)}", {})]
+    for model in sorted({k.split("@")[0] for k in details}):
+        done = sorted((d["interactions"], d) for k, d in details.items()
+                      if k.startswith(model + "@") and not k.endswith("@baby") and "epoch_s" in d)
         if len(done) >= 2:
             (n0, d0), (n1, d1) = done[0], done[-1]
-            e = math.log(d1["epoch_s"] / d0["epoch_s"]) / math.log(d1["interactions"] / d0["interactions"])
+            e = math.log(d1["epoch_s"] / d0["epoch_s"]) / math.log(n1 / n0)
             res[f"{model}.epoch_time_exponent"] = round(e, 4)
+            res[f"{model}.epoch_time_exponent_old_rule"] = round(
+                math.log(d1["epoch_s_old_rule"] / d0["epoch_s_old_rule"]) / math.log(n1 / n0), 4)
             exps.append(e)
     res["epoch_time_exponent_max"] = round(max(exps), 4) if exps else None
     q = json.loads(QUALITY_JSON.read_text()) if QUALITY_JSON.exists() else {}
     res["baby.recall_delta_min"] = q.get("summary", {}).get("baby.recall_delta_min")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"result": res, "details": details}, indent=1, sort_keys=True))
-    print("RESULT " + json.dumps(res), flush=True)
+    return res
 
 
 if __name__ == "__main__":
