@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from blast_ray.progress import Progress
+
 log = logging.getLogger(__name__)
 
 
@@ -309,6 +311,7 @@ def sinkhorn_iterate(step_rows, N: int, log_b: np.ndarray, a_mass: float, coef, 
     t0 = time.perf_counter()
     n_iter = 0
     first = True
+    progress = Progress("augment: Sinkhorn", int(max_iter), "iterations")  # a bar, or a line every 30 s
     while True:
         err_abs, fmax, col = step_rows(not first, g)
         if not first:
@@ -326,8 +329,10 @@ def sinkhorn_iterate(step_rows, N: int, log_b: np.ndarray, a_mass: float, coef, 
         # column half step (rows were updated inside step_rows)
         g = log_b - (np.log(col) + fmax)
         n_iter += 1
+        progress.update(1)
         if on_iter is not None:
             on_iter(n_iter, err)
+    progress.close()
     return g, n_iter, float(err), converged, time.perf_counter() - t0, errors
 
 
