@@ -127,15 +127,17 @@ class Progress:
 
 def collect_pandas(ds, progress: Progress):
     """``ds.to_pandas()`` with ``progress`` advanced by each batch's rows as Ray Data produces
-    them (same rows; callers sort). An empty dataset gives ``ds.to_pandas()``'s empty frame."""
-    import pandas as pd
+    them: the same batches, builder and conversion as Ray 2.60's ``Dataset.to_pandas`` (so the
+    same frame, dtypes included; callers sort)."""
+    from ray.data._internal.pandas_block import PandasBlockBuilder
+    from ray.data.block import BlockAccessor
 
-    frames = []
+    builder = PandasBlockBuilder()
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-        frames.append(batch)
+        builder.add_block(batch)
         progress.update(len(batch))
     progress.close()
-    return pd.concat(frames, ignore_index=True) if frames else ds.to_pandas()
+    return BlockAccessor.for_block(builder.build()).to_pandas()
 
 
 def get_in_order(ray, futures: list, sizes: Iterable[int], progress: Progress) -> list:

@@ -81,8 +81,12 @@ def test_real_ray_data_rows_and_tasks_are_counted(caplog, dataset, monkeypatch):
                                                             batch_format="pandas")
     got = collect_pandas(ds, Progress("features: text", len(df), "rows", terminal=False))
     assert len(got) == len(df) and (got["twice"] == 2 * got["rating:float"]).all()
-    pd.testing.assert_frame_equal(got.sort_values(["user_id:token", "item_id:token"]).reset_index(drop=True)[df.columns],
-                                  df.sort_values(["user_id:token", "item_id:token"]).reset_index(drop=True))
+    keys = ["user_id:token", "item_id:token"]
+    # the very frame Ray Data's to_pandas gives (dtypes included), and the input rows
+    pd.testing.assert_frame_equal(got.sort_values(keys).reset_index(drop=True),
+                                  ds.to_pandas().sort_values(keys).reset_index(drop=True))
+    pd.testing.assert_frame_equal(got.sort_values(keys).reset_index(drop=True)[df.columns],
+                                  df.sort_values(keys).reset_index(drop=True), check_dtype=False)
     lines = [r.getMessage() for r in caplog.records if r.name == "blast_ray.progress"]
     assert len(lines) >= 2 and lines[-1].startswith("features: text: 3,000/3,000 rows (100%)")
     counts = [int(line.split(": ")[2].split("/")[0].replace(",", "")) for line in lines]
