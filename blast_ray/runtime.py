@@ -27,30 +27,18 @@ def ensure_ray(num_cpus: int | None = None):
         ray.init(address=address, log_to_driver=True, configure_logging=False)
     else:
         store_bytes = int(os.environ.get("BLAST_RAY_OBJECT_STORE_BYTES", str(1 << 30)))
-        # The local cluster's processes (GCS, raylet, agents) share the driver's process group, so a
-        # SIGTERM to the whole group (`timeout`, a shell's job control) stopped them first and Ray's
-        # core worker then ended the driver before its handler ran: the run stayed "running". They
-        # are started with SIGTERM blocked (a blocked signal survives fork and exec, as Ray's own
-        # SIGINT block does), so a group SIGTERM reaches only the driver, which records the run
-        # failed; the cluster still stops with the driver (ray.shutdown: SIGKILL after its 1 s
-        # grace, and kernel fate-sharing if the driver is killed).
-        held = _block_sigterm()
-        try:
-            ray.init(
-                num_cpus=num_cpus,
-                object_store_memory=store_bytes,
-                include_dashboard=False,
-                # the dashboard and its job server (off here; on if a user turns it on) listen on
-                # loopback only. Ray's own gRPC ports (GCS, raylet, agents) still listen on all
-                # interfaces (not configurable in 2.60; _node_ip_address does not change it): token
-                # auth, on by default, guards them.
-                dashboard_host="127.0.0.1",
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        finally:
-            if held is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        ray.init(
+            num_cpus=num_cpus,
+            object_store_memory=store_bytes,
+            include_dashboard=False,
+            # the dashboard and its job server (off here; on if a user turns it on) listen on
+            # loopback only. Ray's own gRPC ports (GCS, raylet, agents) still listen on all
+            # interfaces (not configurable in 2.60; _node_ip_address does not change it): token
+            # auth, on by default, guards them.
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
     if sigterm is not None:
         # Ray's C++ core installs its own fatal-signal handler for SIGTERM in the driver, which prints
         # "*** SIGTERM received ***" and kills the process: the run record would stay "running" and
@@ -58,16 +46,6 @@ def ensure_ray(num_cpus: int | None = None):
         signal.signal(signal.SIGTERM, sigterm)
     quiet_ray_data()
     return ray
-
-
-def _block_sigterm():
-    """Block SIGTERM in this thread (the children it starts inherit the mask); returns the previous
-    mask to restore, or None where that is not possible (not the main thread, no pthread_sigmask)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 def _python_sigterm_handler():

@@ -1,8 +1,9 @@
 """Fault: SIGTERM to the whole process group during a Ray stage (what `timeout` without
---foreground and a shell's job control send). The local Ray cluster's processes share the driver's
-group; ``runtime.ensure_ray`` starts them with SIGTERM blocked, so the signal reaches only the
-driver, which records the run ``failed`` naming the signal (not ``abandoned``), prints one line and
-exits 143; the cluster stops with it.
+--foreground and a shell's job control send). The local Ray cluster's processes (GCS, raylet,
+agents) share the driver's process group and get the signal too; the driver's handler
+(``entry.install_signal_handlers``, given back after ``ray.init`` by ``runtime.ensure_ray``) must
+still record the run ``failed`` naming the signal (not ``abandoned``), print one line and exit 143,
+and no Ray process may outlive it.
 """
 
 from __future__ import annotations
