@@ -360,8 +360,8 @@ def check(args) -> dict:
             cfg = train_settings(folder.meta, model, epochs=2, seed=seed, eval_every=2)
             plan = folder.plan(data.n_items, args.block_memory_gib)
             reset_peak(device)
-            # Projection: a few timed steps at this size x the epoch's steps (plus a full-ranking
-            # pass at Baby's rate per scored cell); an epoch that would not fit is skipped, said so.
+            # Projection: a few timed steps at this size x the epoch's steps; an epoch that would
+            # not fit the time left is skipped, said so (the ranking pass is not projected).
             step_s = probe_step_seconds(cfg, inputs, device)
             from blast_ray.train.inputs import n_positives
 
