@@ -64,11 +64,16 @@ def test_baselines_console_table_and_report(data_dir, ml100k_store, tmp_path):
 
     cols = summary_columns("lightgcn", res.metrics(), ev["baselines"])
     assert list(cols) == ["lightgcn valid", "lightgcn test", "pop test", "bpr test"]
-    table = format_metrics_table(cols)
+    tested = tuple(c for c in cols if c.endswith(" test"))
+    table = format_metrics_table(cols, mark_best=tested)
     lines = table.splitlines()
-    assert lines[0].split()[0] == "metric" and len(lines) == 2 + 16  # 4 metrics x 4 cutoffs
+    assert lines[0].split()[0] == "metric" and len(lines) == 2 + 16 + 1  # 4 metrics x 4 cutoffs + the legend
     row = next(line for line in lines if line.startswith("recall@20 "))
-    assert float(row.split()[3]) == pytest.approx(ev["baselines"]["pop"]["test.recall@20"], abs=5e-5)
+    cells = row.split()[1:]
+    assert float(cells[2].rstrip("*")) == pytest.approx(ev["baselines"]["pop"]["test.recall@20"], abs=5e-5)
+    tests = {"lightgcn": res.metrics()["test.recall@20"], **{b: ev["baselines"][b]["test.recall@20"] for b in ("pop", "bpr")}}
+    assert [c.endswith("*") for c in cells[1:]] == [m == max(tests, key=tests.get) for m in ("lightgcn", "pop", "bpr")]
+    assert not cells[0].endswith("*")  # the valid column is not compared
 
     html = store.read_text("ml-100k", "runs", res.run_id, "report.html")
     # metrics as rows, models as columns; the best of each row marked, the diff to the best baseline last

@@ -411,12 +411,17 @@ class EvaluateConfig(ConfigModel):
     key_prefix: ClassVar[str] = "evaluate"
 
     ks: Annotated[tuple[Annotated[Int, Field(ge=1)], ...], BeforeValidator(_split_commas), Field(min_length=1)] = (5, 10, 20, 50)
-    batch_users: Int = Field(4096, ge=1)
+    batch_users: Int = Field(0, ge=0, description="users per full-ranking block; 0: as many as block_memory_gib allows "
+                             "(users x items float32 scores); > 0 also caps that")
+    block_memory_gib: Float = Field(1.0, gt=0, description="memory budget of one full-ranking block (users x items float32 "
+                                    "scores): 1 GiB is 38k users at Baby's 7k items, 713 at Clothing's 376k")
+    num_shards: Int = Field(1, ge=1, description="evaluated users split into this many Ray tasks, per-shard metric sums "
+                            "added (same metrics); 1: in this process, no Ray")
     # the validation metric the trainer selects the best epoch on: <metric>@<K>, K in ks
     select_metric: str = "recall@20"
     # Reference models trained and scored on the SAME split by the evaluate stage, for the report's
     # "metrics vs baselines" table: pop (train popularity), bpr, lightgcn (the train section's
-    # hyperparameters, model swapped, ID-only, single process). [] = none.
+    # hyperparameters, model swapped, ID-only, trained through the same path: train.num_workers, use_gpu). [] = none.
     baselines: Annotated[tuple[Literal[BASELINE_MODELS], ...], BeforeValidator(_split_commas)] = ("pop",)
 
     @model_validator(mode="after")
@@ -439,8 +444,11 @@ class RecommendConfig(ConfigModel):
     key_prefix: ClassVar[str] = "recommend"
 
     top_k: Int = Field(20, ge=1)
-    batch_users: Int = Field(2048, ge=1)
+    batch_users: Int = Field(2048, ge=1)  # users per Ray Data block: the unit an actor scores
     num_actors: Int = Field(1, ge=1)  # upper bound of the scoring actor pool (0.5 CPU each); raise it on a cluster
+    block_memory_gib: Float = Field(0.5, gt=0, description="scores held at once by an actor (users x item block, "
+                                    "float32): the items are scored in blocks that fit, top-k merged")
+    use_gpu: bool = Field(False, description="one GPU per scoring actor (top-k by torch on CUDA); false: CPU torch")
 
 
 class PipelineConfig(ConfigModel):

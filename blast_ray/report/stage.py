@@ -92,7 +92,19 @@ def _dataset_section(ctx) -> str:
         + H.histogram_svg(per_item, "item popularity (interactions per item)")
         + "</div>"
     )
-    return stats + charts
+    return stats + charts + _profiles_line(ctx)
+
+
+def _profiles_line(ctx) -> str:
+    """One line on the run's profiles (manifest ``extra``): engine, model and the share that fell
+    back to the template (a bounded fault: docs/RELIABILITY.md); empty without a profiles output."""
+    m = ctx.results.get("profiles") or {}
+    extra, n = m.get("extra") or {}, (m.get("row_counts") or {}).get("profiles")
+    if "fallback_rate" not in extra or not n:
+        return ""
+    return (f'<p>Profiles: engine {H.esc(extra.get("engine", "?"))}, model {H.esc(extra.get("model", "?"))}: '
+            f'fallback rate {float(extra["fallback_rate"]):.1%} ({int(extra.get("fallbacks", 0))} of {int(n)} '
+            "profiles fell back to the template).</p>")
 
 
 def _epoch_cap_note(ctx) -> str:

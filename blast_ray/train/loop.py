@@ -112,6 +112,10 @@ def progress_enabled(setting: Any, stream=None) -> bool:
 
 
 def _progress_bar(cfg, start_epoch: int, enabled: bool):
+    if not enabled:  # no tqdm import when off: the core runs where only torch is installed (gpu_check)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(set_postfix=lambda *a, **k: None, update=lambda n=1: None, close=lambda: None)
     from tqdm import tqdm
 
     return tqdm(total=cfg.epochs, initial=start_epoch, desc=f"train {cfg.model}", unit="epoch",
