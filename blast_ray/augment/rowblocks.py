@@ -149,7 +149,9 @@ class RowBlockWorker:
         self.index, self.start, self.stop, self.n_items = index, start, stop, n_items
         self.coef = KernelCoefficients.of(eps)
         self.block: RowBlock | None = None
-        self.f: np.ndarray | None = None
+        self.R: sp.csr_matrix | None = None  # (rows, N) train rows, local row indices
+        self.G: sp.csr_matrix | None = None  # (rows, N) false-negative candidates
+        self.f: np.ndarray | None = None  # (rows,) log row scalings
 
     def build(self, store, etl_parts, knn_parts: list[tuple[str, ...]], knn_k: int, a_value: float) -> dict:
         """Read the block's train rows and the item kNN; build R, G and D rows. Returns counts."""
