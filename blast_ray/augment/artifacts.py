@@ -4,7 +4,9 @@ Stage output::
 
     augmented_pairs.parquet  user_idx int64, item_idx int64, plan_value float64: the top-q cells of
                              the Sinkhorn plan among cells with R_ui = 0 (H)
-    false_negatives.parquet  user_idx int64, item_idx int64: the nonzeros of G (row-major order)
+    false_negatives.parquet  user_idx int64, item_idx int64: the nonzeros of G (row-major order);
+                             a folder of part files, one per user row block, in block order
+                             (a single file when written by ``write_augmentation``)
 
 Both are empty (zero rows, same schema) when ``augment.enabled`` is false.
 """
@@ -34,13 +36,18 @@ class Augmentation:
     false_negatives: sp.csr_matrix
 
 
-def write_augmentation(out: Any, users: np.ndarray, items: np.ndarray, values: np.ndarray, G: sp.spmatrix) -> None:
-    """Write H (``users``, ``items``, ``values``: equal-length arrays) and the nonzeros of ``G``."""
+def write_pairs(out: Any, users: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
+    """Write H (``users``, ``items``, ``values``: equal-length arrays)."""
     out.store.write_table(
         pa.table({"user_idx": pa.array(np.asarray(users, dtype=np.int64)),
                   "item_idx": pa.array(np.asarray(items, dtype=np.int64)),
                   "plan_value": pa.array(np.asarray(values, dtype=np.float64))}, schema=AUGMENTED_PAIRS_SCHEMA),
         *out.parts, AUGMENTED_PAIRS_FILE)
+
+
+def write_augmentation(out: Any, users: np.ndarray, items: np.ndarray, values: np.ndarray, G: sp.spmatrix) -> None:
+    """Write H (``users``, ``items``, ``values``: equal-length arrays) and the nonzeros of ``G``."""
+    write_pairs(out, users, items, values)
     gr, gc = sp.csr_matrix(G).nonzero()
     out.store.write_table(
         pa.table({"user_idx": pa.array(gr.astype(np.int64)), "item_idx": pa.array(gc.astype(np.int64))},

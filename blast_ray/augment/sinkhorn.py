@@ -272,7 +272,15 @@ def marginals(
     ([1.0, 1.0], [0.6666666666666666, 0.6666666666666666, 0.6666666666666666])
     """
     M, N = R.shape
-    nnz = float(R.nnz)
+    return marginals_of(int(R.nnz), M, N, row_target, col_target)
+
+
+def marginals_of(
+    nnz: int, M: int, N: int, row_target: str | float = "mean_activity", col_target: str | float = "mean_popularity"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`marginals` from the sizes alone (|D| = ``nnz``, M users, N items): what the augment
+    stage's driver uses, so it never holds R."""
+    nnz = float(nnz)
     if nnz == 0:
         raise ValueError("R has no interactions: the OT marginals nnz(R)/M, nnz(R)/N would be zero")
     a = np.full(M, _target_value(row_target, "mean_activity", nnz / M, "augment.row_target"))

@@ -104,6 +104,20 @@ def _mass_target(names: tuple[str, str]):
     return BeforeValidator(check)
 
 
+def _auto_or_positive_int(v: Any) -> Any:
+    """``auto`` or an integer >= 1 (strings like "3" accepted; booleans refused)."""
+    if v == "auto":
+        return v
+    if not isinstance(v, bool):
+        try:
+            x = int(v)
+        except (TypeError, ValueError):
+            x = None
+        if x is not None and x >= 1 and str(x) == str(v).strip():
+            return x
+    raise ValueError(f"must be auto or an integer >= 1, got {v!r}")
+
+
 def _progress(v: Any) -> Any:
     if isinstance(v, str) and v.lower() in ("true", "false", "auto"):
         return {"true": True, "false": False}.get(v.lower(), "auto")
@@ -368,7 +382,11 @@ class AugmentConfig(ConfigModel):
     tol: Float = Field(1e-6, gt=0, lt=1)
     max_iter: Int = Field(1000, ge=1)
     ratio: Float = Field(0.1, ge=0, le=10, description="r: q = r * |D| augmented pairs")
-    num_blocks: Int = Field(1, ge=1)  # user row blocks on Ray workers; 1: single process
+    num_blocks: Annotated[Union[Literal["auto"], int], BeforeValidator(_auto_or_positive_int)] = Field(
+        "auto", description="user row blocks (Ray actors): auto: as few as fit augment.task_memory_gib each; "
+        "an integer: that many; 1: one block in the driver process")
+    task_memory_gib: Float = Field(2.0, gt=0, description="memory budget of one row block (GiB); with num_blocks: auto "
+                                   "the rows per block follow from it")
     knn_k: Int = Field(10, ge=1)  # neighbours per item used to build G_u
     row_target: Annotated[Union[Literal["mean_activity", "uniform"], float], _mass_target(("mean_activity", "uniform"))] = "mean_activity"
     col_target: Annotated[Union[Literal["mean_popularity", "uniform"], float], _mass_target(("mean_popularity", "uniform"))] = "mean_popularity"

@@ -345,7 +345,8 @@ def _check_free_cpus(space: SearchSpace, base: PipelineConfig, options: TuneOpti
     row block) next to the running trials: leave them room, or they would wait forever."""
     if not any(k.split(".")[0] in ("graphs", "augment") for k in space.keys):
         return
-    need = max(1.0, 0.5 * base.augment.num_blocks)
+    blocks = base.augment.num_blocks
+    need = max(1.0, 0.5 * (blocks if isinstance(blocks, int) else 2))  # auto: at least 2 actors fit (0.5 CPU each or less)
     free = cluster_cpus - options.cpus_per_trial * options.max_concurrent
     if free < need:
         raise ConfigError(
