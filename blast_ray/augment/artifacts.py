@@ -45,6 +45,19 @@ def write_pairs(out: Any, users: np.ndarray, items: np.ndarray, values: np.ndarr
         *out.parts, AUGMENTED_PAIRS_FILE)
 
 
+def false_negatives_parts(out: Any) -> tuple[str, ...]:
+    """Store parts of the G folder, where each row block writes its part (:func:`write_false_negatives_part`)."""
+    return (*out.parts, FALSE_NEGATIVES_FILE)
+
+
+def write_false_negatives_part(store: Any, parts: tuple[str, ...], index: int, users: np.ndarray, items: np.ndarray) -> None:
+    """One row block's nonzeros of G (global user_idx, row-major) as part ``index`` of the G folder
+    ``parts`` (:func:`false_negatives_parts`); :func:`load_augmentation` reads the folder whole."""
+    store.write_table(pa.table({"user_idx": pa.array(np.asarray(users, dtype=np.int64)),
+                                "item_idx": pa.array(np.asarray(items, dtype=np.int64))}, schema=FALSE_NEGATIVES_SCHEMA),
+                      *parts, f"part-{int(index):05d}.parquet")
+
+
 def write_augmentation(out: Any, users: np.ndarray, items: np.ndarray, values: np.ndarray, G: sp.spmatrix) -> None:
     """Write H (``users``, ``items``, ``values``: equal-length arrays) and the nonzeros of ``G``."""
     write_pairs(out, users, items, values)

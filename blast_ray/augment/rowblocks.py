@@ -188,15 +188,11 @@ class RowBlockWorker:
 
     def write_false_negatives(self, store, parts) -> int:
         """Write this block's rows of G (global user_idx, row-major) as part ``index`` under ``parts``."""
-        import pyarrow as pa
-
-        from blast_ray.augment.artifacts import FALSE_NEGATIVES_SCHEMA
+        from blast_ray.augment.artifacts import write_false_negatives_part
 
         gr, gc = self.G.nonzero()
         order = np.lexsort((gc, gr))
-        store.write_table(pa.table({"user_idx": pa.array((gr[order] + self.start).astype(np.int64)),
-                                    "item_idx": pa.array(gc[order].astype(np.int64))}, schema=FALSE_NEGATIVES_SCHEMA),
-                          *parts, f"part-{self.index:05d}.parquet")
+        write_false_negatives_part(store, parts, self.index, gr[order] + self.start, gc[order])
         return int(self.G.nnz)
 
 

@@ -143,7 +143,7 @@ def solve_blocks(plan: BlockPlan, etl, knn_parts, out, cfg, a: np.ndarray, b: np
     Returns (SinkhornResult, merged top q (users, items, log values, in G), per-block counts,
     (t_built, t_solved, t_selected)).
     """
-    fn_parts = (*out.parts, artifacts.FALSE_NEGATIVES_FILE)
+    fn_parts = artifacts.false_negatives_parts(out)
     coef = KernelCoefficients.of(cfg.eps)
     if in_process:
         workers = [RowBlockWorker(k, s, e, N, cfg.eps) for k, (s, e) in enumerate(plan.bounds)]
