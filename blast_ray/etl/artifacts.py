@@ -121,3 +121,49 @@ def load_id_dictionary(uri: str) -> dict[str, pd.DataFrame]:
                              "unique non-null raw ids)")
         out[table] = df
     return out
+
+
+def _train_dataset(store: Any, parts: tuple[str, ...]):
+    import pyarrow.dataset as pads
+
+    return pads.dataset(store.path(*parts, INTERACTIONS), filesystem=store.fs, format="parquet")
+
+
+def train_degrees(store: Any, parts: tuple[str, ...], n_users: int | None = None, n_items: int | None = None):
+    """Train degrees ``(deg_users (M,), deg_items (N,))`` as int64, streamed batch by batch over the
+    ``interactions`` table of the ETL output at ``store``/``parts`` (memory O(M + N), never the table).
+
+    Duplicated (user, item) train rows count once per row (the ETL writes none). Without
+    ``n_users``/``n_items`` the sizes follow the largest index seen."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    deg_u = np.zeros(int(n_users or 0), dtype=np.int64)
+    deg_i = np.zeros(int(n_items or 0), dtype=np.int64)
+    for batch in _train_dataset(store, parts).to_batches(columns=["user_idx", "item_idx"],
+                                                          filter=pc.field("split") == "train"):
+        for col, name in ((0, "u"), (1, "i")):
+            idx = batch.column(col).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            if not idx.size:
+                continue
+            cnt = np.bincount(idx)
+            acc = deg_u if name == "u" else deg_i
+            if cnt.size > acc.size:
+                acc = np.concatenate([acc, np.zeros(cnt.size - acc.size, dtype=np.int64)])
+            acc[: cnt.size] += cnt
+            if name == "u":
+                deg_u = acc
+            else:
+                deg_i = acc
+    return deg_u, deg_i
+
+
+def train_rows(store: Any, parts: tuple[str, ...], start: int, stop: int):
+    """(user_idx, item_idx) int64 arrays of the train interactions of users ``start <= u < stop``
+    (a filtered scan: only those rows are held)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    flt = (pc.field("split") == "train") & (pc.field("user_idx") >= start) & (pc.field("user_idx") < stop)
+    t = _train_dataset(store, parts).to_table(columns=["user_idx", "item_idx"], filter=flt)
+    return (t.column(0).to_numpy().astype(np.int64, copy=False), t.column(1).to_numpy().astype(np.int64, copy=False))

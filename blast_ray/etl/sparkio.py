@@ -100,4 +100,21 @@ def read_lines(spark, path: str, role: str, encoding: str | None = None):
     else:
         df = spark.read.text(path).withColumnRenamed("value", "raw")
     df = with_row_index(df, "line", start=1)
+    if is_gzip(path):
+        # gzip is not splittable: Spark reads the whole file in one partition (one task). Once the
+        # lines are numbered in file order, spread them so parsing, dedup and k-core run in parallel.
+        df = df.repartition(gzip_partitions(spark))
     return df.select(F.lit(os.path.basename(path)).alias("source"), "line", "raw")
+
+
+def is_gzip(path: str) -> bool:
+    """A ``.gz`` file, or a folder holding one (Spark reads each such file as one partition)."""
+    p = Path(path)
+    if "://" not in path and p.is_dir():
+        return any(x.name.endswith(".gz") for x in p.rglob("*") if x.is_file())
+    return path.endswith(".gz")
+
+
+def gzip_partitions(spark) -> int:
+    """Partitions for lines read from gzip: the cluster's default parallelism (at least 2)."""
+    return max(2, int(spark.sparkContext.defaultParallelism))

@@ -105,7 +105,10 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     timings["read_s"] = round(time.time() - t0, 3)
 
     t = time.time()
-    dedup = collapse_duplicates(good).localCheckpoint(eager=True)
+    # the heavy text (raw line, review text, summary) stays out of the shuffles of deduplication,
+    # k-core and the id joins: they move only ids, numbers and the record key (source, line, pos),
+    # and the text is joined back once, for the kept records (reviews table below)
+    dedup = collapse_duplicates(good.select(*LIGHT_RECORD_COLUMNS)).localCheckpoint(eager=True)
     dedup_n = dedup.count()
     kept, rounds = kcore(dedup, etl.kcore)
     kept_n = kept.count()
@@ -133,7 +136,8 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     t = time.time()
     tables = {
         "interactions": inter.select("user_idx", "item_idx", "rating", "timestamp", "split").orderBy("user_idx", "item_idx"),
-        "reviews": inter.filter(F.col("text").isNotNull() | F.col("summary").isNotNull())
+        "reviews": join_text_back(inter.select("user_idx", "item_idx", *RECORD_KEY), good)
+        .filter(F.col("text").isNotNull() | F.col("summary").isNotNull())
         .select("user_idx", "item_idx", "text", "summary").orderBy("user_idx", "item_idx"),
     }
     reject_frames = [rec.filter(F.col("reason").isNotNull()).select("source", "line", "reason", "raw")]
@@ -144,15 +148,18 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     item_cols = ["item_idx", "item_id", "title", "description", "brand", "categories", "image_url"]
     if frames.items is not None:
         meta, meta_n, meta_rej_n = _collect_rejects(frames.items, reject_frames)
-        mgood = collapse_meta(meta.filter(F.col("reason").isNull()))
-        row_counts.update(meta_records=meta_n, meta_rejected=meta_rej_n, meta_duplicates=meta_n - meta_rej_n - mgood.count())
-        mgood = mgood.select(
-            "item_id", clean_text(F.col("title")).alias("title"), clean_text(F.col("description")).alias("description"),
+        # the winner per item is chosen on (item_id, source, line) only; the raw JSON, description
+        # and the other meta text are joined back once, for the winners of the kept items
+        winners = collapse_meta(meta.filter(F.col("reason").isNull()).select("item_id", "source", "line"))
+        winners = winners.localCheckpoint(eager=True)
+        row_counts.update(meta_records=meta_n, meta_rejected=meta_rej_n, meta_duplicates=meta_n - meta_rej_n - winners.count())
+        meta_text = meta.select(
+            "source", "line", clean_text(F.col("title")).alias("title"), clean_text(F.col("description")).alias("description"),
             clean_text(F.col("brand")).alias("brand"),
             F.filter(F.transform("categories", lambda c: clean_text(c)), lambda c: c.isNotNull()).alias("categories"),
             F.trim("image_url").alias("image_url"),
         )
-        items_t = items.join(mgood, "item_id", "left")
+        items_t = items.join(winners, "item_id", "left").join(meta_text, ["source", "line"], "left").drop("source", "line")
         row_counts["items_with_meta"] = items_t.filter(F.col("title").isNotNull() | F.col("description").isNotNull()).count()
     else:
         items_t = items
@@ -195,6 +202,28 @@ def run_etl(spark, dataset: DatasetConfig, etl: EtlConfig, dest: str) -> dict[st
     timings["total_s"] = round(time.time() - t0, 3)
     log.debug("etl: %s", {k: row_counts[k] for k in ("raw_records", "rejected", "collapsed_duplicates", "removed_by_kcore", "interactions", "users", "items")})
     return {"row_counts": row_counts, "timings": timings, "extra": extra}
+
+
+# a raw record is identified by its file, line and position in the line (a sequence line holds several)
+RECORD_KEY = ("source", "line", "pos")
+# what deduplication, k-core, ids and split need; text, summary and the raw line are joined back later
+LIGHT_RECORD_COLUMNS = (*RECORD_KEY, "user_id", "item_id", "rating", "timestamp", "split_in")
+HEAVY_RECORD_COLUMNS = ("text", "summary")
+
+
+def join_text_back(kept, records):
+    """``kept`` (any columns + RECORD_KEY) with the heavy text columns of ``records`` joined back by
+    record key (null-safe on ``pos``, null for one-record lines): one join for the kept records only."""
+    from pyspark.sql import functions as F
+
+    # renamed copies: kept and records share a lineage, so same-named columns would be ambiguous
+    heavy = records.filter(F.col("text").isNotNull() | F.col("summary").isNotNull()).select(
+        *[F.col(c).alias(f"_h_{c}") for c in (*RECORD_KEY, *HEAVY_RECORD_COLUMNS)])
+    cond = ((F.col("source") == F.col("_h_source")) & (F.col("line") == F.col("_h_line"))
+            & F.col("pos").eqNullSafe(F.col("_h_pos")))
+    joined = kept.join(heavy, cond, "left")
+    return joined.select(*[c for c in kept.columns if c not in RECORD_KEY],
+                         *[F.col(f"_h_{c}").alias(c) for c in HEAVY_RECORD_COLUMNS])
 
 
 def _previous_ids(spark, uri: str | None) -> dict[str, Any]:

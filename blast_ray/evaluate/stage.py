@@ -6,7 +6,14 @@ It also trains and scores the reference models of ``evaluate.baselines`` (pop, b
 same split, so the report compares the run against baselines it can trust: same users, same items,
 same masks. Baselines are selected on VALID like the main model; their test metrics are those of
 the best valid epoch (selected on ``evaluate.select_metric``). Results: the baselines table and the manifest's
-``extra.baselines`` {model: {"valid.recall@20": ...}}.
+``extra.baselines`` {model: {"valid.recall@20": ...}}; the training curve of every trained baseline
+with its chosen epoch; the per-user test results of every scored model (this run's included), for
+the report's curves and activity-quartile table.
+
+Scale: the evaluated users are scored in ``evaluate.num_shards`` Ray tasks (per-shard metric sums
+added: :mod:`blast_ray.evaluate.sharded`), in blocks sized from ``evaluate.block_memory_gib``; the
+trained baselines go through the main model's training path (``train.num_workers``, ``use_gpu``,
+checkpoints beside the run's own).
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import numpy as np
 import torch
 
 from blast_ray.evaluate import artifacts
-from blast_ray.ranking.scoring import score_splits
+from blast_ray.evaluate.sharded import score_splits_sharded
+from blast_ray.ranking.metrics import users_per_block
+from blast_ray.ranking.per_user import per_user_metrics
 
 log = logging.getLogger("blast_ray.evaluate")
 
@@ -35,36 +44,60 @@ def popularity_representations(train) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ones(train.shape[0], 1), torch.from_numpy(pop).unsqueeze(1)
 
 
-def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric: str = "recall@20") -> dict[str, Any]:
-    """Train (if needed) and score one baseline; returns {"metrics": flat, "seconds", "epochs"}."""
+def block_users(ev, n_items: int) -> int:
+    """Users per full-ranking block: as many as ``evaluate.block_memory_gib`` holds (users x
+    ``n_items`` float32 scores), capped by ``evaluate.batch_users`` when that is > 0."""
+    return users_per_block(n_items, ev.block_memory_gib, ev.batch_users)
+
+
+def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric: str = "recall@20", *,
+                 num_shards: int = 1, store=None, checkpoint_parts: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Train (if needed) and score one baseline; returns {"metrics": flat, "seconds", "epochs",
+    "per_user": (test users, {metric@k: per-user values})} and, for a trained one, "history"
+    (per-epoch rows) and "best_epoch" (the epoch whose weights were scored).
+
+    A trained baseline goes through the main model's training path with the train section as it
+    is (``train.num_workers`` Ray Train workers, ``train.use_gpu``, checkpoints under
+    ``checkpoint_parts`` so an interrupted evaluate resumes it), only the model swapped, ID-only
+    and never warm-started. Scored by the trainer's final scoring (``batch_users`` per block); the
+    popularity ranking like the main model (``num_shards``).
+    """
     t0 = time.perf_counter()
     if name == "pop":
-        valid, test = score_splits(*popularity_representations(data.train), data, ks, batch_users)
-        return {"metrics": _flat(valid, test), "seconds": time.perf_counter() - t0, "epochs": 0}
+        reps = popularity_representations(data.train)
+        valid, test = score_splits_sharded(*reps, data, ks, batch_users, num_shards)
+        return {"metrics": _flat(valid, test), "seconds": time.perf_counter() - t0, "epochs": 0,
+                "per_user": per_user_metrics(*reps, data, "test", ks, batch_users)}
     from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
 
-    cfg = train_cfg.updated(model=name, num_workers=1, use_gpu=False, warm_start_from=None)
+    cfg = train_cfg.updated(model=name, warm_start_from=None)
     inputs = TrainInputs(data)  # ID-only: the baselines see interactions, nothing else
     plan = EvalPlan(ks=tuple(ks), batch_users=batch_users, select_metric=select_metric)
-    state = fit(cfg, inputs, plan)
-    _, _, _, valid, test = final_outputs(cfg, inputs, state, plan)
+    state = fit(cfg, inputs, plan, store=store, checkpoint_parts=checkpoint_parts)
+    _, h_u, f_i, valid, test = final_outputs(cfg, inputs, state, plan)  # the trainer's own scoring, same rule
+    per_user = per_user_metrics(torch.from_numpy(h_u), torch.from_numpy(f_i), data, "test", ks, batch_users)
     return {"metrics": _flat(valid, test), "seconds": time.perf_counter() - t0, "epochs": len(state.history),
-            "best_epoch": int(state.best_epoch)}
+            "best_epoch": int(state.best_epoch), "num_workers": int(cfg.num_workers), "use_gpu": bool(cfg.use_gpu),
+            "history": list(state.history), "per_user": per_user}
 
 
 def run(ctx, out) -> dict[str, Any]:
     from blast_ray.etl.artifacts import load_interactions
+    from blast_ray.store import layout
     from blast_ray.train.artifacts import load_embeddings
 
     ev = ctx.cfg.evaluate
     data = load_interactions(ctx.require("etl"))
     h_u, f_i = (torch.from_numpy(a) for a in load_embeddings(ctx.require("train")))
+    per_block = block_users(ev, data.n_items)
     t0 = time.perf_counter()
-    valid, test = score_splits(h_u, f_i, data, ev.ks, ev.batch_users)
+    valid, test = score_splits_sharded(h_u, f_i, data, ev.ks, per_block, ev.num_shards)
     t_rank = time.perf_counter() - t0
     rows = artifacts.metric_rows(valid=valid, test=test)
     artifacts.write_metrics(out, rows)
 
+    per_user = {ctx.cfg.train.model: per_user_metrics(h_u, f_i, data, "test", ev.ks, per_block)}
+    curves: list[dict[str, Any]] = []
     baselines: dict[str, dict[str, float]] = {}
     timings: dict[str, float] = {"full_ranking_seconds": t_rank}
     main_model = ctx.cfg.train.model
@@ -72,13 +105,24 @@ def run(ctx, out) -> dict[str, Any]:
         if name == main_model:
             log.debug("evaluate: baseline %s is this run's model; not trained twice", name)
             continue
-        res = run_baseline(name, ctx.cfg.train, data, ev.ks, ev.batch_users, ev.select_metric)
+        res = run_baseline(name, ctx.cfg.train, data, ev.ks, per_block, ev.select_metric, num_shards=ev.num_shards,
+                           store=ctx.store, checkpoint_parts=layout.checkpoint_parts(ctx.dataset, out.fingerprint,
+                                                                                     f"baseline-{name}"))
         baselines[name] = res["metrics"]
+        per_user[name] = res["per_user"]
+        if res.get("history"):
+            curves += artifacts.history_rows(name, res["history"], res["best_epoch"])
         timings[f"baseline_{name}_seconds"] = round(res["seconds"], 3)
         log.debug("evaluate: baseline %-8s valid recall@20 %.4f test recall@20 %.4f (%d epochs, %.1fs)", name,
                  res["metrics"].get("valid.recall@20", float("nan")), res["metrics"].get("test.recall@20", float("nan")),
                  res["epochs"], res["seconds"])
     if baselines:
         artifacts.write_baselines(out, baselines)
-    return {"row_counts": {"metrics": len(rows), "baselines": len(baselines)}, "timings": timings,
-            "metrics": _flat(valid, test), "extra": {"model": main_model, "baselines": baselines}}
+    if curves:
+        artifacts.write_baseline_history(out, curves)
+    artifacts.write_per_user(out, per_user)
+    return {"row_counts": {"metrics": len(rows), "baselines": len(baselines),
+                           "per_user_test": sum(len(u) for u, _ in per_user.values())}, "timings": timings,
+            "metrics": _flat(valid, test),
+            "extra": {"model": main_model, "baselines": baselines, "block_users": per_block, "num_shards": ev.num_shards,
+                      "baseline_training": {"num_workers": ctx.cfg.train.num_workers, "use_gpu": ctx.cfg.train.use_gpu}}}

@@ -101,6 +101,7 @@ class EncodeBatch:
 
 def encode_on_ray(frame, model: str, pooling: str, batch_size: int, concurrency: int, num_cpus: float):
     """Encode ``frame`` (columns idx, text) with an actor pool; returns (ids int64, vectors (n, d))."""
+    from blast_ray.progress import Progress, collect_pandas
     from blast_ray.runtime import ensure_ray
 
     ray = ensure_ray()
@@ -114,7 +115,7 @@ def encode_on_ray(frame, model: str, pooling: str, batch_size: int, concurrency:
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,  # fractional: a pool holding every CPU starves the read tasks (2-CPU deadlock)
     )
-    res = ds.to_pandas()
+    res = collect_pandas(ds, Progress("features: text", len(frame), "rows"))
     res = res.sort_values("idx", kind="stable")
     ids = res["idx"].to_numpy(dtype=np.int64)
     vecs = np.stack(res["vector"].to_list()).astype(np.float32) if len(res) else np.zeros((0, 0), np.float32)

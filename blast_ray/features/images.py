@@ -252,6 +252,7 @@ def encode_images_on_ray(frame, encoder: str = "efficientnet-lite0", batch_size:
     """
     import pandas as pd
 
+    from blast_ray.progress import Progress, collect_pandas
     from blast_ray.runtime import ensure_ray
 
     if len(frame) == 0:
@@ -266,7 +267,7 @@ def encode_images_on_ray(frame, encoder: str = "efficientnet-lite0", batch_size:
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,  # fractional: a pool holding every CPU starves the read tasks (2-CPU deadlock)
     )
-    res = ds.to_pandas().sort_values("idx", kind="stable")
+    res = collect_pandas(ds, Progress("features: images", len(frame), "rows")).sort_values("idx", kind="stable")
     good = res[res["ok"]]
     ids = good["idx"].to_numpy(dtype=np.int64)
     vecs = np.stack(good["vector"].to_list()).astype(np.float32) if len(good) else np.zeros((0, FEATURE_DIM), np.float32)

@@ -10,6 +10,7 @@ import logging
 import numpy as np
 
 from blast_ray.graphs.knn import _to_csr, effective_k, l2_normalize, topk_block
+from blast_ray.progress import Progress, get_in_order
 
 log = logging.getLogger("blast_ray.graphs")
 
@@ -56,7 +57,7 @@ def knn_topk_ray(
     ref = ray.put(xn)
     futures = [remote.remote(ref, s, e, k, include_self, block_rows) for s, e in ranges]
     log.debug("kNN top-%d over %d rows: %d Ray tasks", k, n, len(futures))
-    parts = ray.get(futures)
+    parts = get_in_order(ray, futures, [e - s for s, e in ranges], Progress("graphs: kNN", n, "rows"))
     del ref
     cols = np.concatenate([p[0] for p in parts])
     sims = np.concatenate([p[1] for p in parts])
@@ -107,7 +108,7 @@ def knn_ann_ray(x, k: int, include_self: bool = True, params=None, task_memory_g
     futures = [remote.remote(index_ref, x_ref, s, e, p.k, include_self, p.block_rows, int(num_cpus)) for s, e in ranges]
     log.debug("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", p.k, len(p.xn), info["index"],
              len(futures), p.block_rows)
-    parts = ray.get(futures)
+    parts = get_in_order(ray, futures, [e - s for s, e in ranges], Progress("graphs: kNN", len(p.xn), "rows"))
     del index_ref, x_ref
     info["tasks"] = len(futures)
     return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts]), info

@@ -115,8 +115,11 @@ def fetch_inbox(inbox: str, work_dir: str, dataset: str) -> str:
     return local
 
 
-def combine(inbox: str, names: list[str], target: str) -> str:
-    """Concatenate the inbox files (gzip or plain JSON lines) into one plain file the ETL reads."""
+def combine(inbox: str, names: list[str], target: str, chunk_bytes: int = 1 << 20) -> str:
+    """Concatenate the inbox files (gzip or plain JSON lines) into one plain file the ETL reads.
+
+    Streamed in 1 MiB chunks (memory O(chunk), whatever the file sizes); a file whose last line
+    lacks its newline gets one, so lines of consecutive files never merge."""
     import gzip
 
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -124,9 +127,13 @@ def combine(inbox: str, names: list[str], target: str) -> str:
         for name in names:
             p = os.path.join(inbox, name)
             opener = gzip.open if name.endswith(".gz") else open
+            last = b""
             with opener(p, "rb") as f:
-                data = f.read()
-            out.write(data if data.endswith(b"\n") or not data else data + b"\n")
+                while chunk := f.read(chunk_bytes):
+                    out.write(chunk)
+                    last = chunk[-1:]
+            if last and last != b"\n":
+                out.write(b"\n")
     os.replace(target + ".tmp", target)
     return target
 

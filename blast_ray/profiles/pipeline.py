@@ -35,6 +35,7 @@ from blast_ray.profiles.engines.base import answer_with_retries, parse_answer
 from blast_ray.profiles.engines.template import TEMPLATE_MODEL, template_profiles
 from blast_ray.profiles.parsing import fallback_profile
 from blast_ray.profiles.prompts import clip, profile_key, render_prompt
+from blast_ray.progress import Progress, collect_pandas
 from blast_ray.store import ArtifactStore
 
 log = logging.getLogger("blast_ray.profiles")
@@ -369,7 +370,7 @@ def run_pass(
                 num_gpus=cfg.num_gpus_per_actor or None,
                 batch_format="pandas",
             )
-            new = ds.to_pandas()[PROFILE_COLUMNS]
+            new = collect_pandas(ds, Progress(f"profiles: {kind}", len(todo_rows), "rows"))[PROFILE_COLUMNS]
         store.delete_file(*req_parts)
         st.generated = len(new)
         st.generated_idx = sorted(int(i) for i in new["idx"])
@@ -409,7 +410,7 @@ def _run_vllm(ds, req: pd.DataFrame, cfg: ProfilesConfig, cfg_d: dict, category:
             fn_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset, attempt=attempt),
             batch_size=cfg.batch_size, **small,
         )
-        res = ds.to_pandas()
+        res = collect_pandas(ds, Progress(f"profiles: vllm attempt {attempt + 1}", None, "rows"))
         done.append(res[res["ok"]][PROFILE_COLUMNS])
         failed = res[~res["ok"]]
         if not len(failed):

@@ -12,7 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from blast_ray.ranking.metrics import hit_matrix, metrics_from_hits, topk_items
+from blast_ray.ranking.metrics import topk_items
+from blast_ray.ranking.per_user import per_user_metrics as ranking_per_user
 from blast_ray.ranking.scoring import known_items
 
 
@@ -37,18 +38,9 @@ def popularity_model(train: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
 def per_user_metrics(h_u: torch.Tensor, f_i: torch.Tensor, data, split: str, k: int,
                      batch_users: int = 2048) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(users with a ``split`` target, {"recall@k": (U,), "ndcg@k": (U,)}): the evaluation protocol
-    of :func:`blast_ray.ranking.scoring.score_split` (same mask), kept per user instead of averaged."""
-    target = getattr(data, split)
-    mask = known_items(data, split)
-    users = np.flatnonzero(np.diff(target.indptr) > 0)
-    out: dict[str, list] = {f"recall@{k}": [], f"ndcg@{k}": []}
-    for s in range(0, len(users), batch_users):
-        b = users[s:s + batch_users]
-        _, top = topk_items(h_u, f_i, b, mask, k)
-        m = metrics_from_hits(hit_matrix(top, b, target), torch.from_numpy(np.diff(target.indptr)[b]), (k,))
-        for name in out:
-            out[name].append(m[name].numpy())
-    return users, {n: (np.concatenate(v) if v else np.zeros(0)) for n, v in out.items()}
+    of :func:`blast_ray.ranking.scoring.score_split` (same mask), kept per user instead of averaged
+    (:func:`blast_ray.ranking.per_user.per_user_metrics` at one cutoff)."""
+    return ranking_per_user(h_u, f_i, data, split, (k,), batch_users)
 
 
 def quartile_table(train: sp.csr_matrix, users: np.ndarray, per_model: dict[str, np.ndarray]) -> list[list]:

@@ -15,11 +15,12 @@ def metric_order(name: str) -> tuple:
     return (order.get(base, 9), base, int(k) if k.isdigit() else 0)
 
 
-def format_metrics_table(columns: dict[str, dict[str, Any]]) -> str:
+def format_metrics_table(columns: dict[str, dict[str, Any]], mark_best: tuple[str, ...] = ()) -> str:
     """A plain-text table, one row per ``metric@k`` and one column per entry of ``columns``.
 
     ``columns`` maps a column title (e.g. ``"blast test"``) to {metric@k: value}.
     Also accepts one flat {"test.recall@20": 0.1, ...} dict (columns = splits).
+    ``mark_best``: column titles compared per row; the best value among them gets a ``*``.
 
     >>> print(format_metrics_table({"test.recall@20": 0.25}))
     metric            test
@@ -40,9 +41,40 @@ def format_metrics_table(columns: dict[str, dict[str, Any]]) -> str:
     head = f"{'metric':<12}" + "".join(f"{c:>{width}}" for c in columns)
     lines = [head, "-" * len(head)]
     for m in metrics:
-        cells = (columns[c].get(m) for c in columns)
-        lines.append(f"{m:<12}" + "".join(f"{v:>{width}.4f}" if isinstance(v, (int, float)) else f"{'-':>{width}}" for v in cells))
+        compared = [columns[c].get(m) for c in mark_best if isinstance(columns.get(c, {}).get(m), (int, float))]
+        best = max(compared) if len(compared) > 1 else None
+        cells = []
+        for c in columns:
+            v = columns[c].get(m)
+            if not isinstance(v, (int, float)):
+                cells.append(f"{'-':>{width}} ")
+            else:
+                cells.append(f"{v:>{width}.4f}" + ("*" if c in mark_best and v == best else " "))
+        lines.append(f"{m:<12}" + "".join(cells).rstrip())
+    if mark_best:
+        lines.append(f"(* best of {', '.join(mark_best)})")
     return "\n".join(lines)
+
+
+def baseline_verdict(model: str, metrics: dict[str, Any], baselines: dict[str, dict[str, Any]],
+                     metric: str = "recall@20") -> str | None:
+    """One plain sentence: does the run's model beat the best baseline on test ``metric``?
+
+    >>> baseline_verdict("blast", {"test.recall@20": 0.36}, {"bpr": {"test.recall@20": 0.3666}, "pop": {"test.recall@20": 0.19}})
+    'a baseline wins: bpr has test recall@20 0.3666, blast 0.3600 (-1.8%)'
+    >>> baseline_verdict("blast", {"test.recall@20": 0.40}, {"bpr": {"test.recall@20": 0.3666}})
+    'blast beats every baseline on test recall@20: 0.4000 vs bpr 0.3666 (+9.1%)'
+    """
+    key = f"test.{metric}"
+    own = metrics.get(key)
+    scored = {b: f[key] for b, f in baselines.items() if isinstance(f.get(key), (int, float))}
+    if not isinstance(own, (int, float)) or not scored:
+        return None
+    best = max(scored, key=scored.get)
+    rel = (own - scored[best]) / scored[best] if scored[best] else float("inf")
+    if own >= scored[best]:
+        return f"{model} beats every baseline on test {metric}: {own:.4f} vs {best} {scored[best]:.4f} ({rel:+.1%})"
+    return f"a baseline wins: {best} has test {metric} {scored[best]:.4f}, {model} {own:.4f} ({rel:+.1%})"
 
 
 def summary_columns(model: str, metrics: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -91,7 +123,12 @@ def print_summary(cfg: PipelineConfig, result) -> None:
         print()
         print(f"metrics (full ranking; test at the best valid epoch; baselines on the same split, "
               f"evaluate.baselines):")
-        print(format_metrics_table(summary_columns(cfg.train.model, metrics, ev.get("baselines") or {})))
+        baselines = ev.get("baselines") or {}
+        cols = summary_columns(cfg.train.model, metrics, baselines)
+        print(format_metrics_table(cols, mark_best=tuple(c for c in cols if c.endswith(" test"))))
+        verdict = baseline_verdict(cfg.train.model, metrics, baselines, cfg.evaluate.select_metric)
+        if verdict:
+            print(verdict)
     cap_warning = epoch_cap_warning(result.manifests.get("train", {}).get("extra"))
     if cap_warning:
         print()

@@ -92,7 +92,19 @@ def _dataset_section(ctx) -> str:
         + H.histogram_svg(per_item, "item popularity (interactions per item)")
         + "</div>"
     )
-    return stats + charts
+    return stats + charts + _profiles_line(ctx)
+
+
+def _profiles_line(ctx) -> str:
+    """One line on the run's profiles (manifest ``extra``): engine, model and the share that fell
+    back to the template (a bounded fault: docs/RELIABILITY.md); empty without a profiles output."""
+    m = ctx.results.get("profiles") or {}
+    extra, n = m.get("extra") or {}, (m.get("row_counts") or {}).get("profiles")
+    if "fallback_rate" not in extra or not n:
+        return ""
+    return (f'<p>Profiles: engine {H.esc(extra.get("engine", "?"))}, model {H.esc(extra.get("model", "?"))}: '
+            f'fallback rate {float(extra["fallback_rate"]):.1%} ({int(extra.get("fallbacks", 0))} of {int(n)} '
+            "profiles fell back to the template).</p>")
 
 
 def _epoch_cap_note(ctx) -> str:
@@ -109,7 +121,25 @@ def _epoch_cap_note(ctx) -> str:
     return ""
 
 
+def _curves(label: str, df, chosen, sel: str) -> str:
+    """A model's loss and validation charts (the selection metric and NDCG at its cutoff), the
+    chosen epoch marked."""
+    x = df["epoch"].to_numpy() if "epoch" in df else np.arange(len(df))
+    cut = sel.split("@", 1)[1] if "@" in sel else "20"
+    loss = {c: df[c].to_numpy() for c in df.columns if "loss" in c.lower()}
+    # the selection metric and NDCG at its cutoff (every cutoff would be eight lines)
+    rank = {c: df[c].to_numpy() for c in df.columns if c in (f"valid.{sel}", f"valid.ndcg@{cut}")}
+    rank = rank or {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
+    out = (H.line_svg(x, loss, f"{label}: training loss", marker_x=chosen) if loss
+           else H.not_run(f"{label} loss curve", "no loss column in history"))
+    out += (H.line_svg(x, rank, f"{label}: validation Recall/NDCG", marker_x=chosen) if rank
+            else H.not_run(f"{label} validation curve", "no metric columns in history"))
+    return out
+
+
 def _history_section(ctx, inp=None) -> str:
+    """Training curves of every trained model: this run's (the train output's history) and each
+    baseline the evaluate stage trained (its ``baseline_history.parquet``), chosen epoch marked."""
     note = _epoch_cap_note(ctx)
     if "train" not in ctx.outputs:
         return note + H.not_run("training curves", "the train stage is not in this run")
@@ -118,27 +148,27 @@ def _history_section(ctx, inp=None) -> str:
 
     if not train_artifacts.has_history(train):
         return H.not_run("training curves", f"the train output has no {train_artifacts.HISTORY_FILE}")
-    df = train_artifacts.load_history(train)
-    x = df["epoch"].to_numpy() if "epoch" in df else np.arange(len(df))
-    loss = {c: df[c].to_numpy() for c in df.columns if "loss" in c.lower()}
     sel = getattr(getattr(ctx.cfg, "evaluate", None), "select_metric", "recall@20")
-    cut = sel.split("@", 1)[1] if "@" in sel else "20"
-    # the selection metric and NDCG at its cutoff (every cutoff would be eight lines)
-    rank = {c: df[c].to_numpy() for c in df.columns if c in (f"valid.{sel}", f"valid.ndcg@{cut}")}
-    rank = rank or {c: df[c].to_numpy() for c in df.columns if any(m in c.lower() for m in ("recall", "ndcg"))}
     best = ((ctx.results.get("train") or {}).get("metrics") or {}).get("best_epoch")
     if best is None:
         best = ((ctx.results.get("train") or {}).get("extra") or {}).get("metrics", {}).get("best_epoch")
     model = getattr(getattr(ctx.cfg, "train", None), "model", "model")
-    out = note + (f'<p>{H.esc(model)} (this run). The dashed line marks the epoch whose weights were kept '
-                  '(best validation score). The baselines of the evaluate stage store no per-epoch history, '
-                  'so only this run\'s model has curves.</p>')
-    out += '<div class="charts">'
-    out += (H.line_svg(x, loss, f"{model}: training loss", marker_x=best) if loss
-            else H.not_run("loss curve", "no loss column in history"))
-    out += (H.line_svg(x, rank, f"{model}: validation Recall/NDCG", marker_x=best) if rank
-            else H.not_run("validation curve", "no metric columns in history"))
-    return out + "</div>"
+    charts = [_curves(f"{model} (this run)", train_artifacts.load_history(train), best, sel)]
+    curves = {}
+    if "evaluate" in ctx.outputs:
+        from blast_ray.evaluate import artifacts as ev_artifacts
+
+        curves = ev_artifacts.load_baseline_history(ctx.outputs["evaluate"])
+    for name, c in curves.items():
+        charts.append(_curves(f"{name} (baseline)", c["history"], c["chosen_epoch"], sel))
+    untrained = [n for n in ((ctx.results.get("evaluate") or {}).get("extra") or {}).get("baselines") or {}
+                 if n not in curves]
+    out = note + ("<p>Every trained model: this run's and the baselines the evaluate stage trained on the same "
+                  "split. The dashed line marks the epoch whose weights were kept (best validation "
+                  f"{H.esc(sel)}); test figures are those of that epoch."
+                  + (f" No curve for {H.esc(', '.join(untrained))} (not trained: a fixed ranking, or an "
+                     "evaluate output written before curves were stored)." if untrained else "") + "</p>")
+    return out + '<div class="charts">' + "".join(charts) + "</div>"
 
 
 def find_baselines(store: ArtifactStore, dataset: str, etl_fingerprint: str) -> list[dict[str, Any]]:
@@ -191,24 +221,54 @@ def _metrics_section(ctx, inp=None) -> str:
 
 
 def _quartile_section(ctx, inp=None) -> str:
-    """Test Recall/NDCG@20 per user, averaged within train-activity quartiles, for this run's model
-    and the popularity baseline (recomputed here from the committed embeddings and the train
-    counts with the evaluation's masking rule)."""
+    """Test Recall/NDCG@20 per user, averaged within train-activity quartiles, for every model the
+    evaluate stage scored (its ``per_user_test.parquet``: this run's model and each baseline). An
+    evaluate output without that file: this run's model and popularity, recomputed here from the
+    committed embeddings and the train counts with the evaluation's masking rule."""
     if "train" not in ctx.outputs or "etl" not in ctx.outputs:
         return H.not_run("results by user activity", "needs the etl and train outputs")
     inp = inp or _Inputs(ctx)
     data = inp.data
     k = QUARTILE_K
     model = ctx.cfg.train.model
-    users, mine = analysis.per_user_metrics(*inp.model, data, "test", k)
-    _, pop = analysis.per_user_metrics(*analysis.popularity_model(data.train), data, "test", k)
-    per = {f"{model} recall@{k}": mine[f"recall@{k}"], f"pop recall@{k}": pop[f"recall@{k}"],
-           f"{model} ndcg@{k}": mine[f"ndcg@{k}"], f"pop ndcg@{k}": pop[f"ndcg@{k}"]}
-    rows = analysis.quartile_table(data.train, users, per)
-    return ("<p>Test users split into four equal groups by their number of train interactions; mean per-user "
-            f"test metrics of each group (same masks as the metrics table). The evaluate stage keeps no per-user "
-            f"results of the trained baselines, so {H.esc(model)} is compared with popularity here.</p>"
-            + H.table(["user activity", "train interactions", "users", *per], rows))
+    stored = {}
+    if "evaluate" in ctx.outputs:
+        from blast_ray.evaluate import artifacts as ev_artifacts
+
+        stored = {m: v for m, v in ev_artifacts.load_per_user(ctx.outputs["evaluate"]).items()
+                  if f"recall@{k}" in v[1] and f"ndcg@{k}" in v[1]}
+    if stored:
+        per_model = {(f"{m} (this run)" if m == model else m): v for m, v in stored.items()}
+        source = "every model the evaluate stage scored (same users, same masks as the metrics table)"
+    else:
+        per_model = {f"{model} (this run)": analysis.per_user_metrics(*inp.model, data, "test", k),
+                     "pop": analysis.per_user_metrics(*analysis.popularity_model(data.train), data, "test", k)}
+        source = ("this run's model and popularity, recomputed from the embeddings (this evaluate output "
+                  "stores no per-user results)")
+    users = next(iter(per_model.values()))[0]
+    out = ("<p>Test users split into four equal groups by their number of train interactions; mean per-user "
+           f"test metrics of each group, for {H.esc(source)}. The best value of each row is highlighted.</p>")
+    for metric in (f"recall@{k}", f"ndcg@{k}"):
+        cols = {}
+        for name, (u, per) in per_model.items():
+            if not np.array_equal(u, users):  # same test users for every model; never mix populations
+                log.warning("report: %s has per-user results for other users; left out of the quartile table", name)
+                continue
+            cols[name] = per[metric]
+        rows = analysis.quartile_table(data.train, users, cols)
+        out += f"<h3>Test {H.esc(metric)}</h3>" + _best_marked_table(["user activity", "train interactions", "users", *cols], rows, 3)
+    return out
+
+
+def _best_marked_table(header: list[str], rows: list[list], first_value: int) -> str:
+    """``H.table`` with the highest value of each row (columns from ``first_value`` on) highlighted."""
+    marked = []
+    for r in rows:
+        vals = [v for v in r[first_value:] if isinstance(v, float) and np.isfinite(v)]
+        best = max(vals) if len(vals) > 1 else None
+        marked.append([*r[:first_value], *[H.Raw(f'<td class=best title=best>{H.fmt(v)}</td>') if best is not None and v == best
+                                           else v for v in r[first_value:]]])
+    return H.table(header, marked)
 
 
 def _popularity_section(ctx, inp=None) -> str:

@@ -3,9 +3,9 @@
 from blast_ray.store import layout
 from blast_ray.store.artifact_store import ArtifactStore
 from blast_ray.store.layout import committed_outputs
-from blast_ray.store.manifest import MANIFEST_NAME, StageOutput, code_version, fingerprint, latest_output
+from blast_ray.store.manifest import MANIFEST_NAME, ContentHashMismatch, StageOutput, code_version, fingerprint, latest_output
 
 __all__ = [
-    "ArtifactStore", "StageOutput", "MANIFEST_NAME", "code_version", "fingerprint", "latest_output",
+    "ArtifactStore", "StageOutput", "ContentHashMismatch", "MANIFEST_NAME", "code_version", "fingerprint", "latest_output",
     "committed_outputs", "layout",
 ]

@@ -16,6 +16,7 @@ out) must lie inside the root; anything else is a ValueError naming the part.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -190,6 +191,21 @@ class ArtifactStore:
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:
             return f.read()
+
+    @_translated
+    def file_digest(self, *parts: str, chunk_bytes: int = 1 << 20) -> tuple[str, int]:
+        """(sha256 hex, size in bytes) of one file, read in ``chunk_bytes`` chunks (never the whole
+        file in memory; local and S3 alike)."""
+        h = hashlib.sha256()
+        size = 0
+        with self.fs.open_input_stream(self.path(*parts)) as f:
+            while True:
+                chunk = f.read(chunk_bytes)
+                if not chunk:
+                    break
+                h.update(chunk)
+                size += len(chunk)
+        return h.hexdigest(), size
 
     def write_json(self, obj: Any, *parts: str) -> None:
         self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), *parts)

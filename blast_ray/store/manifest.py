@@ -11,6 +11,13 @@ whose manifest exists is complete and immutable; a prefix without a manifest is 
 write and is wiped before the stage runs again. Re-running with the same inputs and config finds
 the manifest and skips the stage.
 
+The manifest keeps the sha256 and size of every committed file (``content``: ``{relative path:
+{"sha256", "size"}}``, schema 2), hashed in streamed chunks through the ``ArtifactStore``.
+:meth:`StageOutput.verify` re-hashes them: the pipeline recomputes a committed output that fails
+(a WARNING names the file) instead of skipping to it, and :meth:`StageOutput.committed` (a reader
+that loads an output by fingerprint) raises :class:`ContentHashMismatch`, one line naming the file.
+Manifests of schema 1 (no ``content``) stay readable and are not checked.
+
 Usage::
 
     out = StageOutput.open(store, "ml-100k", "etl", config=cfg.etl, inputs={"raw": raw_hash})
@@ -36,7 +43,12 @@ from blast_ray.store.artifact_store import ArtifactStore
 from blast_ray.store.hashing import stable_hash, to_plain
 from blast_ray.store.layout import MANIFEST_NAME
 
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2  # 2: "content" (sha256 + size of every committed file)
+
+
+class ContentHashMismatch(ValueError):
+    """A committed file no longer matches the sha256/size its manifest recorded (bit rot, a partial
+    copy, an edit by hand); the message is one line naming the file."""
 
 
 @lru_cache(maxsize=1)
@@ -89,7 +101,9 @@ class StageOutput:
         if not store.exists(*parts):
             raise FileNotFoundError(f"{store.uri(*parts)} does not exist: {stage} output {fingerprint} is not committed")
         m = store.read_json(*parts)
-        return cls(store, dataset, stage, fingerprint, m.get("config"), m.get("inputs", {}))
+        out = cls(store, dataset, stage, fingerprint, m.get("config"), m.get("inputs", {}))
+        out.check(m)
+        return out
 
     # ---- locations ---------------------------------------------------------------------------
     @property
@@ -111,6 +125,36 @@ class StageOutput:
     def manifest(self) -> dict[str, Any]:
         return self.store.read_json(*self.parts, MANIFEST_NAME)
 
+    def verify(self, manifest: dict[str, Any] | None = None) -> list[str]:
+        """One line per committed file that is missing or whose size or sha256 differs from the
+        manifest's ``content`` (empty: all whole). Reads every file once, in chunks. A manifest
+        without ``content`` (schema 1) has nothing to check: ``[]``."""
+        manifest = self.manifest if manifest is None else manifest
+        problems = []
+        for rel, want in sorted((manifest.get("content") or {}).items()):
+            sub = layout.rel_parts(rel)
+            where = self.uri(*sub)
+            if not self.store.exists(*self.parts, *sub):
+                problems.append(f"content hash mismatch: {where} is missing (its manifest lists it)")
+                continue
+            sha, size = self.store.file_digest(*self.parts, *sub)
+            if size != want.get("size"):
+                problems.append(f"content hash mismatch: {where} has {size} bytes, its manifest says {want.get('size')}")
+            elif sha != want.get("sha256"):
+                problems.append(f"content hash mismatch: {where} has sha256 {sha[:16]}..., its manifest says "
+                                f"{str(want.get('sha256'))[:16]}...")
+        return problems
+
+    def check(self, manifest: dict[str, Any] | None = None) -> None:
+        """:meth:`verify`, raising :class:`ContentHashMismatch` (one line: the first bad file, how many
+        more, and how to recompute) when a file is not whole."""
+        problems = self.verify(manifest)
+        if problems:
+            more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
+            raise ContentHashMismatch(
+                f"{problems[0]}{more}: the committed '{self.stage}' output {self.fingerprint} is damaged; "
+                f"a run that includes the stage recomputes it (`blast {self.stage} --config ...`)")
+
     def begin(self) -> "StageOutput":
         """Wipe the leftovers of an interrupted write; call before writing files."""
         if self.done:
@@ -128,6 +172,11 @@ class StageOutput:
         """Write the manifest last: from this moment the output exists."""
         timings = dict(timings or {})
         timings.setdefault("total_s", round(time.time() - self.started_at, 3))
+        files = self.store.list_files(*self.parts)
+        content = {}
+        for rel in files:  # streamed: a large Parquet file is never held in memory
+            sha, size = self.store.file_digest(*self.parts, *layout.rel_parts(rel))
+            content[rel] = {"sha256": sha, "size": size}
         manifest = {
             "schema": MANIFEST_SCHEMA,
             "stage": self.stage,
@@ -138,7 +187,8 @@ class StageOutput:
             "code_version": code_version(),
             "row_counts": {k: int(v) for k, v in (row_counts or {}).items()},
             "timings": timings,
-            "files": self.store.list_files(*self.parts),
+            "files": files,
+            "content": content,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "host": f"{getpass.getuser()}@{socket.gethostname()}",
             "extra": extra or {},

@@ -116,6 +116,39 @@ def load_embeddings(output) -> tuple[np.ndarray, np.ndarray]:
     return u, i
 
 
+def _local_npy(output, name: str) -> str:
+    """An OS path of ``name`` of the train output that ``np.load(mmap_mode='r')`` can map: the file
+    itself in a local store; for S3 a copy in a per-node cache (``$TMPDIR/blast-ray-mmap/<hash of
+    the URI>/``, written to a temp name then renamed, so actors of one node share one copy and
+    the OS page cache)."""
+    import hashlib
+    import os
+    import tempfile
+
+    store = output.store
+    if not getattr(store, "is_s3", False):
+        return store.path(*output.parts, name)
+    uri = store.uri(*output.parts, name)
+    folder = os.path.join(tempfile.gettempdir(), "blast-ray-mmap", hashlib.sha1(uri.encode()).hexdigest()[:16])
+    target = os.path.join(folder, name)
+    if not os.path.exists(target):
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(store.read_bytes(*output.parts, name))
+        os.replace(tmp, target)
+    return target
+
+
+def mmap_embeddings(output) -> tuple[np.ndarray, np.ndarray]:
+    """(users (M, d), items (N, d)) float32 of a train output as read-only memory maps
+    (``np.load(mmap_mode='r')``): rows are paged in when indexed, and processes of one node share
+    the pages (the recommend actors), instead of each loading both tables whole."""
+    u = np.load(_local_npy(output, USERS_FILE), mmap_mode="r", allow_pickle=False)
+    i = np.load(_local_npy(output, ITEMS_FILE), mmap_mode="r", allow_pickle=False)
+    return u, i
+
+
 # ---- history.parquet ----------------------------------------------------------------------------
 def history_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Per-epoch rows -> a table with :data:`HISTORY_SCHEMA` first, then float64 ``valid.*`` columns."""

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from blast_ray.models.graph_backend import get_backend
+from blast_ray.progress import Progress
 from blast_ray.ranking.scoring import SelectMetric, score_split
 from blast_ray.train.inputs import (TrainInputs, allreduce_bytes_per_epoch, epoch_triples, graph_inputs, model_for,
                                     parameter_bytes, step_plan_for)
@@ -112,6 +113,10 @@ def progress_enabled(setting: Any, stream=None) -> bool:
 
 
 def _progress_bar(cfg, start_epoch: int, enabled: bool):
+    if not enabled:  # no tqdm import when off: the core runs where only torch is installed (gpu_check)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(set_postfix=lambda *a, **k: None, update=lambda n=1: None, close=lambda: None)
     from tqdm import tqdm
 
     return tqdm(total=cfg.epochs, initial=start_epoch, desc=f"train {cfg.model}", unit="epoch",
@@ -197,7 +202,12 @@ def train_loop(
         model.load_state_dict(init_weights)
         if worker.rank == 0:
             log.info("warm start from %s (optimizer fresh)", init_source or "given weights")
-    bar = _progress_bar(cfg, state.epoch, worker.rank == 0 and progress_enabled(getattr(cfg, "progress", "auto")))
+    show_bar = worker.rank == 0 and progress_enabled(getattr(cfg, "progress", "auto"))
+    bar = _progress_bar(cfg, state.epoch, show_bar)
+    # without the bar (a batch job's log): one INFO line every BLAST_PROGRESS_INTERVAL_S seconds
+    ticker = Progress(f"train {cfg.model}", cfg.epochs, "epochs", terminal=False) if worker.rank == 0 and not show_bar else None
+    if ticker is not None:
+        ticker.done = state.epoch
     key = f"valid.{select.key}"
     done_here = 0
     while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
@@ -239,12 +249,16 @@ def train_loop(
             bar.set_postfix({"loss": f"{row['loss']:.4f}", select.key.replace("@", ""): f"{row.get(key, float('nan')):.4f}",
                              "best": f"{state.best:.4f}@{state.best_epoch}"}, refresh=False)
             bar.update(1)
+            if ticker is not None:
+                ticker.update(1)
         if on_epoch is not None:
             on_epoch(_with_live(state, model, opt, cfg), row)
         done_here += 1
         if max_epochs is not None and done_here >= max_epochs:
             break
     bar.close()
+    if ticker is not None:
+        ticker.close()
     return _with_live(state, model, opt, cfg)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blast_ray.ranking.metrics import users_per_block
 from blast_ray.train import artifacts
 from blast_ray.train.fit import final_outputs, fit
 from blast_ray.train.inputs import TrainInputs, allreduce_bytes_per_epoch, model_for, parameter_bytes, step_plan_for
@@ -74,7 +75,8 @@ def run(ctx, out) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = load_interactions(ctx.require("etl"))
     inputs = _side_inputs(ctx, data)
-    plan = EvalPlan(ks=tuple(ev.ks), batch_users=ev.batch_users, select_metric=ev.select_metric)
+    plan = EvalPlan(ks=tuple(ev.ks), batch_users=users_per_block(data.n_items, ev.block_memory_gib, ev.batch_users),
+                    select_metric=ev.select_metric)
     warm = None
     if cfg.warm_start_from:  # part of the train section, hence of this output's fingerprint
         warm = load_warm_start(cfg.warm_start_from, fresh_model(cfg, inputs), cfg.model, data.n_users, data.n_items)

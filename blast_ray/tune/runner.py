@@ -266,6 +266,7 @@ def train_with_epoch_reports(
     """
     from blast_ray.etl.artifacts import load_interactions
     from blast_ray.pipeline import StageContext
+    from blast_ray.ranking.metrics import users_per_block
     from blast_ray.train.checkpoints import state_from_bytes, state_to_bytes
     from blast_ray.train.loop import EvalPlan, train_loop
     from blast_ray.train.stage import _side_inputs
@@ -275,7 +276,8 @@ def train_with_epoch_reports(
     inputs = _side_inputs(ctx, load_interactions(outputs["etl"]))
     ev = cfg.evaluate
     train_loop(
-        cfg.train, inputs, EvalPlan(ks=tuple(ev.ks), batch_users=ev.batch_users, select_metric=ev.select_metric),
+        cfg.train, inputs, EvalPlan(ks=tuple(ev.ks), select_metric=ev.select_metric,
+                                    batch_users=users_per_block(inputs.data.n_items, ev.block_memory_gib, ev.batch_users)),
         start=state_from_bytes(resume_state) if resume_state else None,
         on_epoch=lambda state, row: on_epoch(row, lambda: state_to_bytes(state)),
     )
@@ -343,7 +345,8 @@ def _check_free_cpus(space: SearchSpace, base: PipelineConfig, options: TuneOpti
     row block) next to the running trials: leave them room, or they would wait forever."""
     if not any(k.split(".")[0] in ("graphs", "augment") for k in space.keys):
         return
-    need = max(1.0, 0.5 * base.augment.num_blocks)
+    blocks = base.augment.num_blocks
+    need = max(1.0, 0.5 * (blocks if isinstance(blocks, int) else 2))  # auto: at least 2 actors fit (0.5 CPU each or less)
     free = cluster_cpus - options.cpus_per_trial * options.max_concurrent
     if free < need:
         raise ConfigError(

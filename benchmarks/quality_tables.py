@@ -1,0 +1,409 @@
+"""Quality tables (issue #13 item 3): every model tuned with the same budget on VALIDATION, the chosen
+configurations re-trained with several seeds, test metrics read once per (model, seed), a paired
+per-user Wilcoxon test of BLAST against the best baseline, the paper's Table 4 ablations and
+Fig. 3-style sensitivity.
+
+Usage (real data only; the ml-100k files come from `blast datasets get ml-100k`):
+
+    python benchmarks/quality_tables.py --datasets ml-100k --trials 12 --max-epochs 40 --seeds 5 \
+        --store blast-data/quality --json benchmarks/results/quality.json --md docs/RESULTS.md
+
+Per dataset:
+1. ``blast tune`` (:func:`blast_ray.tune.run_tune`, ``final=False``: no test metric) of every model
+   in ``--models`` except pop, each with ``--trials`` trials of at most ``--max-epochs`` epochs
+   (ASHA), the same budget for every model; the experiment is resumed when it exists already.
+2. The chosen configuration of each model trained with seeds ``train.seed = 2024 + s`` (the split,
+   ``etl.seed``, is the config's and the same for every run, so per-user results pair up); each run
+   selects its epoch on validation (``evaluate.select_metric``) and reads test once. ``pop`` has no
+   seed (it is deterministic).
+3. Per-user test Recall@20 of every model (averaged over seeds), the Wilcoxon signed-rank test of
+   BLAST against the baseline with the best mean test Recall@20 (two-sided).
+4. ``--ablations``: BLAST's chosen configuration without text profiles (no profiles/features stages:
+   item graph from co-occurrence, no user graph), without the false-negative restriction, without the
+   user graph, without OT pairs (``augment.ratio = 0``); the same seeds.
+5. ``--sensitivity``: one seed each, BLAST's chosen configuration with one knob changed: the OT ratio
+   r, the marginals (row/col target), n_layers_ii, n_layers_uu. Valid and test are both reported;
+   nothing is chosen from these figures.
+6. ``--ot-lift``: each backbone (bpr, lightgcn, freedom) at its chosen configuration with BLAST's OT
+   augmentation switched on (BLAST's chosen eps/ratio/restriction), same seeds: the paper's Table 3.
+
+Writes flat keys to ``--json`` (``<dataset>.<model>.test.recall@20.mean``, ``...std``,
+``<dataset>.blast_vs_best_baseline``, ``<dataset>.blast_vs_best_baseline.p``, ...) and the tables to
+``--md``; prints ``RESULT {json}`` last. Machine and seeds are recorded in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CONFIGS = {
+    "ml-100k": "configs/ml-100k.yaml",
+    "amazon-scientific": "configs/amazon-scientific.yaml",
+    "amazon-baby": "configs/amazon-baby.yaml",
+    "amazon-sports": "configs/amazon-sports.yaml",
+}
+MODELS = ("pop", "bpr", "lightgcn", "freedom", "blast")
+REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+BASE_SEED = 2024
+log = logging.getLogger("quality_tables")
+
+
+# ---- one training run ------------------------------------------------------------------------------
+
+def _stage_output(store, dataset: str, stage: str, manifest: dict[str, Any]):
+    from blast_ray.store import StageOutput
+
+    return StageOutput(store, dataset, stage, manifest["fingerprint"], manifest.get("config"), manifest.get("inputs", {}))
+
+
+def per_user_test(store, cfg, manifests: dict[str, dict[str, Any]], k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """(test users, their Recall@k) of the run's trained model: the evaluate stage's protocol per user."""
+    import torch
+
+    from blast_ray.etl.artifacts import load_interactions
+    from blast_ray.report.analysis import per_user_metrics
+    from blast_ray.train.artifacts import load_embeddings
+
+    data = load_interactions(_stage_output(store, cfg.dataset.name, "etl", manifests["etl"]))
+    h_u, f_i = load_embeddings(_stage_output(store, cfg.dataset.name, "train", manifests["train"]))
+    users, per = per_user_metrics(torch.from_numpy(h_u), torch.from_numpy(f_i), data, "test", k)
+    return users, per[f"recall@{k}"]
+
+
+def pop_run(base) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Test metrics and per-user Recall@20 of the popularity ranking (deterministic: no seed)."""
+    from blast_ray.etl.artifacts import load_interactions
+    from blast_ray.pipeline import run_pipeline
+    from blast_ray.ranking.scoring import score_split
+    from blast_ray.report.analysis import per_user_metrics, popularity_model
+    from blast_ray.store import ArtifactStore
+
+    res = run_pipeline(base, stages=("etl",), run_id="quality-pop")
+    if not res.ok:
+        raise RuntimeError(f"etl failed: {res.error}")
+    store = ArtifactStore(base.store)
+    data = load_interactions(_stage_output(store, base.dataset.name, "etl", res.manifests["etl"]))
+    h_u, f_i = popularity_model(data.train)
+    ks = tuple(sorted({int(m.split("@")[1]) for m in REPORTED}))
+    test = score_split(h_u, f_i, data, "test", ks, 2048)
+    valid = score_split(h_u, f_i, data, "valid", ks, 2048)
+    users, per = per_user_metrics(h_u, f_i, data, "test", 20)
+    metrics = {**{f"test.{k}": float(v) for k, v in test.items()}, **{f"valid.{k}": float(v) for k, v in valid.items()}}
+    return metrics, users, per["recall@20"]
+
+
+def seed_run(base, values: dict[str, Any], seed: int, tag: str) -> tuple[dict[str, float], np.ndarray, np.ndarray, dict]:
+    """Train ``base`` + ``values`` with ``train.seed = seed`` through the pipeline (upstream stages
+    cached by fingerprint) up to evaluate: (valid/test metrics, test users, per-user Recall@20, train extra)."""
+    from blast_ray.pipeline import run_pipeline
+    from blast_ray.store import ArtifactStore
+    from blast_ray.tune.runner import config_with, upstream_stages
+
+    cfg = config_with(base, {**values, "train.seed": seed, "evaluate.baselines": []})
+    cfg.train.progress = False
+    res = run_pipeline(cfg, stages=(*upstream_stages(cfg), "train", "evaluate"), run_id=f"quality-{tag}-s{seed}")
+    if not res.ok:
+        raise RuntimeError(f"{tag} seed {seed}: {res.error}")
+    metrics = {k: float(v) for k, v in res.metrics().items() if isinstance(v, (int, float))}
+    users, per = per_user_test(ArtifactStore(cfg.store), cfg, res.manifests)
+    return metrics, users, per, res.manifests["train"].get("extra", {})
+
+
+# ---- aggregation -------------------------------------------------------------------------------------
+
+def summarize(runs: list[dict[str, float]], prefix: str, out: dict[str, Any]) -> None:
+    """mean/std over seeds of the reported test metrics (and valid recall@20) into flat keys."""
+    for split, names in (("test", REPORTED), ("valid", ("recall@20",))):
+        for m in names:
+            vals = [r[f"{split}.{m}"] for r in runs if f"{split}.{m}" in r]
+            if vals:
+                out[f"{prefix}.{split}.{m}.mean"] = round(float(np.mean(vals)), 5)
+                out[f"{prefix}.{split}.{m}.std"] = round(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, 5)
+    out[f"{prefix}.seeds"] = len(runs)
+
+
+def paired_test(users_a: np.ndarray, a: np.ndarray, users_b: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """Two-sided Wilcoxon signed-rank p-value of per-user a vs b (users must be the same set) and n."""
+    from scipy.stats import wilcoxon
+
+    if not np.array_equal(users_a, users_b):
+        raise ValueError("per-user results of different user sets cannot be paired")
+    d = a - b
+    if not np.any(d != 0):
+        return 1.0, len(d)
+    return float(wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue), len(d)
+
+
+# ---- the driver ----------------------------------------------------------------------------------------
+
+def tune_model(config_path: Path, dataset: str, model: str, args) -> tuple[dict[str, Any], float, str, dict]:
+    """Chosen values of ``model``'s space on ``dataset`` (validation only), the seconds it took, the
+    experiment name and which parts the choice keeps."""
+    import ray.tune as tune
+
+    from blast_ray.store import ArtifactStore, layout
+    from blast_ray.tune.runner import TuneOptions, run_tune
+
+    name = f"quality-{model}-t{args.trials}-e{args.max_epochs}"
+    exp = os.path.join(ArtifactStore(args.store).path(*layout.tune_parts(dataset)), name)
+    opts = TuneOptions(trials=args.trials, max_epochs=args.max_epochs, final=False, name=name,
+                       resume=tune.Tuner.can_restore(exp), cpus_per_trial=args.cpus_per_trial,
+                       max_concurrent=args.max_concurrent)
+    t0 = time.time()
+    o = run_tune(config_path, ROOT / "configs" / "spaces" / f"{model}.yaml", opts, store=args.store)
+    return {**_space_fixed(model), **o.best_values}, time.time() - t0, o.experiment, o.kept
+
+
+def _space_fixed(model: str) -> dict[str, Any]:
+    from blast_ray.tune.space import load_space
+
+    return dict(load_space(ROOT / "configs" / "spaces" / f"{model}.yaml").fixed)
+
+
+def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
+    from blast_ray.config import load_config
+
+    config_path = ROOT / CONFIGS[dataset]
+    base = load_config(config_path)
+    base.store = args.store
+    seeds = [BASE_SEED + s for s in range(args.seeds)]
+    chosen: dict[str, dict[str, Any]] = {}
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
+    for model in args.models:
+        t0 = time.time()
+        if model == "pop":
+            m, users, per = pop_run(base)
+            runs[model] = [m]
+            per_user[model] = (users, per)
+        else:
+            values, tune_s, exp, kept = tune_model(config_path, dataset, model, args)
+            chosen[model] = values
+            out[f"{dataset}.{model}.tune_seconds"] = round(tune_s, 1)
+            out[f"{dataset}.{model}.tune_experiment"] = exp
+            if model == "blast":
+                for part, keep in kept.items():
+                    out[f"{dataset}.blast.keeps.{part}"] = bool(keep)
+            rs, pers, users = [], [], None
+            for s in seeds:
+                m, users, per, extra = seed_run(base, values, s, f"{dataset}-{model}")
+                rs.append(m)
+                pers.append(per)
+                log.info("%s %s seed %d: test recall@20 %.4f (best epoch %s)", dataset, model, s,
+                         m.get("test.recall@20", float("nan")), extra.get("metrics", {}).get("best_epoch"))
+            runs[model] = rs
+            per_user[model] = (users, np.mean(pers, axis=0))
+        summarize(runs[model], f"{dataset}.{model}", out)
+        out[f"{dataset}.{model}.seconds"] = round(time.time() - t0, 1)
+        _write(args, out, md_tables(out, args, dataset_done=False))
+
+    if "blast" in runs:
+        baselines = [m for m in runs if m != "blast"]
+        best = max(baselines, key=lambda m: out[f"{dataset}.{m}.test.recall@20.mean"]) if baselines else None
+        if best:
+            b_mean = out[f"{dataset}.blast.test.recall@20.mean"]
+            o_mean = out[f"{dataset}.{best}.test.recall@20.mean"]
+            p, n = paired_test(*per_user["blast"], *per_user[best])
+            out[f"{dataset}.best_baseline"] = best
+            out[f"{dataset}.blast_vs_best_baseline"] = round(b_mean / o_mean - 1, 4)
+            out[f"{dataset}.blast_vs_best_baseline.p"] = p
+            out[f"{dataset}.blast_vs_best_baseline.n_users"] = n
+        if args.ablations:
+            ablations(dataset, base, chosen["blast"], seeds, out)
+        if args.sensitivity:
+            sensitivity(dataset, base, chosen["blast"], seeds[0], out)
+        if args.ot_lift:
+            ot_lift(dataset, base, chosen, seeds, out)
+    _write(args, out, md_tables(out, args, dataset_done=True))
+
+
+def _variant_runs(dataset: str, base, values: dict[str, Any], seeds: list[int], tag: str, prefix: str, out) -> None:
+    rs = [seed_run(base, values, s, f"{dataset}-{tag}")[0] for s in seeds]
+    summarize(rs, prefix, out)
+
+
+ABLATIONS = {
+    # Table 4 of the paper: each removes one part of BLAST from its chosen configuration.
+    "wo_text": {"stages": ["etl", "graphs", "augment", "train", "evaluate", "recommend", "report"]},
+    "wo_fn_restriction": {"augment.restrict_negatives": False},
+    "wo_user_graph": {"graphs.user_graph": False},
+    "wo_ot": {"augment.ratio": 0.0},
+}
+
+
+def ablations(dataset: str, base, values: dict[str, Any], seeds: list[int], out: dict[str, Any]) -> None:
+    for name, change in ABLATIONS.items():
+        v = {**values, **change}
+        if name == "wo_text":  # no profiles/features: a top-level key, not a dotted one
+            from blast_ray.tune.runner import config_with
+
+            b = config_with(base, {})
+            b.stages = tuple(change["stages"])
+            v = dict(values)
+            _variant_runs(dataset, b, v, seeds, f"ablation-{name}", f"{dataset}.ablation.{name}", out)
+            continue
+        _variant_runs(dataset, base, v, seeds, f"ablation-{name}", f"{dataset}.ablation.{name}", out)
+
+
+SENSITIVITY = {
+    "augment.ratio": [0.0, 0.05, 0.1, 0.2, 0.5],
+    "augment.row_target": ["mean_activity", "uniform"],
+    "augment.col_target": ["mean_popularity", "uniform"],
+    "train.n_layers_ii": [0, 1, 2, 3, 5],
+    "train.n_layers_uu": [0, 1, 2],
+}
+
+
+def sensitivity(dataset: str, base, values: dict[str, Any], seed: int, out: dict[str, Any]) -> None:
+    for key, grid in SENSITIVITY.items():
+        for v in grid:
+            m = seed_run(base, {**values, key: v}, seed, f"sens-{key}-{v}")[0]
+            for split in ("valid", "test"):
+                out[f"{dataset}.sensitivity.{key}={v}.{split}.recall@20"] = round(m[f"{split}.recall@20"], 5)
+
+
+def ot_lift(dataset: str, base, chosen: dict[str, dict[str, Any]], seeds: list[int], out: dict[str, Any]) -> None:
+    ot = {k: v for k, v in chosen.get("blast", {}).items() if k.startswith("augment.")}
+    ot.update({"augment.enabled": True})
+    if not ot.get("augment.ratio"):
+        ot["augment.ratio"] = 0.1  # BLAST's choice dropped OT; the lift is measured at the default ratio
+    for model in ("bpr", "lightgcn", "freedom"):
+        if model not in chosen:
+            continue
+        prefix = f"{dataset}.ot_lift.{model}"
+        _variant_runs(dataset, base, {**chosen[model], **ot}, seeds, f"otlift-{model}", prefix, out)
+        plain = out.get(f"{dataset}.{model}.test.recall@20.mean")
+        if plain:
+            out[f"{prefix}.relative"] = round(out[f"{prefix}.test.recall@20.mean"] / plain - 1, 4)
+
+
+# ---- output ------------------------------------------------------------------------------------------------
+
+def _fmt(out: dict[str, Any], key: str) -> str:
+    m, s = out.get(f"{key}.mean"), out.get(f"{key}.std")
+    return "" if m is None else f"{m:.4f} ± {s:.4f}"
+
+
+def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
+    lines = ["# Quality results", "",
+             "Written by `benchmarks/quality_tables.py` (do not edit by hand). Every configuration was chosen "
+             "on the VALIDATION split by `blast tune`; test metrics were read once per (model, seed) at the "
+             "epoch chosen on validation.", "",
+             f"- machine: {out['machine']}", f"- tune budget per model: {args.trials} trials x <= {args.max_epochs} "
+             f"epochs (ASHA), the same for every model; seeds {out['seeds']}", ""]
+    for ds in args.datasets:
+        models = [m for m in MODELS if f"{ds}.{m}.test.recall@20.mean" in out]
+        if not models:
+            continue
+        lines += [f"## {ds}", "", "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for m in REPORTED:
+            vals = {mo: out.get(f"{ds}.{mo}.test.{m}.mean") for mo in models}
+            best = max((v for v in vals.values() if v is not None), default=None)
+            cells = [(f"**{_fmt(out, f'{ds}.{mo}.test.{m}')}**" if vals[mo] == best else _fmt(out, f"{ds}.{mo}.test.{m}"))
+                     for mo in models]
+            lines.append(f"| test {m} | " + " | ".join(cells) + " |")
+        lines.append("| tune seconds | " + " | ".join(str(out.get(f"{ds}.{mo}.tune_seconds", "-")) for mo in models) + " |")
+        lines.append("")
+        if f"{ds}.blast_vs_best_baseline" in out:
+            rel, p = out[f"{ds}.blast_vs_best_baseline"], out[f"{ds}.blast_vs_best_baseline.p"]
+            best = out[f"{ds}.best_baseline"]
+            verdict = ("BLAST is ahead" if rel > 0 else "**the baseline wins**")
+            lines += [f"BLAST vs the best baseline ({best}): {rel:+.1%} test Recall@20 (means over seeds), "
+                      f"Wilcoxon signed-rank p = {p:.3g} over {out[f'{ds}.blast_vs_best_baseline.n_users']} users: "
+                      f"{verdict}.", ""]
+            kept = [k.rsplit(".", 1)[1] for k, v in out.items() if k.startswith(f"{ds}.blast.keeps.") and v]
+            lines += [f"BLAST's chosen configuration keeps: {', '.join(kept) or 'nothing (it fell back to LightGCN + BPR)'}.", ""]
+        abl = sorted({k.split(".")[2] for k in out if k.startswith(f"{ds}.ablation.")})
+        if abl:
+            lines += ["| ablation (BLAST's chosen config minus one part) | test recall@20 | test ndcg@20 |", "|---|---|---|",
+                      f"| full BLAST | {_fmt(out, f'{ds}.blast.test.recall@20')} | {_fmt(out, f'{ds}.blast.test.ndcg@20')} |"]
+            lines += [f"| {a} | {_fmt(out, f'{ds}.ablation.{a}.test.recall@20')} | {_fmt(out, f'{ds}.ablation.{a}.test.ndcg@20')} |"
+                      for a in abl]
+            lines.append("")
+        sens = [k for k in out if k.startswith(f"{ds}.sensitivity.") and k.endswith(".valid.recall@20")]
+        if sens:
+            lines += ["| sensitivity (one seed) | valid recall@20 | test recall@20 |", "|---|---|---|"]
+            for k in sens:
+                knob = k[len(f"{ds}.sensitivity."):-len(".valid.recall@20")]
+                lines.append(f"| {knob} | {out[k]:.4f} | {out[k.replace('.valid.', '.test.')]:.4f} |")
+            lines.append("")
+        lift = [k for k in out if k.startswith(f"{ds}.ot_lift.") and k.endswith(".relative")]
+        if lift:
+            lines += ["| backbone + OT augmentation | test recall@20 | relative to the backbone |", "|---|---|---|"]
+            for k in lift:
+                mo = k.split(".")[2]
+                lines.append(f"| {mo} | {_fmt(out, f'{ds}.ot_lift.{mo}.test.recall@20')} | {out[k]:+.1%} |")
+            lines.append("")
+    if not dataset_done:
+        lines += ["_(partial: the run is still in progress)_", ""]
+    return "\n".join(lines)
+
+
+def _write(args, out: dict[str, Any], md: str) -> None:
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=1, sort_keys=True))
+    if args.md:
+        Path(args.md).write_text(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="ml-100k", help=f"comma list of {', '.join(CONFIGS)}")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--trials", type=int, default=12, help="tune trials per model (the same for every model)")
+    p.add_argument("--max-epochs", type=int, default=40, help="epochs per tune trial at most")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--max-concurrent", type=int, default=1)
+    p.add_argument("--ablations", action="store_true")
+    p.add_argument("--sensitivity", action="store_true")
+    p.add_argument("--ot-lift", action="store_true")
+    p.add_argument("--store", default=str(ROOT / "blast-data" / "quality"))
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
+    p.add_argument("--md", default=str(ROOT / "docs" / "RESULTS.md"), help="'' to skip")
+    args = p.parse_args(argv)
+    args.datasets = [d for d in args.datasets.split(",") if d]
+    args.models = [m for m in args.models.split(",") if m]
+    for d in args.datasets:
+        if d not in CONFIGS:
+            p.error(f"unknown dataset {d!r}; choose from {', '.join(CONFIGS)}")
+    for m in args.models:
+        if m not in MODELS:
+            p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+    args.store = str(Path(args.store).resolve())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out: dict[str, Any] = {
+        "machine": f"{platform.node()} {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",
+        "seeds": [BASE_SEED + s for s in range(args.seeds)], "trials_per_model": args.trials,
+        "max_epochs_per_trial": args.max_epochs,
+    }
+    if Path(args.json).exists():  # a resumed run keeps what finished (tune experiments resume too)
+        prev = json.loads(Path(args.json).read_text())
+        if prev.get("trials_per_model") == args.trials and prev.get("max_epochs_per_trial") == args.max_epochs:
+            out = {**prev, **out}
+    t0 = time.time()
+    for d in args.datasets:
+        run_dataset(d, args, out, [])
+    out["seconds"] = round(time.time() - t0, 1)
+    _write(args, out, md_tables(out, args, dataset_done=True))
+    flat = {k: v for k, v in out.items() if isinstance(v, (int, float, str, bool))}
+    print("RESULT " + json.dumps(flat, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Fault: SIGTERM to the whole process group during a Ray stage (what `timeout` without
+--foreground and a shell's job control send). The local Ray cluster's processes (GCS, raylet,
+agents) share the driver's process group and get the signal too; the driver's handler
+(``entry.install_signal_handlers``, given back after ``ray.init`` by ``runtime.ensure_ray``) must
+still record the run ``failed`` naming the signal (not ``abandoned``), print one line and exit 143,
+and no Ray process may outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _group_members(pgid: int) -> dict[int, str]:
+    """pid -> command name of every live process in process group ``pgid`` (from /proc)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out[int(d.name)] = comm
+    return out
+
+
+def _run_record(store: Path) -> dict | None:
+    runs = [p for p in (store / "ml-100k" / "runs").glob("*/run.json")]
+    return json.loads(runs[0].read_text()) if runs else None
+
+
+@pytest.mark.faults
+def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir, tmp_path):
+    from jobs.smoke import smoke_config
+
+    cfg = smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml", profiles={"engine": "template"})
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BLAST_RAY_OBJECT_STORE_BYTES=str(256 << 20))
+    proc = subprocess.Popen([sys.executable, "-m", "blast_ray.cli", "profiles", "--config", str(cfg)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as under `timeout`
+    try:
+        deadline = time.time() + 420
+        ray_up = False
+        while time.time() < deadline and proc.poll() is None:
+            rec = _run_record(ml100k_store)
+            members = _group_members(proc.pid)
+            ray_up = "raylet" in members.values() and "gcs_server" in members.values()
+            if ray_up and rec and rec.get("current_stage") == "profiles":
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None and ray_up, f"no Ray stage to interrupt: {proc.communicate(timeout=60)}"
+        time.sleep(3)  # well inside the stage (the whole ml-100k: about a minute)
+        ray_pids = {p for p, c in _group_members(proc.pid).items() if c in ("raylet", "gcs_server")}
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "*** SIGTERM received ***" not in err, err[-3000:]
+    assert [ln for ln in err.splitlines() if ln.startswith("blast:")][-1].startswith("blast: interrupted by SIGTERM"), err
+    rec = _run_record(ml100k_store)
+    assert rec["status"] == "failed" and rec["error"].startswith("interrupted by SIGTERM"), rec
+    assert rec["failed_stage"] == "profiles"
+    # the cluster went with the driver: no raylet / GCS left behind
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() and _group_members(proc.pid).get(p) for p in ray_pids):
+        time.sleep(0.5)
+    assert not [p for p in ray_pids if _group_members(proc.pid).get(p)], "Ray processes outlived the driver"
