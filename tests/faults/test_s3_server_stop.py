@@ -11,6 +11,7 @@ the bucket: the run skips ETL by manifest, so no Spark job talks to S3 here."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -87,9 +88,11 @@ def test_s3_server_stopped_mid_stage_one_line_then_rerun_completes(ml100k_etl_st
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     store = f"s3://{BUCKET}/{PREFIX}"
     cfg = smoke_config(data_dir, store, tmp_path / "cfg.yaml")
-    # one profile a batch: one S3 object per batch, written for seconds while the server is stopped
+    # one profile a batch (one S3 object each) for the first 300 items and 200 users: written for
+    # seconds, so the server is stopped mid-stage
     cmd = [sys.executable, "-m", "blast_ray.cli", "run", "--config", str(cfg), "--store", store,
-           "--stages", "etl,profiles", "--set", "profiles.batch_size=1"]
+           "--stages", "etl,profiles", "--set", "profiles.batch_size=1", "--set", "profiles.sample_items=300",
+           "--set", "profiles.sample_users=200"]
     moto = _start_moto(port)
     try:
         assert _put_etl(_client(url), ml100k_etl_store) > 0
@@ -116,8 +119,10 @@ def test_s3_server_stopped_mid_stage_one_line_then_rerun_completes(ml100k_etl_st
         assert "Traceback" not in stdout + stderr, (stdout + stderr)[-3000:]
         assert len(errors) == 1, errors
         line = errors[0]
-        assert "profiles" in line and (store in line or f"{BUCKET}/{PREFIX}" in line) and url.split("//")[1] in line, line
-        assert "unreachable" in line, line
+        # blast: stage 'profiles' failed: Ray task MapWorker(MapBatches(ProfileWorker)): S3 endpoint
+        # http://127.0.0.1:PORT unreachable for s3://faults/blast: is the server running ... (cause: ...)
+        assert line.startswith("blast: stage 'profiles' failed:"), line
+        assert f"S3 endpoint {url} unreachable for {store}" in line and "(cause: " in line, line
         assert not any("stage profiles  done" in ln for ln in console)
 
         moto = _start_moto(port)  # in-memory: the bucket and everything in it are gone
@@ -127,5 +132,35 @@ def test_s3_server_stopped_mid_stage_one_line_then_rerun_completes(ml100k_etl_st
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         manifests = [k for k in _keys(s3, "ml-100k/stages/profiles/") if k.endswith("_MANIFEST.json")]
         assert len(manifests) == 1
+        rows = json.loads(s3.get_object(Bucket=BUCKET, Key=manifests[0])["Body"].read())["row_counts"]
+        assert rows == {"profiles": 500, "item_profiles": 300, "user_profiles": 200}
     finally:
         _stop(moto)
+
+
+def test_one_line_reads_a_ray_data_udf_failure_from_the_task_traceback():
+    """Ray Data wraps a UDF's exception in UserCodeException; its __cause__ does not cross the
+    process boundary, so the cause is read from the task's traceback text."""
+    import ray.exceptions
+
+    from blast_ray.errors import one_line
+
+    text = (
+        "\x1b[36mray::MapWorker(MapBatches(ProfileWorker)).submit()\x1b[39m (pid=1, ip=127.0.0.1)\n"
+        "OSError: When uploading part: AWS Error NETWORK_CONNECTION during PutObject operation\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "\x1b[36mray::MapWorker(MapBatches(ProfileWorker)).submit()\x1b[39m (pid=1, ip=127.0.0.1)\n"
+        '  File "blast_ray/profiles/pipeline.py", line 1, in __call__\n'
+        "blast_ray.store.artifact_store.StoreUnavailable: S3 endpoint http://127.0.0.1:9 unreachable for "
+        "s3://b/p: is the server running and AWS_ENDPOINT_URL right? (cause: Could not connect to server)\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "\x1b[36mray::MapWorker(MapBatches(ProfileWorker)).submit()\x1b[39m (pid=1, ip=127.0.0.1)\n"
+        "ray.exceptions.UserCodeException: UDF failed to process a data block.\n"
+        "Failed to apply UDF transform after 1/1 attempts (total backoff 0.0s).\n")
+    err = ray.exceptions.RayTaskError(None, text, ray.exceptions.UserCodeException("UDF failed")).as_instanceof_cause()
+    assert one_line(err) == ("Ray task MapWorker(MapBatches(ProfileWorker)): S3 endpoint http://127.0.0.1:9 "
+                             "unreachable for s3://b/p: is the server running and AWS_ENDPOINT_URL right? "
+                             "(cause: Could not connect to server)")
+    plain = text.replace("blast_ray.store.artifact_store.StoreUnavailable: S3 endpoint", "ValueError: S3 endpoint")
+    err = ray.exceptions.RayTaskError(None, plain, ray.exceptions.UserCodeException("UDF failed")).as_instanceof_cause()
+    assert one_line(err).startswith("Ray task MapWorker(MapBatches(ProfileWorker)): ValueError: S3 endpoint")
