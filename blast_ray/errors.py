@@ -4,7 +4,8 @@
 points print; the whole traceback goes to the run's ``run.log`` (and the console with ``-v``).
 It reads through the wrappers that bury a cause: a Spark ``Py4JJavaError`` (hundreds of lines of
 Java stack: the file from ``Encountered error while reading file X`` and the innermost
-``Caused by:``), a Ray ``RayTaskError`` (the task's own exception), chained exceptions, and the
+``Caused by:``), a Ray ``RayTaskError`` (the task's own exception; behind Ray Data's
+``UserCodeException``, the last non-Ray exception of the task's traceback text), chained exceptions, and the
 store's ``StoreUnavailable`` (already one line). A Spark read that breaks on a gzip file that ends
 early is said as ``truncated gzip: <file>: N complete lines before the break``, N counted here by
 streaming the file with zlib to the point where it breaks (docs/stages/etl.md: such a file is
