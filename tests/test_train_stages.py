@@ -13,7 +13,6 @@ from blast_ray.config import PipelineConfig, TrainConfig
 from blast_ray.pipeline import StageContext
 from blast_ray.store import ArtifactStore, StageOutput
 from blast_ray.etl.readers import read_lattice_split
-from blast_ray.train import TrainInputs
 
 N_USERS = 1500
 
