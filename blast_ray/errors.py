@@ -4,7 +4,8 @@
 points print; the whole traceback goes to the run's ``run.log`` (and the console with ``-v``).
 It reads through the wrappers that bury a cause: a Spark ``Py4JJavaError`` (hundreds of lines of
 Java stack: the file from ``Encountered error while reading file X`` and the innermost
-``Caused by:``), a Ray ``RayTaskError`` (the task's own exception), chained exceptions, and the
+``Caused by:``), a Ray ``RayTaskError`` (the task's own exception; behind Ray Data's
+``UserCodeException``, the last non-Ray exception of the task's traceback text), chained exceptions, and the
 store's ``StoreUnavailable`` (already one line). A Spark read that breaks on a gzip file that ends
 early is said as ``truncated gzip: <file>: N complete lines before the break``, N counted here by
 streaming the file with zlib to the point where it breaks (docs/stages/etl.md: such a file is
@@ -76,6 +77,29 @@ def _spark_line(text: str) -> str:
     return f"Spark: {cause}"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Unavailable)): (.+)$", re.M)
+
+
+def _ray_task_name(text: str) -> str:
+    """``MapWorker(MapBatches(ProfileWorker))`` from a task traceback's ``ray::...submit()`` header."""
+    m = re.search(r"ray::(\S+?)\(\)(?=\s|$)", text)
+    if not m:
+        return "?"
+    head, _, _method = m.group(1).rpartition(".")
+    return head if head.endswith(")") else m.group(1)
+
+
+def _task_cause(text: str) -> str:
+    """The last non-Ray exception of a Ray task's traceback text (the one Ray's wrapper wraps)."""
+    found = [(t, msg) for t, msg in _EXC_LINE.findall(text) if not t.startswith("ray.")]
+    if not found:
+        return ""
+    t, msg = found[-1]
+    short = t.rsplit(".", 1)[-1]
+    return msg.strip() if short == "StoreUnavailable" else f"{short}: {msg.strip()}"
+
+
 def one_line(exc: BaseException) -> str:
     """``exc`` as one line naming the file/URL and the cause (see the module docstring)."""
     name = type(exc).__name__
@@ -83,10 +107,13 @@ def one_line(exc: BaseException) -> str:
         return _spark_line(str(exc))
     if name.startswith("RayTaskError") or name == "RayTaskError":
         cause = getattr(exc, "cause", None)
-        fn = getattr(exc, "function_name", "?")
-        if isinstance(cause, BaseException):
+        text = _ANSI.sub("", str(exc))
+        fn = getattr(exc, "function_name", None) or _ray_task_name(text)
+        if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray."):
             return f"Ray task {fn}: {one_line(cause)}"
-        return f"Ray task {fn}: {_first_line(str(exc))}"
+        # a Ray wrapper (Ray Data's UserCodeException): its __cause__ did not cross the process
+        # boundary, but the task's traceback text names the user-level exception
+        return f"Ray task {fn}: {_task_cause(text) or _first_line(text)}"
     if name == "StoreUnavailable":
         return _first_line(str(exc))
     # a wrapper raised from a store/Spark/Ray failure: its cause says more

@@ -296,7 +296,10 @@ def run_pipeline(
                 raise
             status[name] = "failed"
             err = f"stage '{name}' failed: {one_line(e)}"
-            record.finish(status, failed=name, error=err)
+            try:
+                record.finish(status, failed=name, error=err)
+            except Exception as rec_e:  # noqa: BLE001 - the store is gone (often why the stage failed): say the stage's error
+                log.debug("run %s: the failed run's record was not written (%s)", ctx.run_id, one_line(rec_e))
             return PipelineResult(ctx.run_id, status, ctx.results, name, err)
         ctx.outputs[name] = out
         ctx.results[name] = manifest

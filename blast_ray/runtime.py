@@ -80,3 +80,14 @@ def quiet_ray_data() -> None:
         for h in _logging.getLogger("ray.data").handlers:
             if isinstance(h, _logging.StreamHandler) and not isinstance(h, _logging.FileHandler):
                 h.setLevel(_logging.WARNING)
+                h.addFilter(_drop_reraised_task_errors)
+
+
+_RERAISED = ("ray.data.exceptions", "ray.data._internal.execution.streaming_executor_state")
+
+
+def _drop_reraised_task_errors(record) -> bool:
+    """Off the console: Ray Data's ERROR lines about a failed task ("An exception was raised from a
+    task of operator ...", "Exception occurred in user code ..."). The exception itself reaches
+    the driver, which says it in one line; Ray Data's log file keeps these."""
+    return not (record.levelno >= 40 and record.name in _RERAISED)

@@ -255,6 +255,10 @@ def test_ray_data_console_quiet_off_a_terminal(monkeypatch):
     consoles = [h for h in logging.getLogger("ray.data").handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
     assert consoles and all(h.level >= logging.WARNING for h in consoles)
+    # a failed task's ERROR lines stay off the console: the driver's one line says it
+    failed = logging.LogRecord("ray.data.exceptions", logging.ERROR, "x", 1, "Exception occurred in user code", None, None)
+    warn = logging.LogRecord("ray.data.exceptions", logging.WARNING, "x", 1, "a warning", None, None)
+    assert all(not h.filter(failed) and h.filter(warn) for h in consoles)
 
 
 def test_recommend_user_needs_committed_recommendations(smoke_cfg, capsys):

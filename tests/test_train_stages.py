@@ -1,12 +1,8 @@
 """train -> evaluate -> recommend stages on a real Baby slice (ETL output written from the
-published split), warm start (and its fallback on a shape mismatch), 2-worker Ray Train with DDP
-warm-started, and a worker SIGKILLed from outside resuming from checkpoint."""
+published split), warm start (and its fallback on a shape mismatch). The 2-worker Ray Train run
+with a worker SIGKILLed from outside is in tests/faults/test_train_worker_kill.py."""
 
 import logging
-import os
-import signal
-import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -17,7 +13,6 @@ from blast_ray.config import PipelineConfig, TrainConfig
 from blast_ray.pipeline import StageContext
 from blast_ray.store import ArtifactStore, StageOutput
 from blast_ray.etl.readers import read_lattice_split
-from blast_ray.train import TrainInputs
 
 N_USERS = 1500
 
@@ -119,78 +114,3 @@ def test_stages_train_evaluate_recommend(baby_small, tmp_path, ray_local, caplog
     assert cold["extra"]["warm_started"] is False
     assert "shape of" in cold["extra"]["warm_start_reason"] and "(1500, 64)" in cold["extra"]["warm_start_reason"]
     assert any("full retrain" in r.getMessage() and "shape of" in r.getMessage() for r in caplog.records)
-
-
-def test_two_workers_and_killed_worker_resumes(baby_small, tmp_path, ray_local):
-    from blast_ray.train.ray_trainer import fit_ray
-
-    store = ArtifactStore(str(tmp_path))
-    base = dict(model="lightgcn", epochs=3, lr=0.01, seed=5)
-    single = __import__("blast_ray.train", fromlist=["fit"]).fit(TrainConfig(**base), TrainInputs(baby_small))
-    two = fit_ray(TrainConfig(**base, num_workers=2), TrainInputs(baby_small), storage_path=store.path("baby", "checkpoints"), name="two", storage_filesystem=store.fs)
-    assert two.epoch == 3 and len(two.history) == 3
-    # Same seed, 1 vs 2 workers: statistically the same model quality.
-    assert abs(two.best - single.best) < 0.3 * single.best + 0.005
-    # Warm-started from the single-process model, 2 workers, one SIGKILLed from outside once Ray
-    # Train has registered a checkpoint (12 short epochs leave time for it): every worker loads the warm weights, and the restarted worker group
-    # resumes from the checkpoint (which wins over the warm start).
-    ckpt_dir = store.path("baby", "checkpoints", "crash")
-    killer = _KillTrainWorkerAfterCheckpoint(ckpt_dir, exclude=set(_train_worker_pids(alive_only=False)))
-    killer.start()
-    crashed, result = fit_ray(TrainConfig(**{**base, "epochs": 12}, num_workers=2, max_failures=2), TrainInputs(baby_small),
-                              storage_path=store.path("baby", "checkpoints"), name="crash", storage_filesystem=store.fs,
-                              init_state=single.best_state, init_source="single-process model", return_result=True)
-    killer.join(timeout=30)
-    assert killer.killed_pid is not None, f"no Ray Train worker was killed: {killer.error}"
-    assert killer.killed_pid not in _train_worker_pids(alive_only=True)  # it stayed dead; others took over
-    assert result.error is None
-    resumed = (result.return_value or {}).get("resumed_from_epoch")
-    assert resumed is not None and resumed >= 1, result.return_value  # restarted from a checkpoint, not from scratch
-    assert crashed.epoch == 12 and [r["epoch"] for r in crashed.history] == list(range(12))
-    cold0, warm0 = single.history[0]["valid.recall@20"], crashed.history[0]["valid.recall@20"]
-    assert warm0 > 1.5 * cold0 + 0.002, (cold0, warm0)
-    # After the SIGKILL-induced restart, a later Ray Data actor pool in the same local cluster never
-    # became ready (tests/test_report.py hung in recommend); later tests get a fresh cluster.
-    ray_local.shutdown()
-
-
-def _train_worker_pids(alive_only: bool) -> list[int]:
-    """Pids of Ray Train worker actors from the GCS actor table (the public state API,
-    ``ray.util.state.list_actors``, needs the dashboard, which the local runtime does not start)."""
-    import ray
-
-    return [int(a["Pid"]) for a in ray._private.state.actors().values()
-            if a.get("ActorClassName") == "RayTrainWorker" and a.get("Pid") and (a.get("State") == "ALIVE" or not alive_only)]
-
-
-class _KillTrainWorkerAfterCheckpoint(threading.Thread):
-    """Waits until Ray Train has registered a checkpoint of the run under ``ckpt_dir``, then SIGKILLs one live
-    Ray Train worker process (a fault from outside the process under test)."""
-
-    def __init__(self, ckpt_dir: str, exclude: set[int], timeout_s: float = 300.0):
-        super().__init__(daemon=True)
-        self.ckpt_dir, self.exclude, self.timeout_s = ckpt_dir, exclude, timeout_s  # exclude: earlier runs' workers
-        self.killed_pid: int | None = None
-        self.error = ""
-
-    def run(self) -> None:
-        import json
-
-        # Ray Train V2's controller persists the checkpoints it has REGISTERED here; a checkpoint
-        # folder alone may not be registered yet (then a restart would start from scratch).
-        snapshot = os.path.join(self.ckpt_dir, "checkpoint_manager_snapshot.json")
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with open(snapshot) as f:
-                    registered = json.load(f).get("checkpoint_results") or []
-            except (OSError, ValueError):
-                registered = []
-            if registered:
-                pids = [p for p in _train_worker_pids(alive_only=True) if p not in self.exclude]
-                if pids:
-                    os.kill(pids[-1], signal.SIGKILL)
-                    self.killed_pid = pids[-1]
-                    return
-            time.sleep(0.02)
-        self.error = f"no registered checkpoint under {self.ckpt_dir} within {self.timeout_s}s"

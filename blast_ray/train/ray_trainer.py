@@ -11,6 +11,7 @@ its latest checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -25,11 +26,14 @@ from blast_ray.train.loop import EvalPlan, TrainState, Worker, train_loop
 
 log = logging.getLogger("blast_ray.train")
 
+RESTARTS_FILE = "restarts.json"  # in each Ray Train checkpoint: {"restarts": starts from a checkpoint so far}
+
 
 def _loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """One Ray Train worker. Returns (rank 0's value becomes ``Result.return_value``) where this
     attempt started: ``resumed_from_epoch`` is the checkpoint's epoch when the worker group was
-    restarted after a failure (or the run re-submitted), None on a fresh start."""
+    restarted after a failure (or the run re-submitted), None on a fresh start; ``restarts`` counts
+    the starts from a checkpoint of this run so far (kept next to the state in each checkpoint)."""
     import ray.train
     from ray.train import Checkpoint
 
@@ -39,12 +43,17 @@ def _loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
     device = str(ray.train.torch.get_device()) if cfg.use_gpu else "cpu"
-    resume = None
+    resume, restarts = None, 0
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             with open(os.path.join(d, artifacts.CHECKPOINT_STATE_FILE), "rb") as f:
                 resume = state_from_bytes(f.read())
+            counter = os.path.join(d, RESTARTS_FILE)
+            if os.path.exists(counter):
+                with open(counter) as f:
+                    restarts = int(json.load(f)["restarts"])
+            restarts += 1
     torch.manual_seed(cfg.seed)  # identical init on every worker (DDP also broadcasts rank 0's)
     model = model_for(cfg, inputs).to(device)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
@@ -55,13 +64,16 @@ def _loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             with tempfile.TemporaryDirectory() as d:
                 with open(os.path.join(d, artifacts.CHECKPOINT_STATE_FILE), "wb") as f:
                     f.write(state_to_bytes(state))
+                with open(os.path.join(d, RESTARTS_FILE), "w") as f:
+                    f.write(json.dumps({"restarts": restarts}))
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics, checkpoint=None)
 
     final = train_loop(cfg, inputs, config["plan"], worker=Worker(rank, world, device, ddp), model=model, start=resume,
                        init_weights=config.get("init_state"), init_source=config.get("init_source", ""), on_epoch=report)
-    return {"resumed_from_epoch": None if resume is None else int(resume.epoch), "epochs": int(final.epoch)}
+    return {"resumed_from_epoch": None if resume is None else int(resume.epoch), "epochs": int(final.epoch),
+            "restarts": restarts}
 
 
 def fit_ray(
