@@ -32,6 +32,23 @@ def spark():
     yield s
 
 
+def test_accumulator_server_errors_go_to_the_log_not_stderr(spark, capsys, caplog):
+    """A JVM killed under the driver (group SIGTERM) ends the accumulator server's connection in
+    EOFError; socketserver would print that traceback to stderr, past the console filters."""
+    import logging
+
+    server = spark.sparkContext._accumulatorServer
+    caplog.set_level(logging.DEBUG, logger="blast_ray.etl")
+    try:
+        raise EOFError("the JVM went away")
+    except EOFError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "EOFError" not in err, err
+    rec = [r for r in caplog.records if "accumulator server" in r.getMessage()]
+    assert rec and rec[0].exc_info and rec[0].exc_info[0] is EOFError
+
+
 def _read(dest, name) -> pd.DataFrame:
     return pq.read_table(Path(dest) / name).to_pandas()
 

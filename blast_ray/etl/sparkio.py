@@ -29,6 +29,7 @@ def get_spark(master: str | None = "local[*]", driver_memory: str = "4g", shuffl
 
     active = SparkSession.getActiveSession()
     if active is not None:
+        _accumulator_errors_to_log(active)
         return active
     os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON", __import__("sys").executable))
     b = SparkSession.builder.appName("blast-etl")
@@ -45,7 +46,28 @@ def get_spark(master: str | None = "local[*]", driver_memory: str = "4g", shuffl
     )
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    _accumulator_errors_to_log(spark)
     return spark
+
+
+def _accumulator_errors_to_log(spark) -> None:
+    """Send the accumulator server's connection errors to our log instead of stderr.
+
+    pyspark's accumulator server is a ``socketserver``; when the JVM dies under it (a SIGTERM to
+    the whole process group reaches the JVM with the driver) its handler thread ends in
+    ``EOFError`` and ``socketserver.BaseServer.handle_error`` prints a traceback straight to
+    stderr, past every logging filter. The driver already reports the signal in one line; the
+    traceback belongs in ``run.log`` (DEBUG; ``-v`` shows it)."""
+    server = getattr(spark.sparkContext, "_accumulatorServer", None)
+    if server is None or getattr(server, "_blast_quiet", False):
+        return
+
+    def handle_error(request, client_address) -> None:
+        log.debug("pyspark accumulator server: the connection from %s ended with an error (the JVM went away?)",
+                  client_address, exc_info=True)
+
+    server.handle_error = handle_error
+    server._blast_quiet = True
 
 
 def with_row_index(df, col: str, start: int = 0):
