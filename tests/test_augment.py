@@ -194,6 +194,36 @@ def test_marginal_targets_match_pot_and_the_mass_rule(sci, row_target, col_targe
     np.testing.assert_allclose(np.exp(v1), np.exp(v0) * a.sum() / nnz, rtol=1e-7)
 
 
+@pytest.mark.parametrize("row_target, col_target", [("activity", "popularity"), ("activity", "mean_popularity"),
+                                                     ("mean_activity", "popularity")], ids=str)
+def test_own_degree_targets_match_pot_and_change_h(sci, row_target, col_target):
+    """activity / popularity: a_u = deg_u, b_i = pop_i (floor 1), b rescaled to a's mass; our plan
+    equals POT's for those marginals, and unlike the constant targets H itself changes."""
+    R, G, _ = sci
+    R, G = R[:40], G[:40]
+    M, N = R.shape
+    a, b = marginals(R, row_target, col_target)
+    deg_u = np.maximum(np.diff(sp.csr_matrix(R).indptr), 1).astype(float)
+    pop_i = np.maximum(np.asarray(R.sum(0)).ravel(), 1).astype(float)
+    np.testing.assert_allclose(a, deg_u if row_target == "activity" else np.full(M, R.nnz / M), rtol=1e-15)
+    want_b = pop_i if col_target == "popularity" else np.ones(N)
+    np.testing.assert_allclose(b, want_b * a.sum() / want_b.sum(), rtol=1e-12)
+
+    C = np.zeros(R.shape)
+    C[G.toarray() != 0] = -1.0
+    C[R.toarray() != 0] = 1.0
+    res = sparse_sinkhorn(R, G, eps=0.1, a=a, b=b, tol=1e-12, max_iter=20000)
+    assert res.converged
+    P_ref = ot.sinkhorn(a, b, C, 0.1, method="sinkhorn_log", stopThr=1e-13, numItermax=20000)
+    assert np.abs(res.dense_plan(R, G) - P_ref).max() <= 1e-8 * P_ref.max()
+
+    base = sparse_sinkhorn(R, G, eps=0.1, tol=1e-12, max_iter=20000)
+    q = 60
+    u0, i0, _ = top_q_cells(base.f, base.g, 0.1, R, G, q)
+    u1, i1, _ = top_q_cells(res.f, res.g, 0.1, R, G, q)
+    assert set(zip(u1.tolist(), i1.tolist())) != set(zip(u0.tolist(), i0.tolist()))
+
+
 def test_marginal_targets_reject_bad_values(sci):
     R, _, _ = sci
     for row, col in (("popular", "uniform"), (0, "uniform"), ("uniform", -1.0), (True, "uniform")):

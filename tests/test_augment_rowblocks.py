@@ -139,3 +139,22 @@ def test_plan_row_blocks_covers_rows_in_order():
         assert sum(plan.cells) == cells.sum()
     plan = plan_row_blocks(cells, "auto", 10 * BYTES_PER_CELL / GIB, 0)
     assert [c <= 10 for c in plan.cells] == [True] * plan.num_blocks and plan.bounds[0] == (0, 2)
+
+
+def test_per_user_marginals_through_ray_blocks_equal_the_single_process_path(sci_store, ray_local):
+    """row_target=activity / col_target=popularity: each block gets its own users' a (not one
+    constant); the H of 3 Ray blocks equals the single-process H for the same marginals."""
+    store, etl, graphs, R, _, _ = sci_store
+    from blast_ray.augment.stage import _item_knn
+
+    cfg = _cfg(row_target="activity", col_target="popularity")
+    G = false_negative_candidates(R, [_item_knn(graphs, "text", cfg.augment.knn_k, R.shape[1])])
+    a, b = marginals(R, "activity", "popularity")
+    assert len(np.unique(a)) > 1  # really per user
+    res = sparse_sinkhorn(R, G, eps=cfg.augment.eps, a=a, b=b, tol=cfg.augment.tol, max_iter=cfg.augment.max_iter)
+    q = int(round(cfg.augment.ratio * R.nnz))
+    u, i, v = top_q_cells(res.f, res.g, cfg.augment.eps, R, G, q)
+    aug, _ = _run(sci_store, "own-degree", num_blocks=3, row_target="activity", col_target="popularity")
+    np.testing.assert_array_equal(aug.users, u)
+    np.testing.assert_array_equal(aug.items, i)
+    np.testing.assert_allclose(aug.values, np.exp(v), rtol=1e-9)

@@ -153,8 +153,9 @@ class RowBlockWorker:
         self.G: sp.csr_matrix | None = None  # (rows, N) false-negative candidates
         self.f: np.ndarray | None = None  # (rows,) log row scalings
 
-    def build(self, store, etl_parts, knn_parts: list[tuple[str, ...]], knn_k: int, a_value: float) -> dict:
-        """Read the block's train rows and the item kNN; build R, G and D rows. Returns counts."""
+    def build(self, store, etl_parts, knn_parts: list[tuple[str, ...]], knn_k: int, a_rows) -> dict:
+        """Read the block's train rows and the item kNN; build R, G and D rows. ``a_rows``: this
+        block's row marginals (rows,) (or one number for all of them). Returns counts."""
         from blast_ray.etl.artifacts import train_rows
 
         rows = self.stop - self.start
@@ -166,7 +167,7 @@ class RowBlockWorker:
         G = false_negative_candidates(R, item_knn_union(frames, knn_k, self.n_items))
         del frames
         D = kernel_part(R, G, self.coef)
-        a = np.full(rows, float(a_value))
+        a = np.broadcast_to(np.asarray(a_rows, dtype=np.float64), (rows,)).copy()
         self.block = RowBlock(self.start, self.stop, D, sp.csr_matrix(D.T), np.log(a), a)
         self.R, self.G = R, G
         self.f = np.zeros(rows)

@@ -227,16 +227,16 @@ ROW_TARGETS = ("mean_activity", "uniform")
 COL_TARGETS = ("mean_popularity", "uniform")
 
 
-def _target_value(target: str | float, mean_name: str, mean_value: float, key: str) -> float:
+def _target_value(target: str | float, mean_name: str, mean_value: float, key: str, own_name: str) -> float:
     if isinstance(target, str):
         if target == mean_name:
             return mean_value
         if target == "uniform":
             return 1.0
-        raise ValueError(f"{key} must be {mean_name}, uniform or a positive number, got {target!r}")
+        raise ValueError(f"{key} must be {mean_name}, {own_name}, uniform or a positive number, got {target!r}")
     value = float("nan") if isinstance(target, bool) else float(target)
     if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{key} must be {mean_name}, uniform or a positive number, got {target!r}")
+        raise ValueError(f"{key} must be {mean_name}, {own_name}, uniform or a positive number, got {target!r}")
     return value
 
 
@@ -249,18 +249,21 @@ def marginals(
     ----------
     R : (M, N) sparse train interactions; |D| = nnz(R) (> 0).
     row_target : ``"mean_activity"`` (default): a_u = |D| / M, the mean train activity;
-        ``"uniform"``: a_u = 1; a positive number c: a_u = c (the paper's Fig. 3c sweep).
+        ``"activity"``: a_u = max(1, deg_u), each user's own train activity (active users receive
+        more augmented mass); ``"uniform"``: a_u = 1; a positive number c: a_u = c.
     col_target : ``"mean_popularity"`` (default): b_i = |D| / N, the mean train popularity;
-        ``"uniform"``: b_i = 1; a positive number c: b_i = c.
+        ``"popularity"``: b_i = max(1, pop_i), each item's own train popularity; ``"uniform"``:
+        b_i = 1; a positive number c: b_i = c.
 
     Total-mass rule: balanced OT needs sum(a) == sum(b). ``a`` is kept as chosen and ``b`` is
     rescaled to a's mass, ``b <- b * sum(a) / sum(b)``. With the defaults both already total |D|,
     so nothing is rescaled.
 
-    Consequence (exact, tested): every target here is constant over users (items), so a choice
-    only multiplies the plan by ``s = sum(a) / |D|`` compared with the defaults (the Sinkhorn
-    scalings shift by log s). The augmented set H and its order are the same for every choice;
-    only the ``plan_value`` of H scales by s.
+    Consequence (exact, tested): the constant targets (means, uniform, numbers) differ only by a
+    scale, so among them a choice only multiplies the plan by ``s = sum(a) / |D|`` (the Sinkhorn
+    scalings shift by log s): H and its order are the same, only its ``plan_value`` scales by s.
+    Only the per-user / per-item targets (``activity``, ``popularity``) change which pairs H holds:
+    that is the knob of the paper's Fig. 3c sweep.
 
     Returns
     -------
@@ -270,23 +273,39 @@ def marginals(
     >>> a, b = marginals(sp.csr_matrix([[1, 0, 1], [0, 1, 0]]), "uniform", "mean_popularity")
     >>> a.tolist(), b.tolist()
     ([1.0, 1.0], [0.6666666666666666, 0.6666666666666666, 0.6666666666666666])
+    >>> a, b = marginals(sp.csr_matrix([[1, 0, 1], [0, 1, 0]]), "activity", "popularity")
+    >>> a.tolist(), b.tolist()
+    ([2.0, 1.0], [1.0, 1.0, 1.0])
     """
     M, N = R.shape
-    return marginals_of(int(R.nnz), M, N, row_target, col_target)
+    R = sp.csr_matrix(R)
+    return marginals_of(int(R.nnz), M, N, row_target, col_target,
+                        deg_users=np.diff(R.indptr), deg_items=np.bincount(R.indices, minlength=N))
 
 
 def marginals_of(
-    nnz: int, M: int, N: int, row_target: str | float = "mean_activity", col_target: str | float = "mean_popularity"
+    nnz: int, M: int, N: int, row_target: str | float = "mean_activity", col_target: str | float = "mean_popularity",
+    deg_users: np.ndarray | None = None, deg_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`marginals` from the sizes alone (|D| = ``nnz``, M users, N items): what the augment
-    stage's driver uses, so it never holds R."""
+    """:func:`marginals` from the sizes and the train degree vectors (|D| = ``nnz``, M users, N
+    items; ``deg_users`` (M,) / ``deg_items`` (N,) are needed only by the ``activity`` /
+    ``popularity`` targets): what the augment stage's driver uses, so it never holds R."""
     nnz = float(nnz)
     if nnz == 0:
         raise ValueError("R has no interactions: the OT marginals nnz(R)/M, nnz(R)/N would be zero")
-    a = np.full(M, _target_value(row_target, "mean_activity", nnz / M, "augment.row_target"))
-    b = np.full(N, _target_value(col_target, "mean_popularity", nnz / N, "augment.col_target"))
+    a = _own_or_constant(row_target, "activity", deg_users, M, "mean_activity", nnz / M, "augment.row_target")
+    b = _own_or_constant(col_target, "popularity", deg_items, N, "mean_popularity", nnz / N, "augment.col_target")
     b *= a.sum() / b.sum()
     return a, b
+
+
+def _own_or_constant(target, own_name: str, degrees, size: int, mean_name: str, mean_value: float, key: str) -> np.ndarray:
+    if isinstance(target, str) and target == own_name:
+        if degrees is None or len(degrees) != size:
+            raise ValueError(f"{key}={own_name} needs the train degree vector of length {size}")
+        # floor 1: a user/item without a train interaction still gets a (small) positive mass
+        return np.maximum(np.asarray(degrees, dtype=np.float64), 1.0)
+    return np.full(size, _target_value(target, mean_name, mean_value, key, own_name))
 
 
 def default_marginals(R: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:

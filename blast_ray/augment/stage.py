@@ -107,7 +107,7 @@ def run(ctx, out) -> dict:
     k_union = cfg.knn_k * len(modalities)
     plan = plan_row_blocks(row_cells(deg_u, k_union, N), cfg.num_blocks, cfg.task_memory_gib,
                            fixed_task_bytes(N, k_union))
-    a, b = marginals_of(nnz, M, N, cfg.row_target, cfg.col_target)
+    a, b = marginals_of(nnz, M, N, cfg.row_target, cfg.col_target, deg_users=deg_u, deg_items=deg_i)
     q = int(round(cfg.ratio * nnz))
     res, (users, items, logv, in_g), block_stats, t_marks = solve_blocks(
         plan, etl, knn_parts, out, cfg, a, b, q, N, in_process=(cfg.num_blocks == 1))
@@ -170,8 +170,8 @@ def solve_blocks(plan: BlockPlan, etl, knn_parts, out, cfg, a: np.ndarray, b: np
         get, put, kill = ray.get, ray.put, ray.kill
     try:
         store_ref = put(etl.store)
-        stats = get([call(w, "build", store_ref, etl.parts, knn_parts, cfg.knn_k, float(a[s]))
-                     for w, (s, _) in zip(workers, plan.bounds)])
+        stats = get([call(w, "build", store_ref, etl.parts, knn_parts, cfg.knn_k, a[s:e])
+                     for w, (s, e) in zip(workers, plan.bounds)])
         t_built = time.time()
 
         def step_rows(have_f, g):

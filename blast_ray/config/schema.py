@@ -86,7 +86,7 @@ Int = Annotated[int, BeforeValidator(_int_not_bool)]
 Float = Annotated[float, BeforeValidator(_number_not_bool)]
 
 
-def _mass_target(names: tuple[str, str]):
+def _mass_target(names: tuple[str, ...]):
     """A marginal target: one of ``names`` or a positive number (strings like "2.5" accepted)."""
 
     def check(v: Any) -> Any:
@@ -99,7 +99,7 @@ def _mass_target(names: tuple[str, str]):
                 x = None
             if x is not None and x > 0 and x != float("inf"):
                 return x
-        raise ValueError(f"must be {names[0]}, {names[1]} or a positive number, got {v!r}")
+        raise ValueError(f"must be {', '.join(names)} or a positive number, got {v!r}")
 
     return BeforeValidator(check)
 
@@ -388,8 +388,12 @@ class AugmentConfig(ConfigModel):
     task_memory_gib: Float = Field(2.0, gt=0, description="memory budget of one row block (GiB); with num_blocks: auto "
                                    "the rows per block follow from it")
     knn_k: Int = Field(10, ge=1)  # neighbours per item used to build G_u
-    row_target: Annotated[Union[Literal["mean_activity", "uniform"], float], _mass_target(("mean_activity", "uniform"))] = "mean_activity"
-    col_target: Annotated[Union[Literal["mean_popularity", "uniform"], float], _mass_target(("mean_popularity", "uniform"))] = "mean_popularity"
+    # OT marginals: the constant targets (means, uniform, numbers) only scale the plan (same H);
+    # activity / popularity (each user's / item's own train degree) change H (blast_ray.augment.sinkhorn.marginals)
+    row_target: Annotated[Union[Literal["mean_activity", "activity", "uniform"], float],
+                          _mass_target(("mean_activity", "activity", "uniform"))] = "mean_activity"
+    col_target: Annotated[Union[Literal["mean_popularity", "popularity", "uniform"], float],
+                          _mass_target(("mean_popularity", "popularity", "uniform"))] = "mean_popularity"
     add_to_graph: bool = False  # [choice] H also enters the user-item graph A (read by the trainer)
 
 
