@@ -31,6 +31,7 @@ METRICS_FILE = "metrics.json"
 
 # Checkpoints (not part of the stage output).
 CHECKPOINT_STATE_FILE = "train_state.pt"  # inside a Ray Train checkpoint directory
+CHECKPOINT_RESTARTS_FILE = "restarts.json"  # in each Ray Train checkpoint: {"restarts": starts from a checkpoint so far}
 CHECKPOINT_POINTER = "LATEST"  # single process: names the newest state file
 SINGLE_PROCESS_DIR = "single"
 

@@ -26,7 +26,7 @@ from blast_ray.train.loop import EvalPlan, TrainState, Worker, train_loop
 
 log = logging.getLogger("blast_ray.train")
 
-RESTARTS_FILE = "restarts.json"  # in each Ray Train checkpoint: {"restarts": starts from a checkpoint so far}
+RESTARTS_FILE = artifacts.CHECKPOINT_RESTARTS_FILE
 
 
 def _loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
