@@ -107,7 +107,7 @@ def load_stage_fn(spec: StageSpec) -> Callable[[StageContext, StageOutput], dict
 
 # Keys that change how a stage runs but never what it writes: left out of fingerprints, so
 # turning a progress bar on or allowing more retries does not recompute a committed output.
-NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"train": ("progress", "max_failures")}
+NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"train": ("progress", "max_failures", "ray_train_single_worker")}
 
 
 def stage_config(cfg: PipelineConfig, spec: StageSpec) -> dict[str, Any]:

@@ -428,6 +428,9 @@ class TrainConfig(ConfigModel):
     patience: Int = Field(20, ge=1)
     seed: Int = 2024
     num_workers: Int = Field(1, ge=1)
+    ray_train_single_worker: bool = Field(False, description="run a one-worker training through Ray Train too (same "
+                                          "checkpoints and resume as several workers; costs the TorchTrainer start-up, "
+                                          "docs/stages/train.md); false: a plain process")
     use_gpu: bool = False
     graph_backend: Literal["auto", "torch", "dgl"] = "auto"
     eval_every: Int = Field(1, ge=1)

@@ -1,5 +1,6 @@
 """Training: inputs -> loop (TrainState) -> checkpoints -> Ray Train wrapper -> fit; negatives,
-warm start, and the train stage's artifacts. Needs neither Ray nor Spark unless num_workers > 1."""
+warm start, and the train stage's artifacts. Needs neither Ray nor Spark unless Ray Train runs it
+(num_workers > 1 or train.ray_train_single_worker)."""
 
 from blast_ray.train.fit import final_outputs, fit
 from blast_ray.train.inputs import TrainInputs

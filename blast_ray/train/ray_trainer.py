@@ -1,5 +1,6 @@
-"""Multi-worker training on Ray Train (TorchTrainer + DDP; gloo on CPU, nccl on GPU): the thin Ray
-wrapper around :func:`blast_ray.train.loop.train_loop`. Ray is imported only inside the functions.
+"""Training on Ray Train (several workers, or one with ``train.ray_train_single_worker``;
+TorchTrainer + DDP; gloo on CPU, nccl on GPU): the thin Ray wrapper around
+:func:`blast_ray.train.loop.train_loop`. Ray is imported only inside the functions.
 
 Checkpoints (the full :class:`~blast_ray.train.loop.TrainState`) are reported every epoch by rank 0
 through ``ray.train.report(..., checkpoint=Checkpoint.from_directory(...))`` into
@@ -7,6 +8,10 @@ through ``ray.train.report(..., checkpoint=Checkpoint.from_directory(...))`` int
 (max_failures) restarts failed workers, which resume from ``ray.train.get_checkpoint()``. Ray Train
 V2 (the default in Ray 2.60) resumes a re-submitted run with the same (storage_path, name) from
 its latest checkpoint.
+
+Inputs: with a :class:`~blast_ray.train.source.StoreInputs` (the train stage), ``train_loop_config``
+carries only that reference and every worker builds its :class:`TrainInputs` from the store;
+without one (in-memory callers), the inputs themselves are shipped in the config.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ def _loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     from ray.train import Checkpoint
 
     cfg = config["cfg"]
-    inputs: TrainInputs = config["inputs"]
+    source = config.get("source")
+    inputs: TrainInputs = source.load() if source is not None else config["inputs"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
@@ -71,9 +77,21 @@ def _loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             ray.train.report(metrics, checkpoint=None)
 
     final = train_loop(cfg, inputs, config["plan"], worker=Worker(rank, world, device, ddp), model=model, start=resume,
-                       init_weights=config.get("init_state"), init_source=config.get("init_source", ""), on_epoch=report)
+                       init_weights=config.get("init_state"), init_source=config.get("init_source", ""), on_epoch=report,
+                       max_epochs=config.get("max_epochs"))
     return {"resumed_from_epoch": None if resume is None else int(resume.epoch), "epochs": int(final.epoch),
             "restarts": restarts}
+
+
+def loop_config(cfg, inputs: TrainInputs | None, plan: EvalPlan, *, source=None,
+                init_state: dict[str, Any] | None = None, init_source: str = "",
+                max_epochs: int | None = None) -> dict[str, Any]:
+    """The ``train_loop_config`` every worker receives: the train config, the evaluation plan, the
+    warm start weights, and either ``source`` (a StoreInputs: a few strings, the worker loads the
+    inputs from the store) or, when ``source`` is None, the ``inputs`` themselves (pickled into
+    every worker)."""
+    return {"cfg": cfg, "plan": plan, "threads_per_worker": 1, "init_state": init_state, "init_source": init_source,
+            "source": source, "inputs": inputs if source is None else None, "max_epochs": max_epochs}
 
 
 def fit_ray(
@@ -87,11 +105,15 @@ def fit_ray(
     init_state: dict[str, Any] | None = None,
     init_source: str = "",
     return_result: bool = False,
+    source=None,
+    max_epochs: int | None = None,
 ):
     """Train with ``cfg.num_workers`` Ray Train workers; returns the final :class:`TrainState`
     (read back from the last reported checkpoint), or (state, ray.train.Result) with
     ``return_result``. ``init_state``: warm start weights, loaded by every worker unless it
-    resumes from a checkpoint of this run."""
+    resumes from a checkpoint of this run. ``source``: where the workers read the inputs (see
+    :func:`loop_config`); ``inputs`` then stay on the driver. ``max_epochs``: stop after that many
+    epochs of this submission (tests simulate an interrupted run)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -100,10 +122,8 @@ def fit_ray(
     ensure_ray()
     trainer = TorchTrainer(
         _loop_per_worker,
-        train_loop_config={
-            "cfg": cfg, "inputs": inputs, "plan": plan, "threads_per_worker": 1,
-            "init_state": init_state, "init_source": init_source,
-        },
+        train_loop_config=loop_config(cfg, inputs, plan, source=source, init_state=init_state,
+                                      init_source=init_source, max_epochs=max_epochs),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,

@@ -7,7 +7,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from blast_ray.ranking.metrics import users_per_block
@@ -15,40 +14,20 @@ from blast_ray.train import artifacts
 from blast_ray.train.fit import final_outputs, fit
 from blast_ray.train.inputs import TrainInputs, allreduce_bytes_per_epoch, model_for, parameter_bytes, step_plan_for
 from blast_ray.train.loop import EvalPlan, epoch_cap
+from blast_ray.train.source import AugmentUse, StoreInputs, side_inputs
 from blast_ray.train.warm_start import load_warm_start
 
 log = logging.getLogger("blast_ray.train")
 
 
 def _side_inputs(ctx, data) -> TrainInputs:
-    inputs = TrainInputs(data)
-    cfg = ctx.cfg
-    if "features" in ctx.outputs:
-        from blast_ray.features.artifacts import load_features
+    """The train inputs of a stage context (see :func:`blast_ray.train.source.side_inputs`)."""
+    return side_inputs(ctx.outputs, data, AugmentUse.from_config(ctx.cfg.augment))
 
-        inputs.features = {k: np.asarray(v, dtype=np.float32) for k, v in load_features(ctx.outputs["features"]).items()}
-    if "graphs" in ctx.outputs:
-        from blast_ray.graphs.artifacts import load_graph
 
-        g = ctx.outputs["graphs"]
-        for kind in ("item", "user"):
-            try:
-                m = load_graph(g, kind)
-            except FileNotFoundError:
-                log.warning("train: graphs output has no %s graph; that branch is dropped", kind)
-                continue
-            setattr(inputs, f"{kind}_graph", m)
-    if "augment" in ctx.outputs and cfg.augment.enabled:
-        from blast_ray.augment.artifacts import load_augmentation
-
-        aug = load_augmentation(ctx.outputs["augment"], data.n_users, data.n_items)
-        inputs.extra_users, inputs.extra_items = np.asarray(aug.users), np.asarray(aug.items)
-        inputs.extra_in_graph = bool(cfg.augment.add_to_graph)  # H also enters the propagation graph A
-        if getattr(cfg.augment, "restrict_negatives", False):
-            inputs.neg_exclude = (data.train + aug.false_negatives).tocsr()
-        log.debug("train: %d augmented pairs; negatives restricted: %s; in the graph A: %s", len(inputs.extra_users),
-                 inputs.neg_exclude is not None, inputs.extra_in_graph)
-    return inputs
+def store_inputs(ctx) -> StoreInputs:
+    """What each Ray Train worker reads its inputs from: the store and the upstream outputs of ``ctx``."""
+    return StoreInputs.from_outputs(ctx.store, ctx.dataset, ctx.outputs, AugmentUse.from_config(ctx.cfg.augment))
 
 
 def fresh_model(cfg, inputs):
@@ -81,7 +60,8 @@ def run(ctx, out) -> dict[str, Any]:
     if cfg.warm_start_from:  # part of the train section, hence of this output's fingerprint
         warm = load_warm_start(cfg.warm_start_from, fresh_model(cfg, inputs), cfg.model, data.n_users, data.n_items)
     state = fit(cfg, inputs, plan, store=ctx.store, checkpoint_parts=artifacts.checkpoint_parts(ctx.dataset, out.fingerprint),
-                init_state=warm.state_dict if warm else None, init_source=cfg.warm_start_from or "")
+                init_state=warm.state_dict if warm else None, init_source=cfg.warm_start_from or "",
+                source=store_inputs(ctx))  # Ray Train workers read the inputs from the store themselves
     t_fit = time.perf_counter() - t0
     model, h_u, f_i, valid, test = final_outputs(cfg, inputs, state, plan)
     artifacts.write_model(out, model.state_dict(), state.config, data.n_users, data.n_items)
