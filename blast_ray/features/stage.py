@@ -217,7 +217,7 @@ def run(ctx, out) -> dict:
             log.warning("no item image could be used: no visual modality (text only)")
             extra["visual_source"] = "none: no usable image"
     else:
-        log.info("no visual features configured (features.visual_features / compute_image_features): text only")
+        log.debug("no visual features configured (features.visual_features / compute_image_features): text only")
 
     log.debug("features: modalities %s", modalities)
     extra["modalities"] = modalities

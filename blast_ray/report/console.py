@@ -8,6 +8,9 @@ from blast_ray.config import STAGES, PipelineConfig
 from blast_ray.store import layout
 
 
+CONSOLE_METRICS = ("recall", "ndcg")  # the end-of-run table; every metric is in the run record and the report
+
+
 def metric_order(name: str) -> tuple:
     """Sort key: recall, ndcg, precision, map, then by cutoff."""
     base, _, k = name.partition("@")
@@ -121,10 +124,12 @@ def print_summary(cfg: PipelineConfig, result) -> None:
     if metrics:
         ev = result.manifests.get("evaluate", {}).get("extra", {})
         print()
-        print(f"metrics (full ranking; test at the best valid epoch; baselines on the same split, "
-              f"evaluate.baselines):")
+        print("metrics (full ranking; test at the best valid epoch; baselines on the same split, "
+              "evaluate.baselines; precision/map: blast runs show, report):")
         baselines = ev.get("baselines") or {}
-        cols = summary_columns(cfg.train.model, metrics, baselines)
+        # recall and ndcg fit one screen; precision/map: `blast runs show RUN_ID` and the report
+        cols = {c: {m: v for m, v in col.items() if m.split("@")[0] in CONSOLE_METRICS}
+                for c, col in summary_columns(cfg.train.model, metrics, baselines).items()}
         print(format_metrics_table(cols, mark_best=tuple(c for c in cols if c.endswith(" test"))))
         verdict = baseline_verdict(cfg.train.model, metrics, baselines, cfg.evaluate.select_metric)
         if verdict:

@@ -185,9 +185,9 @@ def train_loop(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if worker.rank == 0:
         log.info("train %s: %d positives, %d steps/epoch x %d triples per worker (world %d; train.batch_size %d, "
-                 "train.max_steps_per_epoch %d), lr %.4g (x%.3g, %s), all-reduce %.1f MB/epoch", cfg.model,
+                 "train.max_steps_per_epoch %d), lr %.4g (x%.3g, %s), all-reduce %.1f MB/epoch, graph backend %s", cfg.model,
                  steps.n_total, steps.steps, steps.batch_size, worker.world, cfg.batch_size, cfg.max_steps_per_epoch,
-                 lr, steps.lr_scale, cfg.lr_batch_scaling, allreduce / 1e6)
+                 lr, steps.lr_scale, cfg.lr_batch_scaling, allreduce / 1e6, getattr(backend, "name", backend))
     state = TrainState(select_metric=select.key)
     if start is not None:
         model.load_state_dict(start.model)

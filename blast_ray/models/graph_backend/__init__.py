@@ -26,7 +26,8 @@ import torch
 from blast_ray.models.graph_backend.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
-_info_once = functools.cache(log.info)  # the same line once per process, not once per model built
+# the same line once per process, not once per model built; DEBUG: the train stage's INFO line names the backend
+_debug_once = functools.cache(log.debug)
 
 __all__ = ["GraphBackend", "TorchBackend", "get_backend"]
 
@@ -53,6 +54,6 @@ def get_backend(name: str = "auto") -> GraphBackend:
         if dgl_backend.dgl_available():
             log.info("graph backend auto -> dgl")
             return dgl_backend.DGLBackend()
-        _info_once("graph backend auto -> torch (DGL does not import here)")
+        _debug_once("graph backend auto -> torch (DGL does not import here)")
         return TorchBackend()
     raise ValueError(f"graph backend must be 'auto', 'torch' or 'dgl', got {name!r}")
