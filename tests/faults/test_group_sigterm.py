@@ -38,9 +38,10 @@ def _group_members(pgid: int) -> dict[int, str]:
     return out
 
 
-def _run_record(store: Path) -> dict | None:
-    runs = [p for p in (store / "ml-100k" / "runs").glob("*/run.json")]
-    return json.loads(runs[0].read_text()) if runs else None
+def _run_record(store: Path, since: float) -> dict | None:
+    """The newest run record written after ``since`` (the session store holds other tests' runs)."""
+    runs = [p for p in (store / "ml-100k" / "runs").glob("*/run.json") if p.stat().st_mtime >= since]
+    return json.loads(max(runs, key=lambda p: p.stat().st_mtime).read_text()) if runs else None
 
 
 @pytest.mark.faults
@@ -48,6 +49,7 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
     from jobs.smoke import smoke_config
 
     cfg = smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml", profiles={"engine": "template"})
+    t0 = time.time() - 1
     env = dict(os.environ, PYTHONPATH=str(ROOT), BLAST_RAY_OBJECT_STORE_BYTES=str(256 << 20))
     proc = subprocess.Popen([sys.executable, "-m", "blast_ray.cli", "profiles", "--config", str(cfg)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -56,7 +58,7 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
         deadline = time.time() + 420
         ray_up = False
         while time.time() < deadline and proc.poll() is None:
-            rec = _run_record(ml100k_store)
+            rec = _run_record(ml100k_store, t0)
             members = _group_members(proc.pid)
             ray_up = "raylet" in members.values() and "gcs_server" in members.values()
             if ray_up and rec and rec.get("current_stage") == "profiles":
@@ -73,7 +75,7 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "*** SIGTERM received ***" not in err, err[-3000:]
     assert [ln for ln in err.splitlines() if ln.startswith("blast:")][-1].startswith("blast: interrupted by SIGTERM"), err
-    rec = _run_record(ml100k_store)
+    rec = _run_record(ml100k_store, t0)
     assert rec["status"] == "failed" and rec["error"].startswith("interrupted by SIGTERM"), rec
     assert rec["failed_stage"] == "profiles"
     # the cluster went with the driver: no raylet / GCS left behind
