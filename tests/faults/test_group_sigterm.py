@@ -48,9 +48,12 @@ def _run_record(store: Path, since: float) -> dict | None:
 def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir, tmp_path):
     from jobs.smoke import smoke_config
 
-    cfg = smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml", profiles={"engine": "template"})
+    # one profile a batch: the stage lasts long enough (about a minute) to be hit well inside it
+    cfg = smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml", profiles={"engine": "template", "batch_size": 1})
     t0 = time.time() - 1
-    env = dict(os.environ, PYTHONPATH=str(ROOT), BLAST_RAY_OBJECT_STORE_BYTES=str(256 << 20))
+    # BLAST_HEARTBEAT_S: the record notes the running stage at its next heartbeat (default 30 s); the
+    # profiles stage takes about 18 s on an idle machine, so beat often enough for the wait below
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BLAST_RAY_OBJECT_STORE_BYTES=str(256 << 20), BLAST_HEARTBEAT_S="0.5")
     proc = subprocess.Popen([sys.executable, "-m", "blast_ray.cli", "profiles", "--config", str(cfg)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group, as under `timeout`
@@ -60,12 +63,15 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
         while time.time() < deadline and proc.poll() is None:
             rec = _run_record(ml100k_store, t0)
             members = _group_members(proc.pid)
-            ray_up = "raylet" in members.values() and "gcs_server" in members.values()
+            # the cluster is up and the driver past ray.init (its SIGTERM handler restored): Ray has
+            # started worker processes ("ray::...") for the stage's tasks
+            ray_up = ("raylet" in members.values() and "gcs_server" in members.values()
+                      and any(c.startswith("ray::") for c in members.values()))
             if ray_up and rec and rec.get("current_stage") == "profiles":
                 break
             time.sleep(0.5)
         assert proc.poll() is None and ray_up, f"no Ray stage to interrupt: {proc.communicate(timeout=60)}"
-        time.sleep(3)  # well inside the stage (the whole ml-100k: about a minute)
+        time.sleep(5)  # well inside the stage
         ray_pids = {p for p, c in _group_members(proc.pid).items() if c in ("raylet", "gcs_server")}
         os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
