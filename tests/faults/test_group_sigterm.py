@@ -17,25 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import group_members
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def _group_members(pgid: int) -> dict[int, str]:
-    """pid -> command name of every live process in process group ``pgid`` (from /proc)."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1: stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            out[int(d.name)] = comm
-    return out
 
 
 def _cache_batches(store: Path) -> int:
@@ -66,7 +50,7 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
         ray_up = False
         while time.time() < deadline and proc.poll() is None:
             rec = _run_record(ml100k_store, t0)
-            members = _group_members(proc.pid)
+            members = group_members(proc.pid)
             # the cluster is up and the driver well past ray.init (its SIGTERM handler restored: a
             # signal inside ray.init is still Ray's, see RELIABILITY): the stage has written its first
             # profile batches to the store's cache
@@ -77,7 +61,7 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
             time.sleep(0.5)
         assert proc.poll() is None and ray_up, f"no Ray stage to interrupt: {proc.communicate(timeout=60)}"
         time.sleep(2)  # well inside the stage
-        ray_pids = {p for p, c in _group_members(proc.pid).items() if c in ("raylet", "gcs_server")}
+        ray_pids = {p for p, c in group_members(proc.pid).items() if c in ("raylet", "gcs_server")}
         os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -91,6 +75,6 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
     assert rec["failed_stage"] == "profiles"
     # the cluster went with the driver: no raylet / GCS left behind
     deadline = time.time() + 30
-    while time.time() < deadline and any(Path(f"/proc/{p}").exists() and _group_members(proc.pid).get(p) for p in ray_pids):
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() and group_members(proc.pid).get(p) for p in ray_pids):
         time.sleep(0.5)
-    assert not [p for p in ray_pids if _group_members(proc.pid).get(p)], "Ray processes outlived the driver"
+    assert not [p for p in ray_pids if group_members(proc.pid).get(p)], "Ray processes outlived the driver"

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import pid_running
 
 from blast_ray.store import ArtifactStore
 
@@ -41,14 +42,6 @@ def _profile_actor_pids() -> dict[str, int]:
     return {aid: int(a["Pid"]) for aid, a in ray._private.state.actors().items()
             if a.get("ActorClassName") == PROFILE_ACTOR and a.get("State") == "ALIVE" and a.get("Pid")}
 
-
-def _pid_running(pid: int) -> bool:
-    """True while ``pid`` is a live (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _cache_batches(root: Path, dataset: str) -> int:
@@ -75,7 +68,7 @@ class _KillProfileActor(threading.Thread):
                 actors = _profile_actor_pids()
                 if actors and _cache_batches(self.store_root, self.dataset) >= 1:
                     self.killed_actor, pid = next(iter(actors.items()))
-                    self.was_running = _pid_running(pid)
+                    self.was_running = pid_running(pid)
                     self.batches_before = _cache_batches(self.store_root, self.dataset)
                     os.kill(pid, signal.SIGKILL)
                     self.killed_pid = pid
@@ -104,7 +97,7 @@ def test_killed_profiles_actor_every_row_exactly_once(tmp_path, data_dir, ray_lo
     print(f"profiles stage: {time.monotonic() - t0:.1f}s")
     killer.join(timeout=30)
     assert killer.killed_pid is not None, f"no profiles actor was killed: {killer.error}"
-    assert killer.was_running and not _pid_running(killer.killed_pid)
+    assert killer.was_running and not pid_running(killer.killed_pid)
     # killed mid-stage: after the first batch, before the last (each pass has its own pool: a kill
     # that misses the items pass lands in the users pass)
     assert 1 <= killer.batches_before < n_items + n_users, killer.batches_before

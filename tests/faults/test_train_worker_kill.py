@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from procs import pid_running
 
 from blast_ray.config import TrainConfig
 from blast_ray.etl.readers import read_lattice_split
@@ -39,14 +40,6 @@ def _train_worker_pids(alive_only: bool) -> list[int]:
     return [int(a["Pid"]) for a in ray._private.state.actors().values()
             if a.get("ActorClassName") == "RayTrainWorker" and a.get("Pid") and (a.get("State") == "ALIVE" or not alive_only)]
 
-
-def _pid_running(pid: int) -> bool:
-    """True while ``pid`` is a live (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class _KillTrainWorkerAfterCheckpoint(threading.Thread):
@@ -75,7 +68,7 @@ class _KillTrainWorkerAfterCheckpoint(threading.Thread):
             if registered:
                 pids = [p for p in _train_worker_pids(alive_only=True) if p not in self.exclude]
                 if pids:
-                    self.was_running = _pid_running(pids[-1])
+                    self.was_running = pid_running(pids[-1])
                     self.registered_at_kill = len(registered)
                     os.kill(pids[-1], signal.SIGKILL)
                     self.killed_pid = pids[-1]
@@ -105,7 +98,7 @@ def test_killed_train_worker_resumes_from_checkpoint(baby_small, tmp_path, ray_l
     crashed, result = fit_ray(cfg, TrainInputs(baby_small), name="crash", **kw)
     killer.join(timeout=30)
     assert killer.killed_pid is not None, f"no Ray Train worker was killed: {killer.error}"
-    assert killer.was_running and not _pid_running(killer.killed_pid)  # it was alive, then it died
+    assert killer.was_running and not pid_running(killer.killed_pid)  # it was alive, then it died
     assert killer.killed_pid not in _train_worker_pids(alive_only=True)  # others took over
     assert 1 <= killer.registered_at_kill < EPOCHS  # mid-run: after a checkpoint, before the end
     assert result.error is None
