@@ -75,6 +75,16 @@ def has_table(out: Any, name: str) -> bool:
     return out.store.exists(*out.parts, _check_name(name))
 
 
+def values_by_index(table: pa.Table, index_column: str, value_column: str, n: int):
+    """An object array (n,) holding ``table[value_column]`` at the rows ``table[index_column]``
+    (dense ids -> raw ids / titles); an index the table does not cover keeps None."""
+    import numpy as np
+
+    out = np.full(n, None, dtype=object)
+    out[table.column(index_column).to_numpy()] = np.asarray(table.column(value_column).to_pylist(), dtype=object)
+    return out
+
+
 def load_table(out: Any, name: str, columns: list[str] | None = None) -> pa.Table:
     """ETL table ``name`` of the committed output ``out`` as an Arrow table (``columns``: a subset)."""
     return out.store.read_table(*out.parts, _check_name(name), columns=columns)

@@ -102,12 +102,11 @@ def id_arrays(etl_output, n_users: int, n_items: int) -> tuple[np.ndarray, np.nd
     titles = np.full(n_items, None, dtype=object)
     if etl_artifacts.has_table(etl_output, etl_artifacts.USERS):
         users = etl_artifacts.load_table(etl_output, etl_artifacts.USERS, columns=["user_idx", "user_id"])
-        user_ids[users.column("user_idx").to_numpy()] = np.asarray(users.column("user_id").to_pylist(), dtype=object)
+        user_ids = etl_artifacts.values_by_index(users, "user_idx", "user_id", n_users)
     if etl_artifacts.has_table(etl_output, etl_artifacts.ITEMS):
         items = etl_artifacts.load_table(etl_output, etl_artifacts.ITEMS, columns=["item_idx", "item_id", "title"])
-        i = items.column("item_idx").to_numpy()
-        item_ids[i] = np.asarray(items.column("item_id").to_pylist(), dtype=object)
-        titles[i] = np.asarray(items.column("title").to_pylist(), dtype=object)
+        item_ids = etl_artifacts.values_by_index(items, "item_idx", "item_id", n_items)
+        titles = etl_artifacts.values_by_index(items, "item_idx", "title", n_items)
     return user_ids, item_ids, titles
 
 

@@ -40,16 +40,12 @@ class _Inputs:
     @functools.cached_property
     def titles(self) -> np.ndarray:
         items = etl_artifacts.load_table(self.ctx.outputs["etl"], etl_artifacts.ITEMS, columns=["item_idx", "title"])
-        out = np.full(self.data.n_items, None, dtype=object)
-        out[items.column("item_idx").to_numpy()] = np.asarray(items.column("title").to_pylist(), dtype=object)
-        return out
+        return etl_artifacts.values_by_index(items, "item_idx", "title", self.data.n_items)
 
     @functools.cached_property
     def user_ids(self) -> np.ndarray:
         users = etl_artifacts.load_table(self.ctx.outputs["etl"], etl_artifacts.USERS, columns=["user_idx", "user_id"])
-        out = np.full(self.data.n_users, None, dtype=object)
-        out[users.column("user_idx").to_numpy()] = np.asarray(users.column("user_id").to_pylist(), dtype=object)
-        return out
+        return etl_artifacts.values_by_index(users, "user_idx", "user_id", self.data.n_users)
 
     @functools.cached_property
     def model(self):
