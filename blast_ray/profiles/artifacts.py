@@ -52,6 +52,15 @@ def load_profiles_table(out: Any) -> pa.Table:
     return out.store.read_table(*out.parts, PROFILES)
 
 
+def profiles_files(out: Any) -> tuple[Any, list[str]]:
+    """(pyarrow filesystem, Parquet file paths) of the ``profiles`` table of ``out``, for a streaming
+    reader (``ray.data.read_parquet(paths, filesystem=fs)`` or ``pyarrow.dataset``): readers that
+    must not hold the whole table use this instead of :func:`load_profiles`. The table may be one
+    file or many part files; every file has ``PROFILE_SCHEMA``."""
+    names = sorted(n for n in out.store.list_files(*out.parts, PROFILES) if n.endswith(".parquet"))
+    return out.store.fs, [out.store.path(*out.parts, PROFILES, n) for n in names]
+
+
 def load_profiles(out: Any) -> pd.DataFrame:
     """The ``profiles`` table of a committed profiles StageOutput, sorted by (kind, idx)."""
     df = load_profiles_table(out).to_pandas()
