@@ -85,6 +85,14 @@ def values_by_index(table: pa.Table, index_column: str, value_column: str, n: in
     return out
 
 
+def table_files(out: Any, name: str) -> tuple[Any, list[str]]:
+    """(pyarrow filesystem, Parquet file paths) of ETL table ``name`` of ``out``, for streaming
+    readers (``ray.data.read_parquet(paths, filesystem=fs)``, ``pyarrow.dataset``, Spark on a local
+    store) that must not hold the whole table: the table may be one file or many part files."""
+    names = sorted(n for n in out.store.list_files(*out.parts, _check_name(name)) if n.endswith(".parquet"))
+    return out.store.fs, [out.store.path(*out.parts, name, n) for n in names]
+
+
 def load_table(out: Any, name: str, columns: list[str] | None = None) -> pa.Table:
     """ETL table ``name`` of the committed output ``out`` as an Arrow table (``columns``: a subset)."""
     return out.store.read_table(*out.parts, _check_name(name), columns=columns)
