@@ -94,9 +94,10 @@ def final_outputs(cfg, inputs: TrainInputs, state: TrainState, plan: EvalPlan = 
     model.load_state_dict(state.final_weights())
     backend = get_backend(cfg.graph_backend)
     ks = tuple(plan.ks)  # the reported cutoffs (validation during training also has the selection k)
-    valid = validate(model, cfg, inputs, "valid", ks, plan.batch_users, "cpu", backend)
-    test = validate(model, cfg, inputs, "test", ks, plan.batch_users, "cpu", backend)
+    full = graph_inputs(cfg, inputs, backend, "cpu", epoch=None)  # built once for the three passes
+    valid = validate(model, cfg, inputs, "valid", ks, plan.batch_users, "cpu", backend, full)
+    test = validate(model, cfg, inputs, "test", ks, plan.batch_users, "cpu", backend, full)
     model.eval()
     with torch.no_grad():
-        h_u, f_i = model.representations(graph_inputs(cfg, inputs, backend, "cpu", epoch=None))
+        h_u, f_i = model.representations(full)
     return model, np.asarray(h_u.detach().numpy()), np.asarray(f_i.detach().numpy()), valid, test

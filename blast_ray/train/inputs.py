@@ -75,17 +75,31 @@ def graph_pairs(inputs: TrainInputs) -> tuple[np.ndarray, np.ndarray]:
     return keys // n_items, keys % n_items
 
 
-def graph_inputs(cfg, inputs: TrainInputs, backend, device, epoch: int | None) -> GraphInputs:
-    """The graphs for one forward: epoch=None -> the full A (evaluation); else pruned for that epoch."""
+def graph_inputs(cfg, inputs: TrainInputs, backend, device, epoch: int | None,
+                 reuse: GraphInputs | None = None) -> GraphInputs:
+    """The graphs for one forward: epoch=None -> the full A (evaluation); else pruned for that epoch.
+
+    reuse: this run's full graph (``graph_inputs(..., epoch=None)``), built once per run: its S_I and
+    S_U handles and feature tensors are shared instead of rebuilt, and it is returned as it is when
+    the epoch's graph is the full one (models without pruning: LightGCN's A never changes), so an
+    epoch only builds the pruned A. The user-item adjacency is symmetric, so the backend holds no
+    transposed copy of it (``symmetric=True``).
+    """
     d = inputs.data
-    g = GraphInputs(backend=backend)
     if cfg.model not in GRAPH_MODELS:
-        return g
+        return GraphInputs(backend=backend)
+    pruned = epoch is not None and cfg.model in PRUNED_MODELS and cfg.prune_ratio > 0
+    if reuse is not None and not pruned:
+        return reuse
+    g = GraphInputs(backend=backend)
     u, i = graph_pairs(inputs)
-    if epoch is not None and cfg.model in PRUNED_MODELS and cfg.prune_ratio > 0:
+    if pruned:
         u, i = prune_edges(u, i, d.n_users, d.n_items, cfg.prune_ratio, seed=cfg.seed * 100003 + epoch)
     n = d.n_users + d.n_items
-    g.ui = backend.build(*normalized_adjacency(u, i, d.n_users, d.n_items), (n, n), device)
+    g.ui = backend.build(*normalized_adjacency(u, i, d.n_users, d.n_items), (n, n), device, symmetric=True)
+    if reuse is not None:
+        g.ii, g.uu, g.features = reuse.ii, reuse.uu, reuse.features
+        return g
     used = inputs.used_modalities(cfg.model)
     if used["item_graph"]:
         g.ii = backend.build(*normalized_square(inputs.item_graph), inputs.item_graph.shape, device)

@@ -124,16 +124,30 @@ def _progress_bar(cfg, start_epoch: int, enabled: bool):
 
 
 def validate(model: torch.nn.Module, cfg, inputs: TrainInputs, split: str, ks: tuple[int, ...], batch_users: int,
-             device: str = "cpu", backend=None) -> dict[str, float]:
+             device: str = "cpu", backend=None, graph=None) -> dict[str, float]:
     """Full-ranking metrics @``ks`` of ``split`` ('valid' | 'test') for ``model`` on the full graph A,
-    known items masked by :func:`blast_ray.ranking.scoring.known_items`."""
+    known items masked by :func:`blast_ray.ranking.scoring.known_items`. graph: the full graph when
+    the caller already holds it (``graph_inputs(..., epoch=None)``), else built here."""
     backend = backend if backend is not None else get_backend(cfg.graph_backend)
     was_training = model.training
     model.eval()
+    g = graph if graph is not None else graph_inputs(cfg, inputs, backend, device, epoch=None)
     with torch.no_grad():
-        h_u, f_i = model.representations(graph_inputs(cfg, inputs, backend, device, epoch=None))
+        h_u, f_i = model.representations(g)
     model.train(was_training)
     return score_split(h_u, f_i, inputs.data, split, ks, batch_users)
+
+
+def adam(params, lr: float, device: Any = "cpu") -> torch.optim.Optimizer:
+    """Adam at ``lr``, fused (one pass over parameters, gradients and moments; the same update) where
+    this torch supports it for ``device`` (CPU from torch 2.4, CUDA), else the default (foreach).
+    Why: the embedding tables' update is a memory-bound pass per Adam term; fused it was 5.7x faster
+    on a 1.56M x 64 table (0.73 -> 0.13 s per step, same weights)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr)
 
 
 def epoch_cap(state: TrainState, cfg) -> dict[str, Any]:
@@ -182,7 +196,7 @@ def train_loop(
     steps = step_plan_for(cfg, inputs, worker.world)
     lr = cfg.lr * steps.lr_scale
     allreduce = allreduce_bytes_per_epoch(parameter_bytes(model), steps.steps, worker.world)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = adam(model.parameters(), lr, worker.device)
     if worker.rank == 0:
         log.info("train %s: %d positives, %d steps/epoch x %d triples per worker (world %d; train.batch_size %d, "
                  "train.max_steps_per_epoch %d), lr %.4g (x%.3g, %s), all-reduce %.1f MB/epoch, graph backend %s", cfg.model,
@@ -210,10 +224,13 @@ def train_loop(
         ticker.done = state.epoch
     key = f"valid.{select.key}"
     done_here = 0
+    # Built once per run (not once per epoch): the full graph (evaluation; also every epoch's graph
+    # when nothing is pruned) and its S_I, S_U and features, which the pruned epochs share.
+    full = graph_inputs(cfg, inputs, backend, worker.device, epoch=None)
     while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
         epoch = state.epoch
         t0 = time.perf_counter()
-        g = graph_inputs(cfg, inputs, backend, worker.device, epoch=epoch)
+        g = graph_inputs(cfg, inputs, backend, worker.device, epoch=epoch, reuse=full)
         users, pos, neg = epoch_triples(inputs, cfg.seed, epoch, worker.rank, worker.world)
         tu, tp, tn = (torch.from_numpy(a).to(worker.device) for a in (users, pos, neg))
         batches = steps.slices()
@@ -227,12 +244,13 @@ def train_loop(
             loss.backward()
             opt.step()
             total += float(loss.detach())
+        del g, loss  # the pruned graph and the last step's autograd graph go before validation
         row: dict[str, Any] = {"epoch": epoch, "loss": total / n_batches, "train_seconds": time.perf_counter() - t0,
                                "triples": int(len(users)), "steps": n_batches, "batch_size": steps.batch_size,
                                "lr": lr, "allreduce_bytes": allreduce}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             t1 = time.perf_counter()
-            valid = validate(model, cfg, inputs, "valid", plan.eval_ks, plan.batch_users, worker.device, backend)
+            valid = validate(model, cfg, inputs, "valid", plan.eval_ks, plan.batch_users, worker.device, backend, full)
             row["eval_seconds"] = time.perf_counter() - t1
             row.update({f"valid.{k}": v for k, v in valid.items() if k != "n_users"})
             if valid[select.key] > state.best:

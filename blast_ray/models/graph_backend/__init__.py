@@ -1,7 +1,8 @@
 """Graph propagation backends: ``A @ x`` for a sparse A, behind one small interface.
 
 Interface (shared contract): ``get_backend(name) -> GraphBackend`` with ``.name``,
-``.build(rows, cols, values, shape, device) -> handle`` and ``.spmm(handle, x) -> Tensor``
+``.build(rows, cols, values, shape, device, symmetric=False) -> handle`` (symmetric: the caller
+guarantees A == A^T, so a backend may reuse A for the backward product) and ``.spmm(handle, x) -> Tensor``
 (``handle @ x``, differentiable w.r.t. x). ``torch`` = torch.sparse CSR (default, always here);
 ``dgl`` = DGL message passing (only in ``.venv-dgl``; imported lazily); ``auto`` picks DGL when it
 imports, else torch.
@@ -36,7 +37,8 @@ class GraphBackend(Protocol):
     name: str
 
     def build(
-        self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int], device: Any
+        self, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int], device: Any,
+        symmetric: bool = False,
     ) -> Any: ...
 
     def spmm(self, handle: Any, x: torch.Tensor) -> torch.Tensor: ...

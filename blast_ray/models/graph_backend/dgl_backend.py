@@ -115,11 +115,14 @@ class DGLBackend:
         values: torch.Tensor,
         shape: tuple[int, int],
         device: torch.device | str = "cpu",
+        symmetric: bool = False,
     ) -> DGLGraphHandle:
         """Build the DGL graph of the sparse matrix ``A`` (``A[rows[e], cols[e]] = values[e]``).
 
         rows, cols: integer tensors (nnz,); values: float tensor (nnz,); shape: (n_rows, n_cols).
         Duplicate (row, col) pairs are summed by the propagation, as in a COO matrix.
+        symmetric: accepted for the backend contract (the torch backend then skips A^T); DGL's
+        message passing needs no transposed copy, so it changes nothing here.
         Raises ValueError on mismatched lengths, out-of-range indices or a bad shape.
         """
         dgl = self._dgl

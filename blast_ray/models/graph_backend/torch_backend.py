@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 import warnings
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+
+_INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -37,8 +41,15 @@ class TorchBackend:
         values: torch.Tensor,
         shape: tuple[int, int],
         device: Any = "cpu",
+        symmetric: bool = False,
     ) -> TorchGraphHandle:
-        """CSR of ``A[rows[e], cols[e]] = values[e]`` (duplicates summed). Clear ValueError on bad input."""
+        """CSR of ``A[rows[e], cols[e]] = values[e]`` (duplicates summed). Clear ValueError on bad input.
+
+        symmetric: the caller guarantees A == A^T (the normalized user-item adjacency): the backward
+        product then reuses the CSR of A instead of holding a transposed copy (half the memory and
+        half the build). The CSR is built by scipy's counting sort (O(nnz + n), no global sort) with
+        int32 indices when nnz and the shape fit (half the index memory; MKL's native index width),
+        else int64."""
         rows, cols, values = torch.as_tensor(rows), torch.as_tensor(cols), torch.as_tensor(values)
         if len(shape) != 2:
             raise ValueError(f"build: shape must be (n_rows, n_cols), got {shape}")
@@ -50,13 +61,10 @@ class TorchBackend:
                 raise ValueError(f"build: a row index is outside [0, {n_rows})")
             if int(cols.min()) < 0 or int(cols.max()) >= n_cols:
                 raise ValueError(f"build: a column index is outside [0, {n_cols})")
-        coo = torch.sparse_coo_tensor(
-            torch.stack([rows.long(), cols.long()]), values.float(), (n_rows, n_cols), check_invariants=False
-        ).coalesce()
-        with warnings.catch_warnings():  # "sparse CSR is beta": informational, once per build
-            warnings.simplefilter("ignore", UserWarning)
-            csr = coo.to_sparse_csr().to(device)
-            csr_t = coo.t().coalesce().to_sparse_csr().to(device)
+        coo = sp.coo_matrix((values.detach().cpu().numpy().astype(np.float32, copy=False),
+                             (rows.cpu().numpy(), cols.cpu().numpy())), shape=(n_rows, n_cols))
+        csr = _torch_csr(coo.tocsr(), device)  # tocsr sums duplicates and sorts the columns of each row
+        csr_t = csr if symmetric else _torch_csr(coo.T.tocsr(), device)
         return TorchGraphHandle(matrix=csr, shape=(n_rows, n_cols), transposed=csr_t)
 
     def spmm(self, handle: TorchGraphHandle, x: torch.Tensor) -> torch.Tensor:
@@ -81,3 +89,17 @@ class _CSRMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return None, None, torch.sparse.mm(ctx.a_t, grad.contiguous())
+
+
+def _torch_csr(m: sp.csr_matrix, device: Any) -> torch.Tensor:
+    """A scipy CSR (canonical: sorted, no duplicates) as a torch sparse CSR tensor on ``device``;
+    int32 indices when they fit, the arrays shared with scipy's where the dtype already matches."""
+    m.sum_duplicates()
+    idx = np.int32 if max(m.nnz, *m.shape) <= _INT32_MAX else np.int64
+    crow = torch.from_numpy(np.asarray(m.indptr, dtype=idx))
+    col = torch.from_numpy(np.asarray(m.indices, dtype=idx))
+    val = torch.from_numpy(np.asarray(m.data, dtype=np.float32))
+    with warnings.catch_warnings():  # "sparse CSR is beta": informational, once per build
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.sparse_csr_tensor(crow, col, val, m.shape, check_invariants=False)
+        return t.to(device)
