@@ -78,5 +78,5 @@ def test_baselines_train_through_the_train_section(baby_trained, monkeypatch):
     res = run_baseline("bpr", cfg, data, (20,), 4096, num_shards=1, store="STORE", checkpoint_parts=("baby", "c", "b"))
     assert seen["cfg"].model == "bpr" and seen["cfg"].num_workers == 3 and seen["cfg"].use_gpu is True
     assert seen["cfg"].warm_start_from is None
-    assert seen["kw"] == {"store": "STORE", "checkpoint_parts": ("baby", "c", "b")}
+    assert seen["kw"] == {"store": "STORE", "checkpoint_parts": ("baby", "c", "b"), "source": None}
     assert res["num_workers"] == 3 and res["use_gpu"] is True and res["metrics"]["valid.recall@20"] > 0

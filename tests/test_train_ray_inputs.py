@@ -198,3 +198,32 @@ def test_ray_train_single_worker_is_not_fingerprinted():
     assert load_config(ml, overrides=["train.ray_train_single_worker=true"]).train.ray_train_single_worker
     assert stage_config(load_config(ml, overrides=["train.ray_train_single_worker=true"]), spec) == \
         stage_config(load_config(ml), spec)
+
+
+def test_evaluate_baselines_source_is_the_etl_output_only(upstream, baby_small, monkeypatch):
+    """The evaluate stage's baselines reach their Ray Train workers the way the main model's inputs
+    do: a StoreInputs naming only the committed etl output (ID-only, no augmentation), whose load()
+    is exactly the ID-only inputs the driver trains on; run_baseline hands it to fit."""
+    import blast_ray.train as train_pkg
+    from blast_ray.evaluate.stage import run_baseline
+    from blast_ray.train.source import AugmentUse, StoreInputs
+
+    store, outputs = upstream
+    source = StoreInputs.from_outputs(store, "baby", {"etl": outputs["etl"]}, AugmentUse())
+    assert [s for s, _ in source.outputs] == ["etl"]
+    loaded = pickle.loads(pickle.dumps(source)).load()
+    assert loaded.features == {} and loaded.item_graph is None and loaded.user_graph is None
+    assert not loaded.has_extra() and loaded.neg_exclude is None
+    for split in ("train", "valid", "test"):
+        assert (getattr(loaded.data, split) != getattr(baby_small, split)).nnz == 0, split
+    seen = {}
+    real_fit = train_pkg.fit
+
+    def spy(cfg, inputs, plan, **kw):
+        seen.update(kw)
+        return real_fit(cfg, inputs, plan)
+
+    monkeypatch.setattr(train_pkg, "fit", spy)
+    cfg = TrainConfig(model="blast", epochs=1, seed=3, progress=False)
+    res = run_baseline("bpr", cfg, baby_small, (20,), 1024, source=source)
+    assert seen["source"] is source and res["metrics"]["valid.recall@20"] > 0

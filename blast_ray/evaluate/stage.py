@@ -51,7 +51,8 @@ def block_users(ev, n_items: int) -> int:
 
 
 def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric: str = "recall@20", *,
-                 num_shards: int = 1, store=None, checkpoint_parts: tuple[str, ...] | None = None) -> dict[str, Any]:
+                 num_shards: int = 1, store=None, checkpoint_parts: tuple[str, ...] | None = None,
+                 source=None) -> dict[str, Any]:
     """Train (if needed) and score one baseline; returns {"metrics": flat, "seconds", "epochs",
     "per_user": (test users, {metric@k: per-user values})} and, for a trained one, "history"
     (per-epoch rows) and "best_epoch" (the epoch whose weights were scored).
@@ -60,7 +61,9 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
     is (``train.num_workers`` Ray Train workers, ``train.use_gpu``, checkpoints under
     ``checkpoint_parts`` so an interrupted evaluate resumes it), only the model swapped, ID-only
     and never warm-started. Scored by the trainer's final scoring (``batch_users`` per block); the
-    popularity ranking like the main model (``num_shards``).
+    popularity ranking like the main model (``num_shards``). source: where Ray Train workers read
+    the (ID-only) inputs, as the main model's do (a ``StoreInputs`` naming only the committed etl
+    output; the evaluate stage passes it); None ships ``data`` in the workers' config.
     """
     t0 = time.perf_counter()
     if name == "pop":
@@ -73,7 +76,7 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
     cfg = train_cfg.updated(model=name, warm_start_from=None)
     inputs = TrainInputs(data)  # ID-only: the baselines see interactions, nothing else
     plan = EvalPlan(ks=tuple(ks), batch_users=batch_users, select_metric=select_metric)
-    state = fit(cfg, inputs, plan, store=store, checkpoint_parts=checkpoint_parts)
+    state = fit(cfg, inputs, plan, store=store, checkpoint_parts=checkpoint_parts, source=source)
     _, h_u, f_i, valid, test = final_outputs(cfg, inputs, state, plan)  # the trainer's own scoring, same rule
     per_user = per_user_metrics(torch.from_numpy(h_u), torch.from_numpy(f_i), data, "test", ks, batch_users)
     return {"metrics": _flat(valid, test), "seconds": time.perf_counter() - t0, "epochs": len(state.history),
@@ -86,8 +89,14 @@ def run(ctx, out) -> dict[str, Any]:
     from blast_ray.store import layout
     from blast_ray.train.artifacts import load_embeddings
 
+    from blast_ray.train.source import AugmentUse, StoreInputs
+
     ev = ctx.cfg.evaluate
-    data = load_interactions(ctx.require("etl"))
+    etl = ctx.require("etl")
+    data = load_interactions(etl)
+    # the baselines' Ray Train workers load the interactions from the store, as the main model's do
+    # (ID-only: only the etl output, no augmentation)
+    baseline_source = StoreInputs.from_outputs(ctx.store, ctx.dataset, {"etl": etl}, AugmentUse())
     h_u, f_i = (torch.from_numpy(a) for a in load_embeddings(ctx.require("train")))
     per_block = block_users(ev, data.n_items)
     t0 = time.perf_counter()
@@ -107,7 +116,8 @@ def run(ctx, out) -> dict[str, Any]:
             continue
         res = run_baseline(name, ctx.cfg.train, data, ev.ks, per_block, ev.select_metric, num_shards=ev.num_shards,
                            store=ctx.store, checkpoint_parts=layout.checkpoint_parts(ctx.dataset, out.fingerprint,
-                                                                                     f"baseline-{name}"))
+                                                                                     f"baseline-{name}"),
+                           source=baseline_source)
         baselines[name] = res["metrics"]
         per_user[name] = res["per_user"]
         if res.get("history"):
