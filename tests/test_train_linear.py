@@ -134,3 +134,96 @@ def test_loop_runs_the_capped_plan_and_reports_it(baby_small):
     assert row["allreduce_bytes"] == parameter_bytes(model) * 4
     one = train_loop(cfg, inputs, EvalPlan(), model=model_for(cfg, inputs))
     assert one.history[0]["allreduce_bytes"] == 0 and one.history[0]["steps"] == 4
+
+
+def _side_inputs(data, seed=5):
+    """Baby slice + kNN-like S_I / S_U (random 10 neighbours, row-normalized) and 16-d features."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    inputs = TrainInputs(data)
+    for kind, n in (("item", data.n_items), ("user", data.n_users)):
+        cols = (np.arange(n)[:, None] + rng.integers(1, n, size=(n, 10))) % n
+        m = sp.csr_matrix((np.full(n * 10, 0.1, dtype=np.float32), (np.repeat(np.arange(n), 10), cols.ravel())), (n, n))
+        setattr(inputs, f"{kind}_graph", m)
+    inputs.features = {"item_text": rng.standard_normal((data.n_items, 16), dtype=np.float32),
+                       "user_text": rng.standard_normal((data.n_users, 16), dtype=np.float32)}
+    return inputs
+
+
+def test_symmetric_adjacency_has_no_transposed_copy_and_the_same_gradients(baby_small):
+    """The torch backend's CSR of the (symmetric) user-item A: int32 indices, A^T not copied
+    (``symmetric=True``), and forward and x-gradient equal to a general build (which holds A^T) and
+    to scipy's product on the real Baby slice."""
+    from blast_ray.models.adjacency import normalized_adjacency
+    from blast_ray.models.graph_backend import get_backend
+
+    b = get_backend("torch")
+    d = baby_small
+    u, i = d.train_pairs()
+    n = d.n_users + d.n_items
+    coo = normalized_adjacency(u, i, d.n_users, d.n_items)
+    sym, gen = b.build(*coo, (n, n), "cpu", symmetric=True), b.build(*coo, (n, n), "cpu")
+    assert sym.transposed is sym.matrix and gen.transposed is not gen.matrix
+    assert sym.matrix.crow_indices().dtype == torch.int32 and sym.nnz == 2 * d.train.nnz
+    x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for h in (sym, gen):
+        xr = x.clone().requires_grad_(True)
+        y = b.spmm(h, xr)
+        (y * torch.arange(8.0)).sum().backward()
+        grads.append((y.detach(), xr.grad))
+    import scipy.sparse as sp
+    ref = sp.coo_matrix((coo[2].numpy(), (coo[0].numpy(), coo[1].numpy())), shape=(n, n)).tocsr()
+    assert torch.allclose(grads[0][0], torch.from_numpy(ref @ x.numpy()), atol=1e-5)
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6) and torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
+def test_per_run_graphs_are_built_once_and_shared_by_the_epochs(baby_small):
+    """graph_inputs(..., reuse=full): LightGCN's epoch graph IS the full graph (never rebuilt);
+    BLAST's epoch graph shares S_I, S_U and the features and only rebuilds the pruned A, which equals
+    the one built without reuse."""
+    from blast_ray.models.graph_backend import get_backend
+    from blast_ray.train.inputs import graph_inputs
+
+    b = get_backend("torch")
+    inputs = _side_inputs(baby_small)
+    lcfg = TrainConfig(model="lightgcn", seed=3)
+    full = graph_inputs(lcfg, inputs, b, "cpu", epoch=None)
+    assert graph_inputs(lcfg, inputs, b, "cpu", epoch=4, reuse=full) is full
+    bcfg = TrainConfig(model="blast", seed=3)
+    full = graph_inputs(bcfg, inputs, b, "cpu", epoch=None)
+    g = graph_inputs(bcfg, inputs, b, "cpu", epoch=4, reuse=full)
+    fresh = graph_inputs(bcfg, inputs, b, "cpu", epoch=4)
+    assert g.ii is full.ii and g.uu is full.uu and g.features is full.features and g.ui is not full.ui
+    assert g.ui.nnz < full.ui.nnz
+    for a, c in ((g.ui.matrix, fresh.ui.matrix), (g.ii.matrix, fresh.ii.matrix)):
+        assert torch.equal(a.crow_indices(), c.crow_indices()) and torch.equal(a.col_indices(), c.col_indices())
+        assert torch.equal(a.values(), c.values())
+
+
+def test_trainer_adam_is_fused_here_and_updates_like_the_default(baby_small):
+    """loop.adam: fused on this torch (CPU fused Adam exists from torch 2.4), the same weights as
+    the default (foreach) Adam after 3 BLAST steps on the real slice."""
+    from blast_ray.models.graph_backend import get_backend
+    from blast_ray.train.inputs import graph_inputs
+    from blast_ray.train.loop import adam
+
+    inputs = _side_inputs(baby_small)
+    cfg = TrainConfig(model="blast", seed=3)
+    g = graph_inputs(cfg, inputs, get_backend("torch"), "cpu", epoch=0)
+    users, pos, neg = (torch.from_numpy(a[:1024]) for a in epoch_triples(inputs, 3, 0, 0, 1))
+    weights = []
+    for make in (lambda p: adam(p, 1e-2), lambda p: torch.optim.Adam(p, lr=1e-2)):
+        torch.manual_seed(3)
+        model = model_for(cfg, inputs)
+        opt = make(model.parameters())
+        for _ in range(3):
+            loss = model(g, users, pos, neg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        weights.append((opt.param_groups[0].get("fused"), model.state_dict()))
+    assert weights[0][0] is True and not weights[1][0]
+    for k, v in weights[0][1].items():
+        assert torch.allclose(v, weights[1][1][k], rtol=1e-5, atol=1e-6), k
