@@ -227,3 +227,32 @@ def test_trainer_adam_is_fused_here_and_updates_like_the_default(baby_small):
     assert weights[0][0] is True and not weights[1][0]
     for k, v in weights[0][1].items():
         assert torch.allclose(v, weights[1][1][k], rtol=1e-5, atol=1e-6), k
+
+
+def test_optimizer_state_saved_fused_resumes_into_a_default_adam_and_back():
+    """loop.load_optimizer_state: a checkpoint written by fused Adam (torch >= 2.4) loads into the
+    default Adam (the DGL venv's torch 2.2 has no CPU fused kernel) keeping the loader's flags, and
+    the next step equals the uninterrupted fused run's."""
+    from blast_ray.train.loop import adam, load_optimizer_state
+
+    torch.manual_seed(0)
+    w0 = torch.randn(50, 8)
+    grads = [torch.randn(50, 8) for _ in range(3)]
+
+    def run(opt_factory, steps, p, opt=None):
+        opt = opt or opt_factory([p])
+        for g in steps:
+            p.grad = g.clone()
+            opt.step()
+        return opt
+
+    p_ref = torch.nn.Parameter(w0.clone())
+    run(lambda ps: adam(ps, 1e-2), grads, p_ref)
+    p = torch.nn.Parameter(w0.clone())
+    saved = run(lambda ps: adam(ps, 1e-2), grads[:2], p).state_dict()
+    assert saved["param_groups"][0]["fused"] is True
+    plain = torch.optim.Adam([p], lr=1e-2)
+    load_optimizer_state(plain, saved)
+    assert not plain.param_groups[0]["fused"]
+    run(None, grads[2:], p, opt=plain)
+    assert torch.allclose(p, p_ref, rtol=1e-5, atol=1e-6)

@@ -150,6 +150,16 @@ def adam(params, lr: float, device: Any = "cpu") -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a checkpoint's optimizer state, keeping THIS optimizer's implementation flags (fused /
+    foreach): a checkpoint saved where fused Adam exists (torch >= 2.4 on CPU) must resume where it
+    does not (the DGL venv's torch 2.2), and the update is the same either way."""
+    impl = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    opt.load_state_dict(saved)
+    for group, flags in zip(opt.param_groups, impl):
+        group.update(flags)
+
+
 def epoch_cap(state: TrainState, cfg) -> dict[str, Any]:
     """Whether the run stopped at ``train.epochs`` while still improving.
 
@@ -205,7 +215,7 @@ def train_loop(
     state = TrainState(select_metric=select.key)
     if start is not None:
         model.load_state_dict(start.model)
-        opt.load_state_dict(start.optimizer)
+        load_optimizer_state(opt, start.optimizer)
         torch.set_rng_state(start.torch_rng)
         for k in TrainState.PROGRESS:
             setattr(state, k, getattr(start, k))
