@@ -116,7 +116,7 @@ class EncodeBatch:
             name = MODALITY_OF_KIND[str(kind)]
             vecs = self.encoder.encode([str(t) for t in rows["text"]], self.batch_size)
             table = shard_table(name, rows["idx"].to_numpy(np.int64), vecs, rows["text_key"].tolist(),
-                                [None if p is None or p != p else str(p) for p in rows["profile_key"]])
+                                [None if pd.isna(p) else str(p) for p in rows["profile_key"]])
             file = write_shard(self.store, self.parts, name, table, tag="enc")
             stats.append({"modality": name, "file": file, "rows": len(rows), "dim": int(vecs.shape[1])})
         return pd.DataFrame(stats, columns=["modality", "file", "rows", "dim"])

@@ -174,7 +174,7 @@ def profile_rows_batch(batch: pd.DataFrame, enc_id: str, encode: dict) -> pa.Tab
     t = text[keep].tolist()
     return pa.Table.from_pydict({
         "kind": kind[keep].tolist(), "idx": idx[keep], "text": t, "text_key": [text_key(enc_id, x) for x in t],
-        "profile_key": [None if p is None or p != p else str(p) for p in batch["key"][keep]],
+        "profile_key": [None if pd.isna(p) else str(p) for p in batch["key"][keep]],
     }, schema=TEXT_ROW_SCHEMA)
 
 
