@@ -249,7 +249,8 @@ def test_features_rerun_reuses_unchanged_profiles_by_key(tmp_path, dataset, ray_
     from blast_ray.store import StageOutput
 
     d = dataset("movielens-100k")
-    cfg = make_cfg(tmp_path, "ml-reuse", d, profiles={"engine": "template"})
+    # 1.5 CPUs per encoder actor on the 2-CPU test cluster: the read tasks must still get scheduled
+    cfg = make_cfg(tmp_path, "ml-reuse", d, profiles={"engine": "template"}, features={"num_cpus_per_actor": 1.5})
     store = ArtifactStore(cfg.store)
     items, users, inter = movielens_slice(d, n_items=60, max_user_id=60)
     commit_etl(store, cfg, items, users, inter)
@@ -319,7 +320,8 @@ def test_features_rerun_reuses_unchanged_profiles_by_key(tmp_path, dataset, ray_
     np.testing.assert_array_equal(np.asarray(mm), x2["user_text"])
 
     # another pooling: every key differs, nothing is reused
-    cls_cfg = make_cfg(tmp_path, "ml-reuse", d, profiles={"engine": "template"}, features={"text_pooling": "cls"})
+    cls_cfg = make_cfg(tmp_path, "ml-reuse", d, profiles={"engine": "template"},
+                       features={"num_cpus_per_actor": 1.5, "text_pooling": "cls"})
     f3 = _features_run(cls_cfg, store, etl_out, p2, "r3")
     assert f3.manifest["extra"]["reuse"]["item_text"] == {"encoded": n_items, "reused": 0}
     assert f3.manifest["extra"]["reused_from"] is None

@@ -18,8 +18,8 @@ What gets encoded (method doc section 1, "Encode"):
 
 How the text path streams (no process holds a table whose size grows with the data; the driver
 holds O(N) keys and masks, 33 bytes per item/user):
-1. keys: Ray Data reads the profiles part files and the ETL items (``read_parquet``) and computes
-   each row's reuse key (``artifacts.text_key``: encoder, pooling, max length and the text); the
+1. keys: Ray Data reads the profiles part files and the ETL items (``parquet_rows``: one
+   fractional-CPU task per part file, record batch by record batch) and computes each row's reuse key (``artifacts.text_key``: encoder, pooling, max length and the text); the
    driver collects only (idx, key).
 2. reuse: the vectors of the latest committed features output of the dataset whose key equals
    this run's key for the same idx are copied shard by shard into this output; the others are
@@ -70,6 +70,30 @@ TEXT_ROW_SCHEMA = pa.schema([("kind", pa.string()), ("idx", pa.int64()), ("text"
                              ("text_key", pa.string()), ("profile_key", pa.string())])
 PROFILE_READ_COLUMNS = ["kind", "idx", "text", "key", "engine"]
 ITEM_READ_COLUMNS = ["item_idx", "title", "brand", "categories", "description"]
+READ_ROWS = 8192  # rows per record batch read from a part file
+# Fractional on purpose: the read tasks must fit beside an encoder pool that holds most CPUs (e.g.
+# features.num_cpus_per_actor=1.5 on a 2-CPU node). ``ray.data.read_parquet`` plans a ListFiles
+# task and read tasks at 1 CPU each, which then never get scheduled there (a deadlock).
+READ_CPUS = 0.25
+
+
+def read_parquet_batches(batch: pd.DataFrame, fs, columns: list[str], fn, fn_kwargs: dict):
+    """Ray Data UDF over a batch of Parquet paths: each file's record batches of ``READ_ROWS`` rows
+    (``columns`` only), passed through ``fn(frame, **fn_kwargs)`` and yielded one at a time
+    (memory: one record batch)."""
+    for path in batch["path"]:
+        with fs.open_input_file(path) as f:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=READ_ROWS, columns=columns):
+                yield fn(rb.to_pandas(), **fn_kwargs)
+
+
+def parquet_rows(ray, files, columns: list[str], fn, fn_kwargs: dict):
+    """A Ray Data dataset of ``fn`` over every record batch of the part files ``files`` ((fs, paths)),
+    one fractional-CPU task per file."""
+    fs, paths = files
+    return ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths))).map_batches(
+        read_parquet_batches, batch_size=1, batch_format="pandas", num_cpus=READ_CPUS,
+        fn_kwargs={"fs": fs, "columns": columns, "fn": fn, "fn_kwargs": fn_kwargs})
 
 
 def raw_item_text(items: pd.DataFrame) -> pd.Series:
@@ -206,9 +230,7 @@ def collect_keys(ray, enc_id: str, prof_files, item_files, n_items: int, n_users
     keys = {"item_text": np.zeros(n_items, KEY_DTYPE), "user_text": np.zeros(n_users, KEY_DTYPE)}
     engines: set[str] = set()
     if prof_files is not None and prof_files[1]:
-        fs, paths = prof_files
-        ds = ray.data.read_parquet(paths, filesystem=fs, columns=PROFILE_READ_COLUMNS).map_batches(
-            profile_keys_batch, fn_kwargs={"enc_id": enc_id}, batch_format="pandas")
+        ds = parquet_rows(ray, prof_files, PROFILE_READ_COLUMNS, profile_keys_batch, {"enc_id": enc_id})
         for b in ds.iter_batches(batch_format="pandas", batch_size=None):
             engines.update(b["engine"].unique().tolist())
             b = b[b["text_key"] != ""]
@@ -216,9 +238,7 @@ def collect_keys(ray, enc_id: str, prof_files, item_files, n_items: int, n_users
                 sel = b[b["kind"] == kind]
                 _scatter_keys(keys[name], sel["idx"].to_numpy(np.int64), sel["text_key"].to_numpy(), f"{kind} profiles")
     has_profile = keys["item_text"] != b""
-    fs, paths = item_files
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=ITEM_READ_COLUMNS).map_batches(
-        raw_keys_batch, fn_kwargs={"enc_id": enc_id, "has_profile": has_profile}, batch_format="pandas")
+    ds = parquet_rows(ray, item_files, ITEM_READ_COLUMNS, raw_keys_batch, {"enc_id": enc_id, "has_profile": has_profile})
     seen = np.zeros(n_items, dtype=bool)
     empty = 0
     for b in ds.iter_batches(batch_format="pandas", batch_size=None):
@@ -283,14 +303,11 @@ def encode_rows(ray, cfg, out, enc_id: str, prof_files, item_files, encode: dict
     by_kind = {kind: encode[name] & (has_profile if kind == "item" else True)
                for kind, name in MODALITY_OF_KIND.items() if name in encode}
     if prof_files is not None and any(m.any() for m in by_kind.values()):
-        fs, paths = prof_files
-        sources.append(ray.data.read_parquet(paths, filesystem=fs, columns=PROFILE_READ_COLUMNS).map_batches(
-            profile_rows_batch, fn_kwargs={"enc_id": enc_id, "encode": by_kind}, batch_format="pandas"))
+        sources.append(parquet_rows(ray, prof_files, PROFILE_READ_COLUMNS, profile_rows_batch,
+                                    {"enc_id": enc_id, "encode": by_kind}))
     raw = encode["item_text"] & ~has_profile
     if raw.any():
-        fs, paths = item_files
-        sources.append(ray.data.read_parquet(paths, filesystem=fs, columns=ITEM_READ_COLUMNS).map_batches(
-            raw_rows_batch, fn_kwargs={"enc_id": enc_id, "encode": raw}, batch_format="pandas"))
+        sources.append(parquet_rows(ray, item_files, ITEM_READ_COLUMNS, raw_rows_batch, {"enc_id": enc_id, "encode": raw}))
     ds = sources[0].union(*sources[1:]) if len(sources) > 1 else sources[0]
     rows_per_batch = int(min(SHARD_ROWS, max(cfg.batch_size * 4, -(-total // cfg.concurrency))))
     ds = ds.map_batches(
