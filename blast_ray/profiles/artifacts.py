@@ -5,13 +5,20 @@ Stage output::
     profiles/   one row per item and user profile, schema ``PROFILE_SCHEMA``: kind ('item'|'user'),
                 idx, text (the summarization), reasoning, engine, model, prompt_version, fallback,
                 key; plus attempts, error (last parse error) and raw (the last model answer, cut to
-                2,000 characters) for inspection
+                2,000 characters) for inspection. Many part files, in no order:
+                ``<kind>-reused-<n>.parquet`` (rows reused by key, written by Spark) and
+                ``<kind>-gen-<hash>.parquet`` (one finished batch, written by its Ray Data worker);
+                older outputs hold one ``part-00000.parquet``. Read with ``profiles_files`` (streaming)
+                or ``load_profiles`` (the whole table, sorted).
 
 Cache (outside the stage prefix, ``layout.cache_parts(dataset, "profiles")``, deleted once the
 output is committed)::
 
     <kind>/part-<uuid>.parquet   one finished batch of one kind (``PROFILE_SCHEMA``)
     requests/<uuid>.parquet      the requests of one pass (read by Ray Data)
+
+Spark's staging folder of one run (local stores; an s3 store stages in a local temp folder),
+removed when the stage ends: ``layout.cache_parts(dataset, "profiles-spark", <uuid>)``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from blast_ray.store import layout
 
@@ -48,6 +56,29 @@ def write_profiles(out: Any, frame: pd.DataFrame) -> int:
     return table.num_rows
 
 
+def generated_part_name(kind: str, idx: list[int], keys: list[str]) -> str:
+    """Part file name of one generated batch: a hash of its (idx, key) pairs, so a batch that is
+    re-run (a restarted actor) rewrites its file instead of duplicating its rows."""
+    from blast_ray.store.hashing import stable_hash
+
+    return f"{kind}-gen-{stable_hash([[int(i), str(k)] for i, k in zip(idx, keys)], n=24)}.parquet"
+
+
+def reused_part_name(kind: str, n: int) -> str:
+    """Part file name of the ``n``-th file of reused rows of ``kind``."""
+    return f"{kind}-reused-{n:05d}.parquet"
+
+
+def drop_unfinished_parts(out: Any) -> int:
+    """Delete the temp files (a write killed midway) from ``profiles/``; returns how many."""
+    n = 0
+    for name in out.store.list_files(*out.parts, PROFILES):
+        if not name.endswith(".parquet"):
+            out.store.delete_file(*out.parts, PROFILES, name)
+            n += 1
+    return n
+
+
 def load_profiles_table(out: Any) -> pa.Table:
     return out.store.read_table(*out.parts, PROFILES)
 
@@ -62,14 +93,23 @@ def profiles_files(out: Any) -> tuple[Any, list[str]]:
 
 
 def load_profiles(out: Any) -> pd.DataFrame:
-    """The ``profiles`` table of a committed profiles StageOutput, sorted by (kind, idx)."""
-    df = load_profiles_table(out).to_pandas()
+    """The ``profiles`` table of a committed profiles StageOutput (one or many part files), sorted
+    by (kind, idx). Holds the whole table: streaming readers use :func:`profiles_files`."""
+    fs, paths = profiles_files(out)
+    if not paths:
+        return PROFILE_SCHEMA.empty_table().to_pandas()
+    df = pa.concat_tables([pq.read_table(p, filesystem=fs, schema=PROFILE_SCHEMA) for p in paths]).to_pandas()
     return df.sort_values(["kind", "idx"]).reset_index(drop=True)
 
 
 # ---- the resumable cache --------------------------------------------------------------------
 def cache_parts(dataset: str, *sub: str) -> tuple[str, ...]:
     return layout.cache_parts(dataset, PROFILES, *sub)
+
+
+def spark_staging_parts(dataset: str, run: str) -> tuple[str, ...]:
+    """Spark's staging folder of one run (outside ``cache_parts``: no file there is a finished batch)."""
+    return layout.cache_parts(dataset, f"{PROFILES}-spark", run)
 
 
 def cache_batch_name() -> str:

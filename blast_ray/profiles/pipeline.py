@@ -2,31 +2,31 @@
 
 Per pass (items first, then users, whose prompts contain the item profiles)::
 
-    input fields (driver, from the ETL tables)  ->  keys  ->  drop rows already done
-    read_parquet(requests) -> build prompts -> generate -> parse/retry/fallback -> per-batch cache files
-    -> the stage writes profiles/ with write_parquet
+    Spark (profiles/requests.py): request rows (kind, idx, key, fields) -> anti-join with the
+        reusable keys -> reused rows written as output part files; the rest as request files
+    Ray Data: read_parquet(requests) -> build prompts -> generate -> parse/retry/fallback
+        -> each batch written by its worker to the resumable cache AND as a part file of the
+           output's ``profiles/`` folder; the driver only counts (kind, idx, fallback) per batch
 
 Incremental: a profile's key hashes (kind, prompt version, model, input fields). Rows whose key is
 in the latest committed profiles output of the dataset, or in the resumable cache
 ``<store>/<dataset>/cache/profiles/`` (written per batch by the workers, so a killed run keeps what
 it finished), are reused; only missing or changed rows are generated.
 
-Only TRAIN interactions feed the prompts: user prompts sample the user's train items, and the
-reviews in item and user prompts are those of train interactions only (``train_reviews``): a review
-written for a valid/test interaction would leak the held-out item into the features.
+Only TRAIN interactions feed the prompts (``profiles/fields.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from blast_ray.config import ProfilesConfig
 from blast_ray.profiles import artifacts
@@ -34,122 +34,33 @@ from blast_ray.profiles.artifacts import PROFILE_COLUMNS, PROFILE_SCHEMA, cache_
 from blast_ray.profiles.engines.base import answer_with_retries, parse_answer
 from blast_ray.profiles.engines.template import TEMPLATE_MODEL, template_profiles
 from blast_ray.profiles.parsing import fallback_profile
-from blast_ray.profiles.prompts import clip, profile_key, render_prompt
-from blast_ray.progress import Progress, collect_pandas
+from blast_ray.profiles.prompts import render_prompt
+from blast_ray.progress import Progress
 from blast_ray.store import ArtifactStore
 
 log = logging.getLogger("blast_ray.profiles")
 
 
-# ---- input fields -------------------------------------------------------------------------------
-def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """A fixed pseudo-random order of (a, b) pairs: samples stay stable when unrelated rows change."""
-    x = (a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (b.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
-    return x ^ (x >> np.uint64(29))
-
-
-def _review_text(summary: Any, text: Any) -> str:
-    s, t = clip(summary, 120), clip(text, 400)
-    return f"{s}: {t}" if s and t else (s or t)
-
-
-def train_reviews(reviews: pd.DataFrame | None, interactions: pd.DataFrame) -> pd.DataFrame | None:
-    """The rows of ``reviews`` whose (user_idx, item_idx) is a TRAIN interaction (``split == 'train'``).
-
-    ``reviews``: ETL reviews table (user_idx, item_idx, text, summary); ``interactions``: ETL
-    interactions with a ``split`` column. None stays None. Order and columns are kept.
-    """
-    if reviews is None or not len(reviews):
-        return reviews
-    train = interactions.loc[interactions["split"] == "train", ["user_idx", "item_idx"]]
-    key = pd.MultiIndex.from_arrays([train["user_idx"].to_numpy(np.int64), train["item_idx"].to_numpy(np.int64)])
-    mine = pd.MultiIndex.from_arrays([reviews["user_idx"].to_numpy(np.int64), reviews["item_idx"].to_numpy(np.int64)])
-    return reviews[mine.isin(key)]
-
-
-def build_item_fields(
-    items: pd.DataFrame, reviews: pd.DataFrame | None, interactions: pd.DataFrame, max_reviews: int
-) -> list[tuple[int, dict]]:
-    """(item_idx, fields) per item: title, description, brand, categories, up to ``max_reviews``
-    reviews of TRAIN interactions (``train_reviews``; a fixed pseudo-random sample per item). Extra
-    item columns such as ``year``/``genres`` (MovieLens) are folded into description/categories."""
-    by_item: dict[int, list[str]] = {}
-    reviews = train_reviews(reviews, interactions)
-    if reviews is not None and len(reviews):
-        r = reviews.copy()
-        r["_o"] = _mix(r["item_idx"].to_numpy(), r["user_idx"].to_numpy())
-        r = r.sort_values(["item_idx", "_o"])
-        for item, grp in r.groupby("item_idx", sort=False):
-            texts = [t for t in (_review_text(s, x) for s, x in zip(grp.get("summary", [None] * len(grp)), grp["text"])) if t]
-            if texts:
-                by_item[int(item)] = texts[:max_reviews]
-    out = []
-    cols = set(items.columns)
-    for row in items.itertuples(index=False):
-        d = row._asdict()
-        cats = d.get("categories")
-        cats = [clip(c, 80) for c in cats if c] if cats is not None and not isinstance(cats, float) else []
-        desc = clip(d.get("description"))
-        if "year" in cols and clip(d.get("year")) and not desc:
-            desc = f"Released in {clip(d.get('year'))}."
-        out.append((int(d["item_idx"]), {
-            "title": clip(d.get("title"), 200),
-            "description": desc,
-            "brand": clip(d.get("brand"), 100),
-            "categories": cats,
-            "reviews": by_item.get(int(d["item_idx"]), []),
-        }))
-    return out
-
-
-USER_SIDE_COLUMNS = ("age", "gender", "occupation")
-
-
-def build_user_fields(
-    users: pd.DataFrame,
-    interactions: pd.DataFrame,
-    item_titles: dict[int, str],
-    item_profiles: dict[int, str],
-    reviews: pd.DataFrame | None,
-    max_items: int,
-) -> list[tuple[int, dict]]:
-    """(user_idx, fields) per user from a fixed sample of the user's TRAIN items only, each with the
-    user's own review of it (so a train review too)."""
-    train = interactions[interactions["split"] == "train"][["user_idx", "item_idx"]].copy()
-    train["_o"] = _mix(train["user_idx"].to_numpy(), train["item_idx"].to_numpy())
-    train = train.sort_values(["user_idx", "_o"])
-    sampled = train.groupby("user_idx", sort=False).head(max_items)
-    rev: dict[tuple[int, int], str] = {}
-    if reviews is not None and len(reviews):
-        summ = reviews["summary"] if "summary" in reviews.columns else [None] * len(reviews)
-        for u, i, s, t in zip(reviews["user_idx"], reviews["item_idx"], summ, reviews["text"]):
-            txt = _review_text(s, t)
-            if txt:
-                rev[(int(u), int(i))] = txt
-    per_user: dict[int, list[dict]] = {}
-    for u, i in zip(sampled["user_idx"].to_numpy(), sampled["item_idx"].to_numpy()):
-        u, i = int(u), int(i)
-        per_user.setdefault(u, []).append({
-            "item_idx": i,
-            "title": item_titles.get(i, ""),
-            "profile": clip(item_profiles.get(i, ""), 400),
-            "review": rev.get((u, i), ""),
-        })
-    side = [c for c in USER_SIDE_COLUMNS if c in users.columns]
-    out = []
-    for row in users.itertuples(index=False):
-        d = row._asdict()
-        about = ", ".join(f"{c} {clip(d.get(c))}" for c in side if clip(d.get(c)))
-        out.append((int(d["user_idx"]), {"about": about, "items": per_user.get(int(d["user_idx"]), [])}))
-    return out
+# ---- input fields: profiles/fields.py (pure), profiles/requests.py (Spark) --------------------
+from blast_ray.profiles.fields import (  # noqa: E402,F401  (re-exported: tests and older callers)
+    USER_SIDE_COLUMNS,
+    _mix,
+    _review_text,
+    build_item_fields,
+    build_user_fields,
+    train_reviews,
+)
 
 
 # ---- reuse: committed output + resumable cache --------------------------------------------------
-def load_reusable(store: ArtifactStore, dataset: str, prior: pd.DataFrame | None) -> dict[str, dict]:
-    """key -> profile row, from the prior committed output and the per-batch cache files."""
-    frames = []
-    if prior is not None and len(prior):
-        frames.append(prior.assign(_src="committed"))
+def reusable_files(store: ArtifactStore, dataset: str, prior_out: Any | None) -> dict[str, list[str]]:
+    """Parquet files holding reusable profile rows (``PROFILE_SCHEMA``), by source: {"committed":
+    the prior committed output's parts (``profiles_files``), "cache": this dataset's finished
+    per-batch cache files}. Temp files of a write that was killed midway are skipped (counted,
+    logged). Paths are for ``store.fs``."""
+    out: dict[str, list[str]] = {"committed": [], "cache": []}
+    if prior_out is not None:
+        out["committed"] = artifacts.profiles_files(prior_out)[1]
     skipped = 0
     for kind in ("item", "user"):
         parts = (*cache_parts(dataset), kind)
@@ -157,9 +68,20 @@ def load_reusable(store: ArtifactStore, dataset: str, prior: pd.DataFrame | None
             if not artifacts.is_cache_file(name):  # a temp file of a write that was killed midway
                 skipped += 1
                 continue
-            frames.append(store.read_table(*parts, name).to_pandas().assign(_src="cache"))
+            out["cache"].append(store.path(*parts, name))
     if skipped:
         log.warning("profiles cache: skipped %d unfinished file(s) left by a killed run", skipped)
+    return out
+
+
+def load_reusable(store: ArtifactStore, dataset: str, prior: pd.DataFrame | None) -> dict[str, dict]:
+    """key -> profile row, from ``prior`` and the per-batch cache files (small data and tests only:
+    the stage joins the files of :func:`reusable_files` in Spark instead)."""
+    frames = []
+    if prior is not None and len(prior):
+        frames.append(prior.assign(_src="committed"))
+    for path in reusable_files(store, dataset, None)["cache"]:
+        frames.append(pq.read_table(path, filesystem=store.fs).to_pandas().assign(_src="cache"))
     if not frames:
         return {}
     df = pd.concat(frames, ignore_index=True)
@@ -202,15 +124,27 @@ def write_cache_batch(store: ArtifactStore, dataset: str, frame: pd.DataFrame) -
         store.write_table(table, *cache_parts(dataset, str(kind)), artifacts.cache_batch_name())
 
 
+def write_output_batch(store: ArtifactStore, out_parts: tuple[str, ...], frame: pd.DataFrame) -> None:
+    """One finished batch of one kind as a part file of the output's ``profiles/`` table. The name
+    hashes the batch's (idx, key) pairs: a batch that Ray Data re-runs (a killed actor) rewrites
+    the same file instead of adding a second copy of its rows."""
+    for kind, part in frame.groupby("kind"):
+        name = artifacts.generated_part_name(str(kind), part["idx"].astype("int64").tolist(), part["key"].astype(str).tolist())
+        store.write_table(artifacts.profiles_table(part), *out_parts, artifacts.PROFILES, name)
+
+
 class ProfileWorker:
     """Ray Data actor for the template, transformers and http engines: generate, parse, retry,
-    fall back, and write the batch to the resumable cache. The model loads once per actor."""
+    fall back, and write the batch to the resumable cache and to the output's ``profiles/``
+    folder. Returns only (kind, idx, fallback) per row (the driver counts). The model loads once
+    per actor."""
 
-    def __init__(self, cfg: dict, category: str, store_root: str, dataset: str):
+    def __init__(self, cfg: dict, category: str, store_root: str, dataset: str, out_parts: tuple[str, ...]):
         self.cfg = ProfilesConfig(**cfg)
         self.category = category
         self.store = ArtifactStore(store_root)
         self.dataset = dataset
+        self.out_parts = tuple(out_parts)
         c = self.cfg
         if c.engine == "template":
             self.gen = None
@@ -239,20 +173,24 @@ class ProfileWorker:
             model = c.model
         frame = _result_frame(batch, results, c.engine, model, c.prompt_version)
         write_cache_batch(self.store, self.dataset, frame)
-        return frame
+        write_output_batch(self.store, self.out_parts, frame)
+        return frame[["kind", "idx", "fallback"]]
 
 
 class ParseWorker:
     """vllm engine, after the LLM processor: parse answers; successes (and, on the last attempt,
-    fallbacks) go to the cache; failures come back with ``ok=False`` for a stricter pass."""
+    fallbacks) go to the cache and the output; failures come back with ``ok=False`` and their
+    fields for a stricter pass (successes come back without their fields)."""
 
-    def __init__(self, cfg: dict, category: str, store_root: str, dataset: str, attempt: int):
+    def __init__(self, cfg: dict, category: str, store_root: str, dataset: str, attempt: int,
+                 out_parts: tuple[str, ...]):
         self.cfg = ProfilesConfig(**cfg)
         self.category = category
         self.store = ArtifactStore(store_root)
         self.dataset = dataset
         self.attempt = attempt
         self.final = attempt >= self.cfg.max_retries
+        self.out_parts = tuple(out_parts)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         results, ok = [], []
@@ -268,11 +206,14 @@ class ParseWorker:
                                 "attempts": self.attempt + 1, "error": why, "raw": str(ans)[:2000]})
                 ok.append(self.final)
         frame = _result_frame(batch, results, "vllm", self.cfg.model, self.cfg.prompt_version)
-        done = frame[np.array(ok, dtype=bool)]
+        ok_mask = np.array(ok, dtype=bool)
+        done = frame[ok_mask]
         if len(done):
             write_cache_batch(self.store, self.dataset, done)
-        frame["ok"] = ok
-        return frame
+            write_output_batch(self.store, self.out_parts, done)
+        return pd.DataFrame({"kind": frame["kind"], "idx": frame["idx"], "key": frame["key"],
+                             "fields": np.where(ok_mask, "", batch["fields"].astype(str).to_numpy()),
+                             "fallback": frame["fallback"], "ok": ok_mask})
 
 
 def _parse_batch(batch: pd.DataFrame, **kw) -> pd.DataFrame:
@@ -280,6 +221,9 @@ def _parse_batch(batch: pd.DataFrame, **kw) -> pd.DataFrame:
 
 
 # ---- one pass -----------------------------------------------------------------------------------
+GENERATED_IDX_KEPT = 1000  # the manifest lists the smallest generated indices, up to this many
+
+
 @dataclass
 class PassStats:
     kind: str
@@ -296,109 +240,79 @@ def engine_model(cfg: ProfilesConfig) -> str:
     return TEMPLATE_MODEL if cfg.engine == "template" else cfg.model
 
 
-def _requests_frame(kind: str, rows: list[tuple[int, dict]], keys: list[str], strict: bool = False) -> pd.DataFrame:
-    return pd.DataFrame({
-        "kind": kind,
-        "idx": np.array([i for i, _ in rows], dtype=np.int64),
-        "key": keys,
-        "fields": [json.dumps(f, sort_keys=True) for _, f in rows],
-        "strict": strict,
-    })
-
-
-def _read_requests(store: ArtifactStore, dataset: str, frame: pd.DataFrame, ray):
-    """Write the pass's requests to the cache area and open them with ray.data.read_parquet."""
-    parts = artifacts.requests_parts(dataset)
-    store.write_table(pa.Table.from_pandas(frame, preserve_index=False), *parts)
-    # Fractional CPUs for the read: a whole-CPU read task next to an engine's CPU bundle starves
-    # a 2-CPU node (the vLLM engine actor then never schedules).
-    return ray.data.read_parquet(store.path(*parts), filesystem=store.fs, num_cpus=0.1), parts
-
-
-def run_pass(
+def generate(
     kind: str,
-    rows: list[tuple[int, dict]],
+    request_paths: list[str],
+    n_requests: int,
     cfg: ProfilesConfig,
     category: str,
     store: ArtifactStore,
     dataset: str,
-    reusable: dict[str, dict],
-) -> tuple[pd.DataFrame, PassStats]:
-    """Profiles for ``rows`` of one kind: reuse by key, generate the rest on Ray Data."""
+    out_parts: tuple[str, ...],
+) -> int:
+    """Generate the profiles of the request rows in the Parquet files ``request_paths`` (on
+    ``store.fs``) on Ray Data; the workers write each finished batch to the cache and to the
+    output's ``profiles/`` folder. Returns the number of rows written (checked == ``n_requests``).
+    The driver sees only (kind, idx, fallback) per row, batch by batch."""
     from blast_ray.runtime import ensure_ray
 
-    t0 = time.time()
-    st = PassStats(kind=kind, total=len(rows))
-    model = engine_model(cfg)
-    keys = [profile_key(kind, cfg.prompt_version, model, f) for _, f in rows]
-    reused, todo_rows, todo_keys = [], [], []
-    for (idx, f), k in zip(rows, keys):
-        hit = reusable.get(k)
-        if hit is not None:
-            r = {c: hit.get(c) for c in PROFILE_COLUMNS}
-            r["idx"] = idx
-            reused.append(r)
-            if hit.get("_src") == "committed":
-                st.reused_committed += 1
-            else:
-                st.reused_cache += 1
-        else:
-            todo_rows.append((idx, f))
-            todo_keys.append(k)
-    frames = [pd.DataFrame(reused, columns=PROFILE_COLUMNS)] if reused else []
-    if todo_rows:
-        ray = ensure_ray()
-        cfg_d = _cfg_dict(cfg)
-        req = _requests_frame(kind, todo_rows, todo_keys)
-        ds, req_parts = _read_requests(store, dataset, req, ray)
-        small = dict(num_cpus=min(0.1, cfg.num_cpus_per_actor), batch_format="pandas")
-        if cfg.engine == "vllm":
-            # Ray 2.60 on a 2-CPU node: the read's ListFiles task holds a whole CPU (it ignores
-            # num_cpus) while the vLLM engine waits for its CPU bundle -> deadlock. The requests are
-            # already in driver memory, so the vllm path starts from them.
-            ds = ray.data.from_pandas(req)
-            new = _run_vllm(ds, req, cfg, cfg_d, category, store, dataset, ray, small)
-        else:
-            ds = ds.map_batches(build_prompts, fn_kwargs=dict(category=category, prompt_version=cfg.prompt_version),
-                                **small)
-            ds = ds.map_batches(
-                ProfileWorker,
-                fn_constructor_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset),
-                batch_size=cfg.batch_size,
-                compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
-                num_cpus=cfg.num_cpus_per_actor,
-                num_gpus=cfg.num_gpus_per_actor or None,
-                batch_format="pandas",
-            )
-            new = collect_pandas(ds, Progress(f"profiles: {kind}", len(todo_rows), "rows"))[PROFILE_COLUMNS]
-        store.delete_file(*req_parts)
-        st.generated = len(new)
-        st.generated_idx = sorted(int(i) for i in new["idx"])
-        frames.append(new)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PROFILE_COLUMNS)
-    out["kind"] = kind
-    out = out.sort_values("idx").reset_index(drop=True)
-    st.fallbacks = int(out["fallback"].astype(bool).sum()) if len(out) else 0
-    st.seconds = round(time.time() - t0, 3)
-    log.debug("profiles %s pass: %d rows, %d reused (%d committed, %d cache), %d generated, %d fallbacks, %.1fs",
-             kind, st.total, st.reused_committed + st.reused_cache, st.reused_committed, st.reused_cache,
-             st.generated, st.fallbacks, st.seconds)
-    return out, st
+    ray = ensure_ray()
+    cfg_d = _cfg_dict(cfg)
+    small = dict(num_cpus=min(0.1, cfg.num_cpus_per_actor), batch_format="pandas")
+    progress = Progress(f"profiles: {kind}", n_requests, "rows")
+    if cfg.engine == "vllm":
+        n = _run_vllm(request_paths, cfg, cfg_d, category, store, dataset, out_parts, ray, small, progress)
+    else:
+        # Fractional CPUs for the read: a whole-CPU read task next to an engine's CPU bundle starves
+        # a 2-CPU node.
+        ds = ray.data.read_parquet(request_paths, filesystem=store.fs, num_cpus=0.1)
+        ds = ds.map_batches(build_prompts, fn_kwargs=dict(category=category, prompt_version=cfg.prompt_version),
+                            **small)
+        ds = ds.map_batches(
+            ProfileWorker,
+            fn_constructor_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset,
+                                       out_parts=tuple(out_parts)),
+            batch_size=cfg.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+            num_cpus=cfg.num_cpus_per_actor,
+            num_gpus=cfg.num_gpus_per_actor or None,
+            batch_format="pandas",
+        )
+        n = 0
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            n += len(batch)
+            progress.update(len(batch))
+        progress.close()
+    if n != n_requests:
+        raise RuntimeError(f"profiles {kind} pass: {n} rows generated for {n_requests} requests")
+    return n
 
 
 def _cfg_dict(cfg: ProfilesConfig) -> dict:
     return cfg.model_dump()
 
 
-def _run_vllm(ds, req: pd.DataFrame, cfg: ProfilesConfig, cfg_d: dict, category: str, store: ArtifactStore,
-              dataset: str, ray, small: dict) -> pd.DataFrame:
+def _requests_dataset(ray, request_paths: list[str], fs):
+    """The requests as a Ray dataset WITHOUT a read task: Ray 2.60 on a 2-CPU node: the read's
+    ListFiles task holds a whole CPU (it ignores num_cpus) while the vLLM engine waits for its CPU
+    bundle -> deadlock. Each request file (one Spark partition) is read by the driver, one at a
+    time, and put in the object store."""
+    refs = [ray.put(pq.read_table(p, filesystem=fs)) for p in request_paths]
+    return ray.data.from_arrow_refs(refs)
+
+
+def _run_vllm(request_paths: list[str], cfg: ProfilesConfig, cfg_d: dict, category: str, store: ArtifactStore,
+              dataset: str, out_parts: tuple[str, ...], ray, small: dict, progress: Progress) -> int:
+    """The vllm engine through ``ray.data.llm``; rows whose answer does not parse are retried with
+    the strict prompt (only they come back to the driver, with their fields). Returns rows written."""
     from blast_ray.profiles.engines.transformers import resolve_model_source
     from blast_ray.profiles.engines.vllm import build_vllm_processor, wants_chat_template
 
     source = resolve_model_source(cfg.model)
     chat = wants_chat_template(cfg.chat_template, source)
     keep = ["kind", "idx", "key", "fields", "strict"]
-    done = []
+    ds = _requests_dataset(ray, request_paths, store.fs)
+    written = 0
     for attempt in range(cfg.max_retries + 1):
         ds = ds.map_batches(build_prompts, fn_kwargs=dict(category=category, prompt_version=cfg.prompt_version),
                             **small)
@@ -407,17 +321,23 @@ def _run_vllm(ds, req: pd.DataFrame, cfg: ProfilesConfig, cfg_d: dict, category:
         # a task, not an actor pool: parsing is cheap and must not hold CPUs the engine needs
         ds = ds.map_batches(
             _parse_batch,
-            fn_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset, attempt=attempt),
+            fn_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset, attempt=attempt,
+                           out_parts=tuple(out_parts)),
             batch_size=cfg.batch_size, **small,
         )
-        res = collect_pandas(ds, Progress(f"profiles: vllm attempt {attempt + 1}", None, "rows"))
-        done.append(res[res["ok"]][PROFILE_COLUMNS])
-        failed = res[~res["ok"]]
-        if not len(failed):
+        failed = []
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            ok = batch["ok"].to_numpy(bool)
+            written += int(ok.sum())
+            progress.update(int(ok.sum()))
+            if (~ok).any():
+                failed.append(batch.loc[~ok, ["kind", "idx", "key", "fields"]])
+        if not failed:
             break
+        retry = pd.concat(failed, ignore_index=True)
         log.info("vllm engine: %d answers unparseable on attempt %d; retrying with the strict prompt",
-                 len(failed), attempt + 1)
-        retry = req.set_index("key").loc[failed["key"]].reset_index()[["kind", "idx", "key", "fields"]]
+                 len(retry), attempt + 1)
         retry["strict"] = True
         ds = ray.data.from_pandas(retry)
-    return pd.concat(done, ignore_index=True)
+    progress.close()
+    return written
