@@ -98,7 +98,8 @@ def _nightly_config(path, reviews, store):
         # every TRAIN review of an item goes into its prompt fields, so "item's train reviews changed"
         # <=> "item profile regenerated" exactly (with a sample of n reviews it holds only when the
         # change falls in the sample)
-        "profiles": {"engine": "template", "max_reviews_per_item": 100000, "max_items_per_user": MAX_ITEMS_PER_USER},
+        "profiles": {"engine": "template", "max_reviews_per_item": 100000, "max_items_per_user": MAX_ITEMS_PER_USER,
+                     "request_builder": "spark"},  # the dump-scale builder on two real days
         # 1.5 CPUs -> a 2-thread encoder actor (fractional: the pool must not hold both CPUs)
         "features": {"batch_size": 64, "num_cpus_per_actor": 1.5},
         "graphs": {"knn_k": 5, "distributed": False},

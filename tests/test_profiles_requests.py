@@ -111,28 +111,46 @@ def test_spark_requests_equal_pandas_amazon_beauty(spark, dataset, data_dir, tmp
     assert sum('"review": ""' not in f for _, f in users.values()) > 100  # real reviews reached user prompts
 
 
-def test_stage_without_pyspark_gives_the_same_profiles(tmp_path, data_dir, ray_local, monkeypatch):
-    """The small-data path (no pyspark: the CPU vLLM venv) writes the same rows and keys as the
-    Spark path, and a re-run on either path reuses the other's committed profiles."""
-    from blast_ray.profiles import stage
-
+def test_stage_spark_and_driver_builders_give_the_same_profiles(tmp_path, data_dir, ray_local):
+    """profiles.request_builder: the small-data path (pandas in the driver; also where pyspark is
+    missing, e.g. the CPU vLLM venv) writes the same rows and keys as the Spark path, and a re-run on
+    either path reuses the other's committed profiles."""
     h = _profiles_helpers()
     tables = h.beauty_tables(data_dir)
     kw = dict(engine="template", batch_size=64, sample_items=40, sample_users=60, max_reviews_per_item=3,
               max_items_per_user=4)
+    other = {"spark": "driver", "driver": "spark"}
     got = {}
-    for spark_on in (True, False):
-        store = ArtifactStore(str(tmp_path / f"store-{spark_on}"))
+    for builder in ("spark", "driver"):
+        store = ArtifactStore(str(tmp_path / f"store-{builder}"))
         etl = h.write_etl(store, "beauty", tables)
-        monkeypatch.setattr(stage, "_spark_available", lambda on=spark_on: on)
-        out, m = h.run_stage(h.make_cfg(store.root, "beauty", "beauty products", **kw), store, etl)
+        out, m = h.run_stage(h.make_cfg(store.root, "beauty", "beauty products", request_builder=builder, **kw), store, etl)
         assert m["extra"]["generated"] == {"item": 40, "user": 60}
         from blast_ray.profiles.artifacts import load_profiles
 
-        got[spark_on] = load_profiles(out)[["kind", "idx", "key", "text"]]
+        got[builder] = load_profiles(out)[["kind", "idx", "key", "text"]]
         # the other path reuses every committed row (same keys)
-        monkeypatch.setattr(stage, "_spark_available", lambda on=spark_on: not on)
-        _, m2 = h.run_stage(h.make_cfg(store.root, "beauty", "beauty products", **{**kw, "batch_size": 32}), store, etl)
+        _, m2 = h.run_stage(h.make_cfg(store.root, "beauty", "beauty products", request_builder=other[builder],
+                                       **{**kw, "batch_size": 32}), store, etl)
         assert m2["extra"]["generated"] == {"item": 0, "user": 0}
         assert m2["extra"]["reused_committed"] == {"item": 40, "user": 60}
-    pd.testing.assert_frame_equal(got[True], got[False])
+    pd.testing.assert_frame_equal(got["spark"], got["driver"])
+
+
+def test_request_builder_auto_follows_the_interaction_count(monkeypatch):
+    """auto: Spark from profiles.spark_min_interactions ETL interactions on (when pyspark exists);
+    'spark' without pyspark is a one-line error naming the setting."""
+    from types import SimpleNamespace
+
+    from blast_ray.config import ProfilesConfig
+    from blast_ray.profiles import stage
+
+    etl = SimpleNamespace(manifest={"row_counts": {"interactions": 100_000}})
+    assert stage._use_spark(ProfilesConfig(), etl) is False
+    assert stage._use_spark(ProfilesConfig(spark_min_interactions=100_000), etl) is True
+    assert stage._use_spark(ProfilesConfig(request_builder="driver", spark_min_interactions=0), etl) is False
+    assert stage._use_spark(ProfilesConfig(request_builder="spark"), etl) is True
+    monkeypatch.setattr(stage, "_spark_available", lambda: False)
+    assert stage._use_spark(ProfilesConfig(spark_min_interactions=0), etl) is False
+    with pytest.raises(RuntimeError, match="profiles.request_builder=spark needs pyspark"):
+        stage._use_spark(ProfilesConfig(request_builder="spark"), etl)

@@ -292,6 +292,11 @@ class ProfilesConfig(ConfigModel):
     chat_template: Literal["auto", "on", "off"] = "auto"  # vllm: auto = when the tokenizer has one
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # vllm: extra vLLM engine kwargs
     device: Literal["auto", "cpu", "cuda"] = "auto"  # transformers engine
+    # Who builds the request rows: 'spark' (joins/windows, streaming: dump scale), 'driver' (pandas
+    # in the driver: small data, no Spark session to start), 'auto' = spark from
+    # spark_min_interactions ETL interactions on (and when pyspark is installed), else driver.
+    request_builder: Literal["auto", "spark", "driver"] = "auto"
+    spark_min_interactions: Int = Field(1_000_000, ge=0)
 
     @model_validator(mode="after")
     def _http_needs_endpoint(self):

@@ -92,7 +92,8 @@ def test_s3_server_stopped_mid_stage_one_line_then_rerun_completes(ml100k_etl_st
     # seconds, so the server is stopped mid-stage
     cmd = [sys.executable, "-m", "blast_ray.cli", "run", "--config", str(cfg), "--store", store,
            "--stages", "etl,profiles", "--set", "profiles.batch_size=1", "--set", "profiles.sample_items=300",
-           "--set", "profiles.sample_users=200"]
+           "--set", "profiles.sample_users=200",
+           "--set", "profiles.request_builder=spark"]  # the S3 staging path of the Spark builder
     moto = _start_moto(port)
     try:
         assert _put_etl(_client(url), ml100k_etl_store) > 0
