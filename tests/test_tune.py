@@ -93,7 +93,8 @@ def test_shipped_spaces(model):
         assert {"train.prune_ratio", "train.reg_weight", "train.user_reg_weight", "augment.ratio", "augment.restrict_negatives",
                 "augment.eps", "augment.row_target", "augment.col_target", "train.n_layers_ui", "train.n_layers_ii",
                 "train.n_layers_uu", "graphs.knn_k"} <= set(space.keys)
-        full = kept_components(config_with(cfg, {**space.fixed, "train.n_layers_ii": 1, "train.n_layers_uu": 1}))
+        full = kept_components(config_with(cfg, {**space.fixed, "train.n_layers_ii": 1, "train.n_layers_uu": 1,
+                                                 "train.prune_ratio": 0.5, "augment.ratio": 0.1, "graphs.user_graph": True}))
         assert full["item_graph"] and full["user_graph"] and full["pruning"] and full["ot_augmentation"]
 
 
