@@ -177,7 +177,19 @@ def tune_model(config_path: Path, dataset: str, model: str, args,
                        max_concurrent=args.max_concurrent, start_values=dict(start_values or {}))
     t0 = time.time()
     o = run_tune(config_path, ROOT / "configs" / "spaces" / f"{model}.yaml", opts, store=args.store)
-    return {**_space_fixed(model), **o.best_values}, time.time() - t0, o.experiment, o.kept
+    return {**_space_fixed(model), **o.best_values}, time.time() - t0, o.experiment, o.kept, o
+
+
+def record_tune(out: dict[str, Any], prefix: str, outcome, n_start_points: int) -> None:
+    """Validation figures of a tune into flat keys: the chosen trial's best valid metric and, for a
+    staged search, each start point's (trial 1 = the simpler model at its tuned values, trial 2 =
+    the config's parts on top): what the choice was made on, for the tables' explanation."""
+    out[f"{prefix}.tune_valid"] = round(float(outcome.best_metric), 5)
+    rows = sorted(outcome.trials, key=lambda t: str(t["trial_id"]))
+    for i, row in enumerate(rows[:n_start_points], 1):
+        v = row.get(outcome.metric)
+        if v is not None:
+            out[f"{prefix}.start_point{i}.valid"] = round(float(v), 5)
 
 
 def _space_fixed(model: str) -> dict[str, Any]:
@@ -189,6 +201,7 @@ def _space_fixed(model: str) -> dict[str, Any]:
 def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
     from blast_ray.config import load_config
 
+    t_dataset = time.time()
     config_path = ROOT / CONFIGS[dataset]
     base = load_config(config_path)
     base.store = args.store
@@ -209,7 +222,8 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             if simpler and start is None:
                 log.warning("%s: %s is not tuned in this run: %s's search starts from its fallback point only "
                             "(no staged search)", dataset, simpler, model)
-            values, tune_s, exp, kept = tune_model(config_path, dataset, model, args, start)
+            values, tune_s, exp, kept, outcome = tune_model(config_path, dataset, model, args, start)
+            record_tune(out, f"{dataset}.{model}", outcome, 2 if start else 0)
             chosen[model] = values
             tuned[model] = {k: v for k, v in values.items() if k not in _space_fixed(model)}
             out[f"{dataset}.{model}.chosen"] = json.dumps(values, sort_keys=True)
@@ -250,6 +264,7 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             sensitivity(dataset, base, chosen["blast"], seeds[0], out)
         if args.ot_lift:
             ot_lift(dataset, base, chosen, seeds, out)
+    out[f"{dataset}.seconds"] = round(time.time() - t_dataset, 1)
     _write(args, out, md_tables(out, args, dataset_done=True))
 
 
@@ -394,7 +409,12 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
                      for mo in models]
             lines.append(f"| test {m} | " + " | ".join(cells) + " |")
         lines.append("| tune seconds | " + " | ".join(str(out.get(f"{ds}.{mo}.tune_seconds", "-")) for mo in models) + " |")
+        lines.append("| valid recall@20 of the chosen trial (tune) | " + " | ".join(
+            f"{out[f'{ds}.{mo}.tune_valid']:.4f}" if f"{ds}.{mo}.tune_valid" in out else "-" for mo in models) + " |")
         lines.append("")
+        if f"{ds}.seconds" in out:
+            lines += [f"Wall time of this dataset on this machine: {out[f'{ds}.seconds']:.0f} s (every tune, the seeded runs "
+                      "and the ablations).", ""]
         if f"{ds}.blast_vs_best_baseline" in out:
             rel, p = out[f"{ds}.blast_vs_best_baseline"], out[f"{ds}.blast_vs_best_baseline.p"]
             best = out[f"{ds}.best_baseline"]
@@ -407,6 +427,8 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
                           f"(staged search). Chosen values: `{out.get(f'{ds}.blast.chosen', '?')}`.", ""]
             kept = [k.rsplit(".", 1)[1] for k, v in out.items() if k.startswith(f"{ds}.blast.keeps.") and v]
             lines += [f"BLAST's chosen configuration keeps: {', '.join(kept) or 'nothing (it fell back to LightGCN + BPR)'}.", ""]
+            if rel < 0:
+                lines += [why_blast_trails(out, ds), ""]
         abl = sorted({k[len(f"{ds}.ablation."):].split(".")[0] for k in out if k.startswith(f"{ds}.ablation.")})
         if abl:
             lines += ["| ablation (BLAST's chosen config minus one part) | test recall@20 | test ndcg@20 | note |",
@@ -441,6 +463,34 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
     return "\n".join(lines)
 
 
+def why_blast_trails(out: dict[str, Any], ds: str) -> str:
+    """The paragraph under a table where a baseline wins: what the VALIDATION figures say about
+    BLAST's choice (never a test figure: nothing is chosen here)."""
+    start = out.get(f"{ds}.blast.search_started_from")
+    p1, p2 = out.get(f"{ds}.blast.start_point1.valid"), out.get(f"{ds}.blast.start_point2.valid")
+    b_valid, s_valid = out.get(f"{ds}.blast.valid.recall@20.mean"), out.get(f"{ds}.{start}.valid.recall@20.mean")
+    only_propagation = not any(v for k, v in out.items() if k.startswith(f"{ds}.blast.keeps.")
+                               and not k.endswith(".graph_propagation"))
+    text = "**Why BLAST trails here (validation figures only).** "
+    if start and only_propagation and p1 is not None:
+        text += (f"Its search fell back to the simpler model: trial 1 ({start}'s chosen lr / l2_weight / layers with every "
+                 f"BLAST part off) scored valid Recall@20 {p1:.4f}")
+        if p2 is not None:
+            text += f", the config's BLAST parts on top of the same values {p2:.4f}"
+        text += (", and no sampled trial did better. What still separates it from " + start + " is BLAST's 0-layer item "
+                 "branch (f_i = the propagated item vector + its ID embedding once more, S^0 = I; an exact "
+                 f"{start} inside BLAST needs a model switch for \"no item branch\")")
+        if b_valid is not None and s_valid is not None:
+            text += (f": over the seeds, valid Recall@20 {b_valid:.4f} for BLAST vs {s_valid:.4f} for {start} "
+                     f"({b_valid / s_valid - 1:+.1%}; on test {out.get(f'{ds}.blast_vs_best_baseline', float('nan')):+.1%} "
+                     "against the best baseline)")
+        text += ". Ablations below that equal full BLAST remove parts the choice does not use."
+    else:
+        text += ("BLAST's chosen configuration keeps some of its parts: compare the chosen trials' validation figures "
+                 "(row above) and the ablations below for what each part costs or gains.")
+    return text
+
+
 def _write(args, out: dict[str, Any], md: str) -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1, sort_keys=True))
@@ -463,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default=str(ROOT / "blast-data" / "quality"))
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     p.add_argument("--md", default=str(ROOT / "docs" / "RESULTS.md"), help="'' to skip")
+    p.add_argument("--render-only", action="store_true",
+                   help="write --md from the flat keys of --json (datasets in --datasets), run nothing")
     args = p.parse_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.models = [m for m in args.models.split(",") if m]
@@ -473,6 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.models:
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+    if args.render_only:
+        out = json.loads(Path(args.json).read_text())
+        args.trials, args.max_epochs = out["trials_per_model"], out["max_epochs_per_trial"]
+        Path(args.md).write_text(md_tables(out, args, dataset_done=True))
+        return 0
     args.store = str(Path(args.store).resolve())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -113,3 +113,26 @@ def test_tables_say_when_an_ablation_row_is_another_models_computation():
     assert "0.3600 ± 0.0040" in rows["wo_text"] and "identical" not in rows["wo_text"]
     assert "not re-trained" in rows["wo_ot"] and "0.36" not in rows["wo_ot"]
     assert "| test recall@20 |" in md and "**0.3906 ± 0.0029**" in md  # best per row still marked
+
+
+def test_tables_explain_a_trailing_blast_from_validation_figures():
+    """Where a baseline wins, the table says so and explains it with the tune's validation figures:
+    the staged search's start points and the seeds' valid means (the second ml-100k run's shape)."""
+    import argparse
+
+    qt = _qt()
+    ds = "ml-100k"
+    out = {"machine": "m", "seeds": [2024], **_metrics(f"{ds}.lightgcn", 0.3806, 0.0029),
+           **_metrics(f"{ds}.blast", 0.3617, 0.0042), f"{ds}.best_baseline": "lightgcn",
+           f"{ds}.blast_vs_best_baseline": -0.05, f"{ds}.blast_vs_best_baseline.p": 1e-17,
+           f"{ds}.blast_vs_best_baseline.n_users": 943, f"{ds}.blast.search_started_from": "lightgcn",
+           f"{ds}.blast.start_point1.valid": 0.3430, f"{ds}.blast.start_point2.valid": 0.3230,
+           f"{ds}.blast.valid.recall@20.mean": 0.3397, f"{ds}.lightgcn.valid.recall@20.mean": 0.3550,
+           f"{ds}.blast.keeps.graph_propagation": True, f"{ds}.blast.keeps.item_graph": False}
+    md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
+    assert "**the baseline wins**" in md and "-5.0% test Recall@20" in md
+    why = next(line for line in md.splitlines() if line.startswith("**Why BLAST trails"))
+    assert "0.3430" in why and "0.3230" in why and "-4.3%" in why and "0-layer item branch" in why
+    out[f"{ds}.blast.keeps.item_graph"] = True  # a choice that keeps a part: no fallback story
+    md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
+    assert "fell back" not in md and "keeps some of its parts" in md
