@@ -204,9 +204,13 @@ def test_tune_blast_trials_rerun_graphs_and_augment_then_final(data_dir, ml100k_
         "train.n_layers_ii": {"choice": [0, 1]},
         "train.lr": {"loguniform": [1.0e-3, 1.0e-2]},
     }))
+    raw = yaml.safe_load(cfg_path.read_text())  # BLAST parts on in the base (the tuned ml-100k config has them off)
+    raw["train"].update(n_layers_ii=1)
+    raw["graphs"]["knn_k"] = 10
+    raw["augment"]["ratio"] = 0.1
+    cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     lightgcn = tmp_path / "lightgcn_summary.json"  # what a finished LightGCN tune wrote (its chosen values)
     lightgcn.write_text(json.dumps({"best": {"values": {"train.lr": 0.0042, "train.l2_weight": 0.0}}}))
-    base = load_config(cfg_path)
     assert main(["tune", "--config", str(cfg_path), "--space", str(space_path), "--trials", "2", "--max-epochs", "1",
                  "--grace-epochs", "1", "--cpus-per-trial", "0.5", "--seed", "7", "--start-from", str(lightgcn)]) == 0
     printed = capsys.readouterr().out
@@ -215,8 +219,7 @@ def test_tune_blast_trials_rerun_graphs_and_augment_then_final(data_dir, ml100k_
     summary = json.loads((exp / "tune_summary.json").read_text())
     first, second = sorted(summary["trials"], key=lambda t: t["trial_id"])
     assert first["values"] == {"train.n_layers_ii": 0, "augment.ratio": 0.0, "graphs.knn_k": 5, "train.lr": 0.0042}
-    assert second["values"] == {"train.n_layers_ii": base.train.n_layers_ii, "augment.ratio": base.augment.ratio,
-                                "graphs.knn_k": base.graphs.knn_k, "train.lr": 0.0042}
+    assert second["values"] == {"train.n_layers_ii": 1, "augment.ratio": 0.1, "graphs.knn_k": 10, "train.lr": 0.0042}
     assert summary["search"]["start_values"] == {"train.lr": 0.0042, "train.l2_weight": 0.0}
     assert main(["tune", "--config", str(cfg_path), "--space", str(space_path), "--start-from", str(tmp_path)]) == 2
     assert "no tune_summary.json" in capsys.readouterr().err
