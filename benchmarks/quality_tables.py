@@ -415,6 +415,9 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
         if f"{ds}.seconds" in out:
             lines += [f"Wall time of this dataset on this machine: {out[f'{ds}.seconds']:.0f} s (every tune, the seeded runs "
                       "and the ablations).", ""]
+        else:
+            lines += ["_Partial: this dataset's run had not finished when this file was written; models without a "
+                      "column, the comparison and the ablations are missing._", ""]
         if f"{ds}.blast_vs_best_baseline" in out:
             rel, p = out[f"{ds}.blast_vs_best_baseline"], out[f"{ds}.blast_vs_best_baseline.p"]
             best = out[f"{ds}.best_baseline"]

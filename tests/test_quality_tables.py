@@ -131,6 +131,10 @@ def test_tables_explain_a_trailing_blast_from_validation_figures():
            f"{ds}.blast.keeps.graph_propagation": True, f"{ds}.blast.keeps.item_graph": False}
     md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
     assert "**the baseline wins**" in md and "-5.0% test Recall@20" in md
+    assert "_Partial:" in md  # no <dataset>.seconds: the dataset's run did not finish
+    out[f"{ds}.seconds"] = 2035.4
+    md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
+    assert "_Partial:" not in md and "Wall time of this dataset on this machine: 2035 s" in md
     why = next(line for line in md.splitlines() if line.startswith("**Why BLAST trails"))
     assert "0.3430" in why and "0.3230" in why and "-4.3%" in why and "0-layer item branch" in why
     out[f"{ds}.blast.keeps.item_graph"] = True  # a choice that keeps a part: no fallback story
