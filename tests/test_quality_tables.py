@@ -139,4 +139,4 @@ def test_tables_explain_a_trailing_blast_from_validation_figures():
     assert "0.3430" in why and "0.3230" in why and "-4.3%" in why and "0-layer item branch" in why
     out[f"{ds}.blast.keeps.item_graph"] = True  # a choice that keeps a part: no fallback story
     md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
-    assert "fell back" not in md and "keeps some of its parts" in md
+    assert "fell back" not in md and "keeps some of its parts (graph_propagation, item_graph)" in md
