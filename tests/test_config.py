@@ -93,6 +93,19 @@ def _with(**sections):
         ({"evaluate": {"select_metric": "auc@20"}}, "evaluate.select_metric", "recall, ndcg"),
         ({"evaluate": {"ks": "5,10"}}, "evaluate.select_metric", "add K to evaluate.ks"),
         ({"evaluate": {"baselines": "pop,pop"}}, "evaluate.baselines", "twice"),
+        # per-baseline training values: the key names the model, the message the fix
+        ({"evaluate": {"baselines": ["pop"], "baseline_train": {"pop": {"lr": 0.01}}}},
+         "evaluate.baseline_train.pop", "no training hyperparameters"),
+        ({"evaluate": {"baselines": ["pop"], "baseline_train": {"freedom": {}}}},
+         "evaluate.baseline_train.freedom", "trained baselines are bpr, lightgcn"),
+        ({"evaluate": {"baselines": ["bpr"], "baseline_train": {"bpr": {"n_layers_ui": 2}}}},
+         "evaluate.baseline_train.bpr.n_layers_ui", "remove n_layers_ui"),
+        ({"evaluate": {"baselines": ["lightgcn"], "baseline_train": {"lightgcn": {"lr": 0}}}},
+         "evaluate.baseline_train.lightgcn.lr", "> 0"),
+        ({"evaluate": {"baselines": ["lightgcn"], "baseline_train": {"lightgcn": {"learning_rate": 0.1}}}},
+         "evaluate.baseline_train.lightgcn.learning_rate", "valid keys here are epochs, l2_weight, lr"),
+        ({"evaluate": {"baselines": ["lightgcn"], "baseline_train": {"lightgcn": 0.01}}},
+         "evaluate.baseline_train.lightgcn", "must be a mapping"),
         ({"augment": {"row_target": "popular"}}, "augment.row_target", "mean_activity, activity, uniform or a positive number"),
         ({"augment": {"col_target": 0}}, "augment.col_target", "mean_popularity, popularity, uniform or a positive number"),
         ({"train": {"epochs": True}}, "train.epochs", "integer"),
@@ -177,3 +190,26 @@ def test_hash_is_stable_over_equal_values():
     cfg = load_config(CONFIGS[0])
     assert stable_hash(cfg.to_dict()) == stable_hash(cfg) == stable_hash(cfg.updated())
     assert to_plain({"ks": (5, 10)}) == {"ks": [5, 10]}
+
+
+def test_baseline_train_overrides_the_train_section_per_baseline():
+    """evaluate.baseline_train.<model> gives a trained baseline its own (tuned) values; keys left out
+    keep the train section's; --set reaches them; the shipped ml-100k config carries tuned values."""
+    cfg = config_from_dict(_with(
+        train={"lr": 0.001, "l2_weight": 0.0, "n_layers_ui": 2, "epochs": 40, "warm_start_from": "/x"},
+        evaluate={"baselines": ["pop", "bpr", "lightgcn"],
+                  "baseline_train": {"lightgcn": {"lr": 0.009, "n_layers_ui": 3}, "bpr": {"l2_weight": 1.0e-4}}},
+    ))
+    lg = cfg.evaluate.baseline_train_config("lightgcn", cfg.train)
+    assert (lg.model, lg.lr, lg.n_layers_ui, lg.l2_weight, lg.epochs, lg.warm_start_from) == ("lightgcn", 0.009, 3, 0.0, 40, None)
+    bpr = cfg.evaluate.baseline_train_config("bpr", cfg.train)
+    assert (bpr.model, bpr.lr, bpr.l2_weight) == ("bpr", 0.001, 1.0e-4)
+    assert cfg.train.lr == 0.001 and cfg.train.model == "blast"  # the main model is untouched
+    # an entry of a model not in evaluate.baselines stays valid (unused): quick runs keep the config
+    assert config_from_dict(_with(evaluate={"baselines": ["pop"], "baseline_train": {"bpr": {"lr": 0.01}}}))
+    over = load_config(CONFIGS[0], overrides=["evaluate.baselines=pop,lightgcn", "evaluate.baseline_train.lightgcn.lr=0.02"])
+    assert over.evaluate.baseline_train["lightgcn"].lr == 0.02
+    ml = load_config(Path(__file__).parent.parent / "configs" / "ml-100k.yaml")
+    assert set(ml.evaluate.baseline_train) == {"bpr", "lightgcn"} <= set(ml.evaluate.baselines)
+    assert set(ml.evaluate.baseline_train["lightgcn"].train_changes()) == {"lr", "l2_weight", "n_layers_ui"}
+    assert set(ml.evaluate.baseline_train["bpr"].train_changes()) == {"lr", "l2_weight"}

@@ -201,7 +201,7 @@ def test_informative_ml100k_features_do_not_fall_back(data_dir, ml100k_store, tm
     from jobs.smoke import smoke_config
 
     cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml",
-                                   graphs={"distributed": False}))
+                                   graphs={"distributed": False, "user_graph": True}))  # the tuned ml-100k config has none
     m = _graph_manifest(ml100k_store, cfg)
     assert "fallbacks" not in m["extra"]
     assert m["extra"]["item_modalities"] == ["text"] and m["extra"]["user_graph"] == "built from user_text"

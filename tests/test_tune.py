@@ -93,7 +93,8 @@ def test_shipped_spaces(model):
         assert {"train.prune_ratio", "train.reg_weight", "train.user_reg_weight", "augment.ratio", "augment.restrict_negatives",
                 "augment.eps", "augment.row_target", "augment.col_target", "train.n_layers_ui", "train.n_layers_ii",
                 "train.n_layers_uu", "graphs.knn_k"} <= set(space.keys)
-        full = kept_components(config_with(cfg, {**space.fixed, "train.n_layers_ii": 1, "train.n_layers_uu": 1}))
+        full = kept_components(config_with(cfg, {**space.fixed, "train.n_layers_ii": 1, "train.n_layers_uu": 1,
+                                                 "train.prune_ratio": 0.5, "augment.ratio": 0.1, "graphs.user_graph": True}))
         assert full["item_graph"] and full["user_graph"] and full["pruning"] and full["ot_augmentation"]
 
 
@@ -188,7 +189,9 @@ def test_tune_lightgcn_valid_only_asha_and_resume(data_dir, ml100k_store, tmp_pa
 def test_tune_blast_trials_rerun_graphs_and_augment_then_final(data_dir, ml100k_store, tmp_path, ray_local, capsys):
     """BLAST over knn_k and the OT ratio: each trial runs graphs/augment for its own values through
     the pipeline (one committed output per distinct value, shared by the trials that use it); the
-    final run of the chosen configuration is the only one with test metrics."""
+    final run of the chosen configuration is the only one with test metrics. Staged search
+    (``--start-from`` a finished LightGCN tune's summary): trial 1 is the fallback at LightGCN's lr,
+    trial 2 the base config's values of every tuned key (outside the choice lists too) at that lr."""
     cfg_path = _tune_config(data_dir, ml100k_store, tmp_path / "cfg.yaml",
                             ("etl", "graphs", "augment", "train", "evaluate"), model="blast", epochs=1, patience=1)
     space_path = tmp_path / "blast.yaml"
@@ -199,13 +202,27 @@ def test_tune_blast_trials_rerun_graphs_and_augment_then_final(data_dir, ml100k_
         "graphs.knn_k": {"choice": [5, 10]},
         "augment.ratio": {"choice": [0.0, 0.05]},
         "train.n_layers_ii": {"choice": [0, 1]},
+        "train.lr": {"loguniform": [1.0e-3, 1.0e-2]},
     }))
+    raw = yaml.safe_load(cfg_path.read_text())  # BLAST parts on in the base (the tuned ml-100k config has them off)
+    raw["train"].update(n_layers_ii=1)
+    raw["graphs"]["knn_k"] = 10
+    raw["augment"]["ratio"] = 0.1
+    cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    lightgcn = tmp_path / "lightgcn_summary.json"  # what a finished LightGCN tune wrote (its chosen values)
+    lightgcn.write_text(json.dumps({"best": {"values": {"train.lr": 0.0042, "train.l2_weight": 0.0}}}))
     assert main(["tune", "--config", str(cfg_path), "--space", str(space_path), "--trials", "2", "--max-epochs", "1",
-                 "--grace-epochs", "1", "--cpus-per-trial", "0.5", "--seed", "7"]) == 0
+                 "--grace-epochs", "1", "--cpus-per-trial", "0.5", "--seed", "7", "--start-from", str(lightgcn)]) == 0
     printed = capsys.readouterr().out
     assert "final run tune-" in printed and "test.recall@20" in printed
     exp = next(p for p in (ml100k_store / "ml-100k" / "tune").iterdir() if p.is_dir())
     summary = json.loads((exp / "tune_summary.json").read_text())
+    first, second = sorted(summary["trials"], key=lambda t: t["trial_id"])
+    assert first["values"] == {"train.n_layers_ii": 0, "augment.ratio": 0.0, "graphs.knn_k": 5, "train.lr": 0.0042}
+    assert second["values"] == {"train.n_layers_ii": 1, "augment.ratio": 0.1, "graphs.knn_k": 10, "train.lr": 0.0042}
+    assert summary["search"]["start_values"] == {"train.lr": 0.0042, "train.l2_weight": 0.0}
+    assert main(["tune", "--config", str(cfg_path), "--space", str(space_path), "--start-from", str(tmp_path)]) == 2
+    assert "no tune_summary.json" in capsys.readouterr().err
     knn = {10} | {t["values"]["graphs.knn_k"] for t in summary["trials"]}  # base config's k = 10
     assert 5 in knn
     stages = ml100k_store / "ml-100k" / "stages"

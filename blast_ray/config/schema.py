@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from blast_ray.config.errors import KeyedValueError, config_error, key_error
+from blast_ray.config.errors import ConfigError, KeyedValueError, config_error, key_error
 from blast_ray.store.names import MAX_NAME_LEN, is_valid_name
 
 BASELINE_MODELS = ("pop", "bpr", "lightgcn")
@@ -452,6 +452,48 @@ class TrainConfig(ConfigModel):
         return self
 
 
+TRAINED_BASELINES = tuple(m for m in BASELINE_MODELS if m != "pop")  # pop is a ranking, not a training
+
+
+class BaselineTrainConfig(ConfigModel):
+    """Training hyperparameters of one trained baseline of the evaluate stage (a tuned baseline's own
+    values, e.g. from `blast tune`); a key left out (null) keeps the train section's value."""
+
+    key_prefix: ClassVar[str] = "evaluate.baseline_train.<model>"
+
+    lr: Optional[Float] = Field(None, gt=0)
+    l2_weight: Optional[Float] = Field(None, ge=0)
+    n_layers_ui: Optional[Int] = Field(None, ge=0)  # lightgcn only (bpr has no propagation)
+    epochs: Optional[Int] = Field(None, ge=1)
+    patience: Optional[Int] = Field(None, ge=1)
+
+    def train_changes(self) -> dict[str, Any]:
+        """The train-section keys this baseline overrides (the keys set here)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+def _baseline_train(v: Any) -> Any:
+    """Build each ``{model: {key: value}}`` entry here so an error names the model's key
+    (``evaluate.baseline_train.lightgcn.lr``)."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError(f"must be a mapping of baseline model -> {{lr: ..., l2_weight: ...}}, got {v!r}")
+    out = {}
+    for name, hp in v.items():
+        if isinstance(hp, BaselineTrainConfig):
+            out[name] = hp
+            continue
+        if not isinstance(hp, dict):
+            raise key_error(f"evaluate.baseline_train.{name}", f"must be a mapping of training keys "
+                            f"(lr, l2_weight, n_layers_ui, epochs, patience), got {hp!r}")
+        try:
+            out[name] = BaselineTrainConfig(**hp)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("<model>", str(name))) from None
+    return out
+
+
 class EvaluateConfig(ConfigModel):
     """Ranking evaluation (method section 5) and the reference models of the report."""
 
@@ -470,6 +512,12 @@ class EvaluateConfig(ConfigModel):
     # "metrics vs baselines" table: pop (train popularity), bpr, lightgcn (the train section's
     # hyperparameters, model swapped, ID-only, trained through the same path: train.num_workers, use_gpu). [] = none.
     baselines: Annotated[tuple[Literal[BASELINE_MODELS], ...], BeforeValidator(_split_commas)] = ("pop",)
+    # Per trained baseline (bpr, lightgcn): its own training hyperparameters instead of the train
+    # section's, e.g. {lightgcn: {lr: 0.0089, l2_weight: 1.0e-5, n_layers_ui: 3}} (keys lr, l2_weight,
+    # n_layers_ui (lightgcn), epochs, patience; a key left out keeps the train section's value).
+    # An entry applies when its model is in evaluate.baselines (`--set evaluate.baselines=[pop]` keeps
+    # a config with tuned entries valid; the evaluate stage logs the unused ones).
+    baseline_train: Annotated[dict[str, BaselineTrainConfig], BeforeValidator(_baseline_train)] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _metric_and_baselines(self):
@@ -484,7 +532,24 @@ class EvaluateConfig(ConfigModel):
             )
         if len(set(self.baselines)) != len(self.baselines):
             raise KeyedValueError("baselines", f"lists a model twice: {list(self.baselines)}")
+        for name, hp in self.baseline_train.items():
+            if name not in TRAINED_BASELINES:
+                why = "pop is a popularity ranking: it has no training hyperparameters" if name == "pop" else (
+                    f"not a trained baseline; trained baselines are {', '.join(TRAINED_BASELINES)}")
+                raise KeyedValueError(f"baseline_train.{name}", f"{why}; remove this entry")
+            if name == "bpr" and hp.n_layers_ui is not None:
+                raise KeyedValueError("baseline_train.bpr.n_layers_ui", "bpr has no graph propagation; "
+                                      "remove n_layers_ui (it is lightgcn's)")
         return self
+
+    def baseline_train_config(self, name: str, train: "TrainConfig") -> "TrainConfig":
+        """The train section a baseline ``name`` trains with: ``train`` with the model swapped, never
+        warm-started, and this baseline's ``baseline_train`` values on top (``pop`` is not trained:
+        ``train`` as it is)."""
+        if name not in TRAINED_BASELINES:
+            return train
+        hp = self.baseline_train.get(name)
+        return train.updated(model=name, warm_start_from=None, **(hp.train_changes() if hp else {}))
 
 
 class RecommendConfig(ConfigModel):

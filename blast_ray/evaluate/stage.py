@@ -4,7 +4,9 @@
 
 It also trains and scores the reference models of ``evaluate.baselines`` (pop, bpr, lightgcn) on the
 same split, so the report compares the run against baselines it can trust: same users, same items,
-same masks. Baselines are selected on VALID like the main model; their test metrics are those of
+same masks. A trained baseline uses the train section's hyperparameters unless
+``evaluate.baseline_train.<model>`` gives its own (the tuned values of ``blast tune``).
+Baselines are selected on VALID like the main model; their test metrics are those of
 the best valid epoch (selected on ``evaluate.select_metric``). Results: the baselines table and the manifest's
 ``extra.baselines`` {model: {"valid.recall@20": ...}}; the training curve of every trained baseline
 with its chosen epoch; the per-user test results of every scored model (this run's included), for
@@ -57,8 +59,9 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
     "per_user": (test users, {metric@k: per-user values})} and, for a trained one, "history"
     (per-epoch rows) and "best_epoch" (the epoch whose weights were scored).
 
-    A trained baseline goes through the main model's training path with the train section as it
-    is (``train.num_workers`` Ray Train workers, ``train.use_gpu``, checkpoints under
+    A trained baseline goes through the main model's training path with ``train_cfg`` (the train
+    section with the baseline's ``evaluate.baseline_train`` values on top:
+    :meth:`EvaluateConfig.baseline_train_config`; ``train.num_workers`` Ray Train workers, ``train.use_gpu``, checkpoints under
     ``checkpoint_parts`` so an interrupted evaluate resumes it), only the model swapped, ID-only
     and never warm-started. Scored by the trainer's final scoring (``batch_users`` per block); the
     popularity ranking like the main model (``num_shards``). source: where Ray Train workers read
@@ -110,13 +113,17 @@ def run(ctx, out) -> dict[str, Any]:
     baselines: dict[str, dict[str, float]] = {}
     timings: dict[str, float] = {"full_ranking_seconds": t_rank}
     main_model = ctx.cfg.train.model
+    unused = sorted(set(ev.baseline_train) - (set(ev.baselines) - {main_model}))
+    if unused:
+        log.info("evaluate: evaluate.baseline_train entries not used (model not a trained baseline of this run): %s",
+                 ", ".join(unused))
     for name in ev.baselines:
         if name == main_model:
             log.debug("evaluate: baseline %s is this run's model; not trained twice", name)
             continue
-        res = run_baseline(name, ctx.cfg.train, data, ev.ks, per_block, ev.select_metric, num_shards=ev.num_shards,
-                           store=ctx.store, checkpoint_parts=layout.checkpoint_parts(ctx.dataset, out.fingerprint,
-                                                                                     f"baseline-{name}"),
+        res = run_baseline(name, ev.baseline_train_config(name, ctx.cfg.train), data, ev.ks, per_block, ev.select_metric,
+                           num_shards=ev.num_shards, store=ctx.store,
+                           checkpoint_parts=layout.checkpoint_parts(ctx.dataset, out.fingerprint, f"baseline-{name}"),
                            source=baseline_source)
         baselines[name] = res["metrics"]
         per_user[name] = res["per_user"]
@@ -135,4 +142,7 @@ def run(ctx, out) -> dict[str, Any]:
                            "per_user_test": sum(len(u) for u, _ in per_user.values())}, "timings": timings,
             "metrics": _flat(valid, test),
             "extra": {"model": main_model, "baselines": baselines, "block_users": per_block, "num_shards": ev.num_shards,
-                      "baseline_training": {"num_workers": ctx.cfg.train.num_workers, "use_gpu": ctx.cfg.train.use_gpu}}}
+                      "baseline_training": {"num_workers": ctx.cfg.train.num_workers, "use_gpu": ctx.cfg.train.use_gpu,
+                                            # each trained baseline's own values (evaluate.baseline_train) over the train section's
+                                            "overrides": {b: hp.train_changes() for b, hp in ev.baseline_train.items()
+                                                          if b in baselines}}}}

@@ -124,9 +124,11 @@ def print_summary(cfg: PipelineConfig, result) -> None:
     if metrics:
         ev = result.manifests.get("evaluate", {}).get("extra", {})
         print()
-        print("metrics (full ranking; test at the best valid epoch; baselines on the same split, "
-              "evaluate.baselines; precision/map: blast runs show, report):")
         baselines = ev.get("baselines") or {}
+        tuned = sorted((ev.get("baseline_training") or {}).get("overrides") or {})
+        print("metrics (full ranking; test at the best valid epoch; baselines on the same split, evaluate.baselines"
+              f"{'; own hyperparameters (evaluate.baseline_train): ' + ', '.join(tuned) if tuned else ''}"
+              "; precision/map: blast runs show, report):")
         # recall and ndcg fit one screen; precision/map: `blast runs show RUN_ID` and the report
         cols = {c: {m: v for m, v in col.items() if m.split("@")[0] in CONSOLE_METRICS}
                 for c, col in summary_columns(cfg.train.model, metrics, baselines).items()}

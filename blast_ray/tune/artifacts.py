@@ -32,6 +32,22 @@ def load_summary(store: ArtifactStore, dataset: str, experiment: str) -> dict[st
     return json.loads(store.read_text(*layout.tune_parts(dataset, experiment, SUMMARY)))
 
 
+def start_values_from(path: str | Path) -> dict[str, Any]:
+    """The chosen (tuned) values of a finished tune, to start another space's search from them
+    (``blast tune --start-from``): ``path`` is the experiment folder or its ``tune_summary.json``.
+    Only the tuned keys (``best.values``), never the space's fixed ones (``train.model`` ...)."""
+    p = Path(path)
+    f = p / SUMMARY if p.is_dir() else p
+    if not f.is_file():
+        raise ValueError(f"--start-from {path}: no {SUMMARY} there; pass the folder of a finished `blast tune` "
+                         f"experiment (<store>/<dataset>/tune/<experiment>) or its {SUMMARY}")
+    try:
+        values = json.loads(f.read_text())["best"]["values"]
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--start-from {f}: not a tune summary with best.values ({type(e).__name__}: {e})") from None
+    return dict(values)
+
+
 def write_trial_state(checkpoint_dir: str | Path, state: bytes) -> None:
     """The serialized training state into a (temporary) folder that becomes a Tune checkpoint."""
     Path(checkpoint_dir, TRIAL_STATE).write_bytes(state)

@@ -24,6 +24,10 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=int, default=_DEFAULTS.max_concurrent, help="trials running at once")
     p.add_argument("--seed", type=int, default=None, help="search seed (default: the config's train.seed)")
     p.add_argument("--name", default=None, help="experiment name (default: <space>-<hash of config, space and budget>)")
+    p.add_argument("--start-from", default=None, metavar="EXPERIMENT",
+                   help="staged search: start from the chosen values of a finished tune (its folder or tune_summary.json; "
+                        "e.g. lightgcn's for blast): first trial = this space's fallback at those values, second = the "
+                        "config's values of every tuned key with those on top (both count against --trials)")
     p.add_argument("--resume", action="store_true", help="restore the experiment of this name (Tuner.restore) instead of starting it")
     p.add_argument("--out", default=None, help="also write the best configuration YAML to this file")
     p.add_argument("--no-final", dest="final", action="store_false",
@@ -31,11 +35,17 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
 
 
 def tune_command(args: argparse.Namespace) -> int:
+    from blast_ray.tune.artifacts import start_values_from
     from blast_ray.tune.runner import format_outcome, run_tune
 
+    try:
+        start = start_values_from(args.start_from) if args.start_from else {}
+    except ValueError as e:
+        print(f"blast tune: {e}".splitlines()[0], file=sys.stderr)
+        return 2
     options = TuneOptions(trials=args.trials, max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
                           cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed,
-                          name=args.name, resume=args.resume, final=args.final)
+                          name=args.name, resume=args.resume, final=args.final, start_values=start)
     try:
         outcome = run_tune(args.config, args.space, options, overrides=args.overrides, store=args.store, out=args.out)
     except RuntimeError as e:

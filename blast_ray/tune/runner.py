@@ -71,6 +71,10 @@ class TuneOptions:
     name: str | None = None  # experiment name (None: <space>-<hash of config, space and options>)
     resume: bool = False  # restore the experiment of the same name instead of starting one
     final: bool = True  # train + evaluate the chosen configuration (test metrics) after tuning
+    # Staged search: the chosen values of a simpler model's tune (e.g. LightGCN's best for BLAST),
+    # dotted keys; those this space shares start the search (see :func:`start_points`). Empty: the
+    # space's fallback point alone is evaluated first.
+    start_values: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def fail(key: str, msg: str) -> None:
@@ -93,6 +97,9 @@ class TuneOptions:
                 validate_name(self.name, "name")
             except ValueError as e:
                 fail("name", str(e).split(": ", 1)[-1])
+        for k, v in self.start_values.items():
+            if not isinstance(k, str) or k.count(".") != 1 or isinstance(v, (dict, list)):
+                fail("start_values", f"{k!r}: {v!r} is not a dotted config key with one value (e.g. train.lr: 0.005)")
 
 
 @dataclass
@@ -147,6 +154,40 @@ def trial_config(base: PipelineConfig, values: dict[str, Any], max_epochs: int) 
         # disabling the stage skips a Sinkhorn run whose result is unused (same training, bit for bit).
         cfg.augment.enabled = False
     return cfg
+
+
+def start_points(space: SearchSpace, base: PipelineConfig, start_values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The points Tune evaluates first (``points_to_evaluate``, in this order; they count against the
+    trial budget; keys a point leaves out are sampled).
+
+    Without ``start_values``: the space's fallback point (the simpler model it extends), if any.
+    With ``start_values`` (a simpler model's chosen values, e.g. LightGCN's best for BLAST; only the
+    keys this space tunes are used, at least one must be): the staged search of a bigger space,
+    1. the fallback point with the shared values = the simpler model at ITS tuned hyperparameters,
+       so the validation choice can always fall back to it;
+    2. every tuned key at the base config's value (the shipped configuration's parts) with the
+       shared values on top: the full model at the simpler model's tuned hyperparameters
+       (left out when it equals point 1).
+    Each point is validated with the config (ConfigError naming the key).
+    """
+    if not start_values:
+        return [dict(space.fallback)] if space.fallback else []
+    shared = {k: v for k, v in start_values.items() if k in space.keys}
+    if not shared:
+        raise ConfigError(f"tune start values {sorted(start_values)} share no key with the space {space.source} "
+                          f"({', '.join(space.keys)}); start from the tune of a model this space extends "
+                          "(e.g. lightgcn for blast)")
+    d = base.to_dict()
+    shipped = {k: d[k.split(".", 1)[0]][k.split(".", 1)[1]] for k in space.keys}
+    points = [{**space.fallback, **shared}, {**shipped, **shared}]
+    if points[1] == {**points[1], **points[0]}:
+        points = points[:1]
+    for i, p in enumerate(points, 1):
+        try:
+            config_with(base, p)
+        except ValueError as e:
+            raise ConfigError(f"tune start point {i} {p}: {str(e).splitlines()[0]}") from None
+    return points
 
 
 def kept_components(cfg: PipelineConfig) -> dict[str, bool]:
@@ -337,6 +378,8 @@ def experiment_name(space: SearchSpace, base: PipelineConfig, options: TuneOptio
     cfg.pop("store", None)
     key = {"space": space.as_dict(), "config": cfg, "trials": options.trials, "max_epochs": options.max_epochs,
            "grace": options.grace_epochs, "rf": options.reduction_factor, "seed": options.seed}
+    if options.start_values:  # a different start is another experiment (older names stay unchanged)
+        key["start_values"] = dict(sorted(options.start_values.items()))
     return f"{space.name}-{stable_hash(key, 10)}"
 
 
@@ -360,13 +403,13 @@ def _trial_dirname(trial) -> str:
 
 
 def _build_tuner(trainable, space: SearchSpace, options: TuneOptions, seed: int, storage_path: str, name: str,
-                 metric: str):
+                 metric: str, points: list[dict[str, Any]]):
     import ray.tune as tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
     searcher = BasicVariantGenerator(
-        points_to_evaluate=[dict(space.fallback)] if space.fallback else None,
+        points_to_evaluate=[dict(p) for p in points] or None,
         max_concurrent=options.max_concurrent,
         random_state=seed,
     )
@@ -433,6 +476,7 @@ def run_tune(
     base.store = art_store.uri()  # absolute: trials run in other working directories
     seed = options.seed if options.seed is not None else base.train.seed
     metric = metric_key(base)
+    points = start_points(space, base, options.start_values)
     name = options.name or experiment_name(space, base, options)
     storage_path = art_store.path(*layout.tune_parts(base.dataset.name))
     exp_path = os.path.join(storage_path, name)
@@ -460,7 +504,7 @@ def run_tune(
                               "or --name NEW for a new one")
         outputs = upstream_outputs(base, run_id=f"tune-{name}-upstream", lock_path=setup.lock_path)
         log.info("upstream outputs: %s", {s: o.fingerprint for s, o in outputs.items()})
-        tuner = _build_tuner(trainable, space, options, seed, storage_path, name, metric)
+        tuner = _build_tuner(trainable, space, options, seed, storage_path, name, metric, points)
     grid = tuner.fit()
     rows = _trial_rows(grid, metric)
     scored = [r for r in rows if r[metric] is not None]
@@ -492,7 +536,8 @@ def run_tune(
         "metric": metric, "mode": "max", "trials_budget": options.trials, "max_epochs": options.max_epochs,
         "scheduler": {"name": "ASHA", "time_attr": "training_iteration (epochs)", "max_t": options.max_epochs,
                       "grace_period": options.grace_epochs, "reduction_factor": options.reduction_factor},
-        "search": {"name": "random (BasicVariantGenerator)", "seed": seed, "fallback_first": bool(space.fallback)},
+        "search": {"name": "random (BasicVariantGenerator)", "seed": seed, "fallback_first": bool(space.fallback),
+                   "start_values": dict(options.start_values), "points_to_evaluate": points},
         "restored": options.resume, "seconds": round(time.time() - t0, 1),
         "best": {"values": best_values, metric: best_row[metric], "trial_id": best_row["trial_id"],
                  "best_epoch": best_row["best_epoch"], "kept": kept},

@@ -1,0 +1,142 @@
+"""benchmarks/quality_tables.py without training: the staged search's start points on the real
+ml-100k config and BLAST space, the ablation plan (which rows need a training, which are no-ops of
+the chosen configuration) and the tables' handling of rows that are the same computation.
+
+The first ml-100k run printed the rows ``wo_text`` and ``wo_user_graph`` with exactly FREEDOM's mean
+and std. Not a keying bug: BLAST's chosen trial was its fallback point (every part off) at the same
+sampled lr / l2 / layers as FREEDOM's chosen fallback trial (both searches seeded alike), and BLAST
+without its user branch is FREEDOM's computation, so the runs were bit-identical. The table now says
+so (and no-op ablations are not re-trained and shown as copies of full BLAST)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from blast_ray.config import ConfigError, load_config
+from blast_ray.tune.runner import TuneOptions, config_with, experiment_name, kept_components, start_points
+from blast_ray.tune.space import load_space
+
+ROOT = Path(__file__).resolve().parent.parent
+ML100K = ROOT / "configs" / "ml-100k.yaml"
+
+
+def _qt():
+    spec = importlib.util.spec_from_file_location("quality_tables", ROOT / "benchmarks" / "quality_tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# BLAST's chosen values of the first ml-100k run (trial 0 of quality-blast-t10-e30) and FREEDOM's.
+FIRST_BLAST = {"train.model": "blast", "augment.enabled": True, "augment.col_target": "mean_popularity",
+               "augment.eps": 0.1, "augment.ratio": 0.0, "augment.restrict_negatives": False,
+               "augment.row_target": "mean_activity", "graphs.knn_k": 20, "graphs.user_graph": True,
+               "train.l2_weight": 0.0, "train.lr": 0.00225,
+               "train.n_layers_ii": 0, "train.n_layers_ui": 1, "train.n_layers_uu": 0, "train.prune_ratio": 0.0,
+               "train.reg_weight": 0.0, "train.user_reg_weight": 0.0}
+
+
+def test_staged_start_points_fall_back_to_the_tuned_simpler_model():
+    """BLAST's search starts at LightGCN's chosen values: point 1 is LightGCN + BPR inside BLAST's
+    space (no part kept but propagation), point 2 the shipped config's BLAST parts at those values."""
+    # the shipped BLAST parts of a config (set here: the shipped ml-100k values are tuned and may drop parts)
+    cfg = config_with(load_config(ML100K), {"train.n_layers_ii": 1, "train.n_layers_uu": 1, "train.prune_ratio": 0.8,
+                                            "augment.ratio": 0.1, "graphs.user_graph": True})
+    space = load_space(ROOT / "configs" / "spaces" / "blast.yaml")
+    base = config_with(cfg, space.fixed)
+    lightgcn_best = {"train.lr": 0.0089, "train.l2_weight": 1.0e-5, "train.n_layers_ui": 3}
+    p1, p2 = start_points(space, base, {**lightgcn_best, "train.model": "lightgcn", "augment.enabled": False})
+    assert {k: p1[k] for k in lightgcn_best} == lightgcn_best == {k: p2[k] for k in lightgcn_best}
+    assert "train.model" not in p1 and "augment.enabled" not in p2  # only keys the space tunes
+    kept1 = kept_components(config_with(base, p1))
+    assert kept1["graph_propagation"] and not any(v for k, v in kept1.items() if k != "graph_propagation"), kept1
+    assert set(p2) == set(space.keys)
+    assert p2["train.n_layers_ii"] == cfg.train.n_layers_ii and p2["train.prune_ratio"] == cfg.train.prune_ratio
+    kept2 = kept_components(config_with(base, p2))
+    assert kept2["item_graph"] and kept2["user_graph"] and kept2["pruning"] and kept2["ot_augmentation"]
+    # without start values: the fallback alone; a start sharing no key fails naming the fix
+    assert start_points(space, base, {}) == [space.fallback]
+    with pytest.raises(ConfigError, match="share no key.*lightgcn for blast"):
+        start_points(space, base, {"train.model": "lightgcn"})
+    with pytest.raises(ConfigError, match="tune start point 1"):
+        start_points(space, base, {"train.lr": -1.0})
+    # another start is another experiment (never resumed by mistake)
+    assert experiment_name(space, base, TuneOptions()) != experiment_name(space, base, TuneOptions(start_values=lightgcn_best))
+    with pytest.raises(ConfigError, match="start_values"):
+        TuneOptions(start_values={"lr": 0.1})
+
+
+def test_ablation_plan_skips_parts_the_chosen_configuration_does_not_use():
+    qt = _qt()
+    cfg = load_config(ML100K)
+    plan = qt.ablation_plan(cfg, FIRST_BLAST)
+    assert plan["wo_ot"] is None and plan["wo_fn_restriction"] is None  # ratio 0, no restriction: nothing to remove
+    assert plan["wo_user_graph"] is not None and plan["wo_user_graph"].graphs.user_graph is False
+    assert plan["wo_text"] is not None and "profiles" not in plan["wo_text"].stages
+    assert plan["wo_text"].train.lr == FIRST_BLAST["train.lr"]  # the chosen values are kept in every variant
+    full = qt.ablation_plan(cfg, {**FIRST_BLAST, "augment.ratio": 0.1, "augment.restrict_negatives": True,
+                                  "graphs.user_graph": True})
+    assert all(v is not None for v in full.values())
+    assert full["wo_ot"].augment.ratio == 0.0 and full["wo_fn_restriction"].augment.restrict_negatives is False
+    assert qt.ablation_plan(cfg, {**FIRST_BLAST, "graphs.user_graph": False})["wo_user_graph"] is None
+
+
+def _metrics(prefix: str, mean: float, std: float) -> dict[str, float]:
+    out = {}
+    for i, m in enumerate(("recall@10", "recall@20", "ndcg@10", "ndcg@20")):
+        out[f"{prefix}.test.{m}.mean"] = mean + i / 100
+        out[f"{prefix}.test.{m}.std"] = std
+    return out
+
+
+def test_tables_say_when_an_ablation_row_is_another_models_computation():
+    """The first run's table: an ablation row equal to FREEDOM's in every mean and std is labelled
+    as the same computation; rows with their own numbers print their own keys; no-op rows are not
+    printed as numbers."""
+    import argparse
+
+    qt = _qt()
+    ds = "ml-100k"
+    out = {"machine": "m", "seeds": [2024, 2025], **_metrics(f"{ds}.freedom", 0.3732, 0.0013),
+           **_metrics(f"{ds}.blast", 0.3613, 0.0052), **_metrics(f"{ds}.lightgcn", 0.3806, 0.0029),
+           **_metrics(f"{ds}.ablation.wo_user_graph", 0.3732, 0.0013),
+           **_metrics(f"{ds}.ablation.wo_text", 0.3500, 0.0040), f"{ds}.ablation.wo_ot.noop": True}
+    assert qt.identical_to(out, ds, f"{ds}.ablation.wo_user_graph") == "freedom"
+    assert qt.identical_to(out, ds, f"{ds}.ablation.wo_text") is None
+    assert qt.identical_to(out, ds, f"{ds}.freedom") is None  # a model is not "identical" to itself
+    md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| wo_")}
+    assert "identical to freedom" in rows["wo_user_graph"]
+    assert "0.3600 ± 0.0040" in rows["wo_text"] and "identical" not in rows["wo_text"]
+    assert "not re-trained" in rows["wo_ot"] and "0.36" not in rows["wo_ot"]
+    assert "| test recall@20 |" in md and "**0.3906 ± 0.0029**" in md  # best per row still marked
+
+
+def test_tables_explain_a_trailing_blast_from_validation_figures():
+    """Where a baseline wins, the table says so and explains it with the tune's validation figures:
+    the staged search's start points and the seeds' valid means (the second ml-100k run's shape)."""
+    import argparse
+
+    qt = _qt()
+    ds = "ml-100k"
+    out = {"machine": "m", "seeds": [2024], **_metrics(f"{ds}.lightgcn", 0.3806, 0.0029),
+           **_metrics(f"{ds}.blast", 0.3617, 0.0042), f"{ds}.best_baseline": "lightgcn",
+           f"{ds}.blast_vs_best_baseline": -0.05, f"{ds}.blast_vs_best_baseline.p": 1e-17,
+           f"{ds}.blast_vs_best_baseline.n_users": 943, f"{ds}.blast.search_started_from": "lightgcn",
+           f"{ds}.blast.start_point1.valid": 0.3430, f"{ds}.blast.start_point2.valid": 0.3230,
+           f"{ds}.blast.valid.recall@20.mean": 0.3397, f"{ds}.lightgcn.valid.recall@20.mean": 0.3550,
+           f"{ds}.blast.keeps.graph_propagation": True, f"{ds}.blast.keeps.item_graph": False}
+    md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
+    assert "**the baseline wins**" in md and "-5.0% test Recall@20" in md
+    assert "_Partial:" in md  # no <dataset>.seconds: the dataset's run did not finish
+    out[f"{ds}.seconds"] = 2035.4
+    md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
+    assert "_Partial:" not in md and "Wall time of this dataset on this machine: 2035 s" in md
+    why = next(line for line in md.splitlines() if line.startswith("**Why BLAST trails"))
+    assert "0.3430" in why and "0.3230" in why and "-4.3%" in why and "0-layer item branch" in why
+    out[f"{ds}.blast.keeps.item_graph"] = True  # a choice that keeps a part: no fallback story
+    md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
+    assert "fell back" not in md and "keeps some of its parts (graph_propagation, item_graph)" in md
