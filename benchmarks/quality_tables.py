@@ -480,9 +480,8 @@ def why_blast_trails(out: dict[str, Any], ds: str, max_epochs: int = 0) -> str:
                  f"BLAST part off) scored valid Recall@20 {p1:.4f}")
         if p2 is not None:
             text += f", the config's BLAST parts on top of the same values {p2:.4f}"
-        text += (", and no sampled trial did better. What still separates it from " + start + " is BLAST's 0-layer item "
-                 "branch (f_i = the propagated item vector + its ID embedding once more, S^0 = I; an exact "
-                 f"{start} inside BLAST needs a model switch for \"no item branch\")")
+        text += (", and no sampled trial did better. With every part off BLAST computes " + start + " exactly (a 0-layer "
+                 "graph branch is off: models/blast.py); what separates the seeded runs is the trainer's seeds")
         if b_valid is not None and s_valid is not None:
             text += (f": over the seeds, valid Recall@20 {b_valid:.4f} for BLAST vs {s_valid:.4f} for {start} "
                      f"({b_valid / s_valid - 1:+.1%}; on test {out.get(f'{ds}.blast_vs_best_baseline', float('nan')):+.1%} "

@@ -256,3 +256,31 @@ def test_optimizer_state_saved_fused_resumes_into_a_default_adam_and_back():
     assert not plain.param_groups[0]["fused"]
     run(None, grads[2:], p, opt=plain)
     assert torch.allclose(p, p_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_blast_with_every_part_off_is_lightgcn(baby_small):
+    """n_layers_ii = n_layers_uu = 0, prune_ratio = 0, no auxiliary terms: the same scores and loss as
+    LightGCN from the same weights (the tuning space's fallback really is the simpler model; before,
+    a 0-layer branch added the ID embedding once more)."""
+    from blast_ray.models.graph_backend import get_backend
+    from blast_ray.train.inputs import graph_inputs
+
+    inputs = _side_inputs(baby_small)
+    users, pos, neg = (torch.from_numpy(a[:512]) for a in epoch_triples(inputs, 3, 0, 0, 1))
+    out = {}
+    for model in ("blast", "lightgcn"):
+        cfg = TrainConfig(model=model, seed=3, n_layers_ui=3, n_layers_ii=0, n_layers_uu=0, prune_ratio=0.0,
+                          reg_weight=0.0, user_reg_weight=0.0)
+        g = graph_inputs(cfg, inputs, get_backend("torch"), "cpu", epoch=0)
+        torch.manual_seed(3)
+        m = model_for(cfg, inputs)
+        if model == "blast":
+            assert g.ii is not None and g.uu is not None  # the graphs are there; the 0-layer branches are off
+        with torch.no_grad():
+            m.user_emb.copy_(out["user_emb"]) if "user_emb" in out else out.setdefault("user_emb", m.user_emb.clone())
+            m.item_emb.copy_(out["item_emb"]) if "item_emb" in out else out.setdefault("item_emb", m.item_emb.clone())
+            h_u, f_i = m.representations(g)
+            out[model] = (h_u, f_i, float(m(g, users, pos, neg)))
+    for a, b in zip(out["blast"][:2], out["lightgcn"][:2]):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert out["blast"][2] == pytest.approx(out["lightgcn"][2], rel=1e-6)

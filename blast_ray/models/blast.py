@@ -5,6 +5,9 @@ f_i = S_I^{L_II} Z_I [i] + H_UI[i];  h_u = S_U^{L_UU} Z_U [u] + H_UI[u];  y_ui =
 Loss = BPR(h, f) + reg_weight * sum_m BPR(h_u, W_m x_i^m, W_m x_j^m)
        + user_reg_weight * BPR(W_u y_u, f_i, f_j).
 Missing graphs/features drop their term (ID-only when none: logged by the trainer).
+``n_layers_ii = 0`` (``n_layers_uu = 0``) turns the item (user) graph branch OFF rather than adding
+Z_I (Z_U) once more, so that BLAST with both at 0, ``prune_ratio = 0``, no auxiliary terms and no OT
+pair IS LightGCN with the BPR loss: the simpler model every tuning space must contain.
 """
 
 from __future__ import annotations
@@ -49,12 +52,12 @@ class BLAST(LightGCN):
     def representations(self, g: GraphInputs) -> tuple[torch.Tensor, torch.Tensor]:
         h = lightgcn_propagate(g, torch.cat([self.user_emb, self.item_emb]), self.n_layers_ui)
         h_u, f_i = h[: self.n_users], h[self.n_users :]
-        if g.ii is not None:
+        if g.ii is not None and self.n_layers_ii > 0:
             hi = self.item_emb
             for _ in range(self.n_layers_ii):
                 hi = g.backend.spmm(g.ii, hi)
             f_i = f_i + hi
-        if self.use_user_graph and g.uu is not None:
+        if self.use_user_graph and g.uu is not None and self.n_layers_uu > 0:
             hu = self.user_emb
             for _ in range(self.n_layers_uu):
                 hu = g.backend.spmm(g.uu, hu)
