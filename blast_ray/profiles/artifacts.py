@@ -122,5 +122,14 @@ def requests_parts(dataset: str) -> tuple[str, ...]:
     return cache_parts(dataset, "requests", f"{uuid.uuid4().hex}{CACHE_FILE_SUFFIX}")
 
 
+# where a reused profile row came from (the ``_src`` label of the reuse join; a cache row wins)
+REUSE_SOURCES = ("committed", "cache")
+
+
+def request_part_name(n: int) -> str:
+    """The n-th request file of one pass (``requests_parts``-style folder in the cache)."""
+    return f"part-{n:05d}{CACHE_FILE_SUFFIX}"
+
+
 def is_cache_file(name: str) -> bool:
     return name.endswith(CACHE_FILE_SUFFIX)

@@ -100,7 +100,7 @@ def _reusable(spark, store, dataset: str, prior_out, staging: Staging):
 
     files = reusable_files(store, dataset, prior_out)
     frames = []
-    for pri, src in enumerate(("committed", "cache")):
+    for pri, src in enumerate(artifacts.REUSE_SOURCES):
         if not files[src]:
             continue
         local = requests.local_copies(store.fs, files[src], store.is_s3, staging.dir(f"reuse-{src}"))
@@ -144,7 +144,7 @@ def _run_pass(kind: str, req, reusable, cfg, category: str, store, dataset: str,
         todo_dir = staging.dir(f"todo-{kind}")
         todo.write.mode("overwrite").parquet(todo_dir)
         req_parts = artifacts.cache_parts(dataset, "requests", f"{kind}-{uuid.uuid4().hex}")
-        paths = staging.publish(todo_dir, req_parts, lambda n: f"part-{n:05d}.parquet")
+        paths = staging.publish(todo_dir, req_parts, artifacts.request_part_name)
         generate(kind, paths, st.generated, cfg, category, store, dataset, tuple(out.parts))
         store.delete_dir(*req_parts)
     st.seconds = round(time.time() - t0, 3)
@@ -254,8 +254,8 @@ def _run_pass_pandas(kind: str, rows: list[tuple[int, dict]], reusable: dict, cf
     if todo:
         st.generated_idx = sorted(r["idx"] for r in todo)[:GENERATED_IDX_KEPT]
         req_parts = artifacts.cache_parts(dataset, "requests", f"{kind}-{uuid.uuid4().hex}")
-        store.write_table(pa.Table.from_pandas(pd.DataFrame(todo), preserve_index=False), *req_parts, "part-00000.parquet")
-        generate(kind, [store.path(*req_parts, "part-00000.parquet")], len(todo), cfg, category, store, dataset,
+        store.write_table(pa.Table.from_pandas(pd.DataFrame(todo), preserve_index=False), *req_parts, artifacts.PART_FILE)
+        generate(kind, [store.path(*req_parts, artifacts.PART_FILE)], len(todo), cfg, category, store, dataset,
                  tuple(out.parts))
         store.delete_dir(*req_parts)
     st.seconds = round(time.time() - t0, 3)
