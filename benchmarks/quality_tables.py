@@ -481,7 +481,8 @@ def why_blast_trails(out: dict[str, Any], ds: str, max_epochs: int = 0) -> str:
         if p2 is not None:
             text += f", the config's BLAST parts on top of the same values {p2:.4f}"
         text += (", and no sampled trial did better. With every part off BLAST computes " + start + " exactly (a 0-layer "
-                 "graph branch is off: models/blast.py); what separates the seeded runs is the trainer's seeds")
+                 "graph branch is off: models/blast.py); what remains between the seeded runs comes from training "
+                 "(seeds, epochs, early stopping), not from the model")
         if b_valid is not None and s_valid is not None:
             text += (f": over the seeds, valid Recall@20 {b_valid:.4f} for BLAST vs {s_valid:.4f} for {start} "
                      f"({b_valid / s_valid - 1:+.1%}; on test {out.get(f'{ds}.blast_vs_best_baseline', float('nan')):+.1%} "
