@@ -211,3 +211,17 @@ def test_epoch_cap_still_improving_is_warned_in_report_and_console(capsys):
         print_summary(cfg, res)
         out = capsys.readouterr().out
         assert (f"WARNING: train: stopped at the epoch cap" in out) is expected and ("recall@20" in out)
+
+
+def test_baseline_verdict_wins_ties_and_losses():
+    """The console's one verdict line: a win, a tie at 4 decimals (not called a win), a loss."""
+    import doctest
+
+    from blast_ray.report import console
+
+    assert doctest.testmod(console, raise_on_error=False).failed == 0
+    v = console.baseline_verdict
+    b = {"lightgcn": {"test.recall@20": 0.3783}, "pop": {"test.recall@20": 0.19}}
+    assert v("blast", {"test.recall@20": 0.3783}, b).startswith("blast ties the best baseline")
+    assert v("blast", {"test.recall@20": 0.3790}, b).startswith("blast beats every baseline")
+    assert v("blast", {"test.recall@20": 0.3700}, b).startswith("a baseline wins: lightgcn")

@@ -67,6 +67,10 @@ def baseline_verdict(model: str, metrics: dict[str, Any], baselines: dict[str, d
     'a baseline wins: bpr has test recall@20 0.3666, blast 0.3600 (-1.8%)'
     >>> baseline_verdict("blast", {"test.recall@20": 0.40}, {"bpr": {"test.recall@20": 0.3666}})
     'blast beats every baseline on test recall@20: 0.4000 vs bpr 0.3666 (+9.1%)'
+    >>> baseline_verdict("blast", {"test.recall@20": 0.37831}, {"lightgcn": {"test.recall@20": 0.37829}})
+    'blast ties the best baseline on test recall@20: lightgcn 0.3783, blast 0.3783 (no gain)'
+
+    Equal to 4 decimals is a tie, not a win (a tuned BLAST with every part off IS LightGCN).
     """
     key = f"test.{metric}"
     own = metrics.get(key)
@@ -75,7 +79,9 @@ def baseline_verdict(model: str, metrics: dict[str, Any], baselines: dict[str, d
         return None
     best = max(scored, key=scored.get)
     rel = (own - scored[best]) / scored[best] if scored[best] else float("inf")
-    if own >= scored[best]:
+    if round(own, 4) == round(scored[best], 4):
+        return f"{model} ties the best baseline on test {metric}: {best} {scored[best]:.4f}, {model} {own:.4f} (no gain)"
+    if own > scored[best]:
         return f"{model} beats every baseline on test {metric}: {own:.4f} vs {best} {scored[best]:.4f} ({rel:+.1%})"
     return f"a baseline wins: {best} has test {metric} {scored[best]:.4f}, {model} {own:.4f} ({rel:+.1%})"
 
