@@ -15,7 +15,7 @@ Cache (outside the stage prefix, ``layout.cache_parts(dataset, "profiles")``, de
 output is committed)::
 
     <kind>/part-<uuid>.parquet   one finished batch of one kind (``PROFILE_SCHEMA``)
-    requests/<uuid>.parquet      the requests of one pass (read by Ray Data)
+    requests/<kind>-<uuid>/part-<n>.parquet   the requests of one pass (read by Ray Data)
 
 Spark's staging folder of one run (local stores; an s3 store stages in a local temp folder),
 removed when the stage ends: ``layout.cache_parts(dataset, "profiles-spark", <uuid>)``.
@@ -117,9 +117,9 @@ def cache_batch_name() -> str:
     return f"part-{uuid.uuid4().hex}{CACHE_FILE_SUFFIX}"
 
 
-def requests_parts(dataset: str) -> tuple[str, ...]:
-    """A fresh file for the requests of one pass."""
-    return cache_parts(dataset, "requests", f"{uuid.uuid4().hex}{CACHE_FILE_SUFFIX}")
+def requests_parts(dataset: str, kind: str) -> tuple[str, ...]:
+    """A fresh folder for the request files of one pass of ``kind`` (``request_part_name``)."""
+    return cache_parts(dataset, "requests", f"{kind}-{uuid.uuid4().hex}")
 
 
 # where a reused profile row came from (the ``_src`` label of the reuse join; a cache row wins)
@@ -127,7 +127,7 @@ REUSE_SOURCES = ("committed", "cache")
 
 
 def request_part_name(n: int) -> str:
-    """The n-th request file of one pass (``requests_parts``-style folder in the cache)."""
+    """The n-th request file of one pass, in its ``requests_parts`` folder."""
     return f"part-{n:05d}{CACHE_FILE_SUFFIX}"
 
 

@@ -143,7 +143,7 @@ def _run_pass(kind: str, req, reusable, cfg, category: str, store, dataset: str,
         st.generated_idx = [int(r["idx"]) for r in todo.select("idx").orderBy("idx").limit(GENERATED_IDX_KEPT).collect()]
         todo_dir = staging.dir(f"todo-{kind}")
         todo.write.mode("overwrite").parquet(todo_dir)
-        req_parts = artifacts.cache_parts(dataset, "requests", f"{kind}-{uuid.uuid4().hex}")
+        req_parts = artifacts.requests_parts(dataset, kind)
         paths = staging.publish(todo_dir, req_parts, artifacts.request_part_name)
         generate(kind, paths, st.generated, cfg, category, store, dataset, tuple(out.parts))
         store.delete_dir(*req_parts)
@@ -253,7 +253,7 @@ def _run_pass_pandas(kind: str, rows: list[tuple[int, dict]], reusable: dict, cf
     st.generated = len(todo)
     if todo:
         st.generated_idx = sorted(r["idx"] for r in todo)[:GENERATED_IDX_KEPT]
-        req_parts = artifacts.cache_parts(dataset, "requests", f"{kind}-{uuid.uuid4().hex}")
+        req_parts = artifacts.requests_parts(dataset, kind)
         store.write_table(pa.Table.from_pandas(pd.DataFrame(todo), preserve_index=False), *req_parts, artifacts.PART_FILE)
         generate(kind, [store.path(*req_parts, artifacts.PART_FILE)], len(todo), cfg, category, store, dataset,
                  tuple(out.parts))
