@@ -136,7 +136,12 @@ def test_tables_explain_a_trailing_blast_from_validation_figures():
     md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
     assert "_Partial:" not in md and "Wall time of this dataset on this machine: 2035 s" in md
     why = next(line for line in md.splitlines() if line.startswith("**Why BLAST trails"))
-    assert "0.3430" in why and "0.3230" in why and "-4.3%" in why and "a 0-layer graph branch is off" in why
+    assert "0.3430" in why and "0.3230" in why and "-4.3%" in why and "0-layer item branch" in why
+    assert "predates the model fix" in why  # the stored run has no blast_fallback_is_exact key
+    out["blast_fallback_is_exact"] = True  # a run after the fix: BLAST's fallback is LightGCN exactly
+    md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
+    why = next(line for line in md.splitlines() if line.startswith("**Why BLAST trails"))
+    assert "0.3430" in why and "-4.3%" in why and "a 0-layer graph branch is off" in why
     out[f"{ds}.blast.keeps.item_graph"] = True  # a choice that keeps a part: no fallback story
     md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
     assert "fell back" not in md and "keeps some of its parts (graph_propagation, item_graph)" in md
