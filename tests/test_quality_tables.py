@@ -138,10 +138,40 @@ def test_tables_explain_a_trailing_blast_from_validation_figures():
     why = next(line for line in md.splitlines() if line.startswith("**Why BLAST trails"))
     assert "0.3430" in why and "0.3230" in why and "-4.3%" in why and "0-layer item branch" in why
     assert "predates the model fix" in why  # the stored run has no blast_fallback_is_exact key
-    out["blast_fallback_is_exact"] = True  # a run after the fix: BLAST's fallback is LightGCN exactly
+    out[f"{ds}.blast_fallback_is_exact"] = True  # a run after the fix: BLAST's fallback is LightGCN exactly
     md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
     why = next(line for line in md.splitlines() if line.startswith("**Why BLAST trails"))
     assert "0.3430" in why and "-4.3%" in why and "a 0-layer graph branch is off" in why
     out[f"{ds}.blast.keeps.item_graph"] = True  # a choice that keeps a part: no fallback story
     md = qt.md_tables(out, argparse.Namespace(datasets=[ds], trials=10, max_epochs=30), dataset_done=True)
     assert "fell back" not in md and "keeps some of its parts (graph_propagation, item_graph)" in md
+
+
+def test_tables_call_a_tie_a_tie_and_check_the_issues_goals():
+    """BLAST that fell back to LightGCN exactly ties it (relative 0, p = 1): the verdict says a tie
+    and explains why it does not gain; the goals table marks each goal met / NOT met / not run from
+    the flat keys (OT lift on Scientific: every backbone >= +2%)."""
+    import argparse
+
+    qt = _qt()
+    out = {"machine": "m", "seeds": [2024], **_metrics("ml-100k.lightgcn", 0.3783, 0.003),
+           **_metrics("ml-100k.blast", 0.3783, 0.003), "ml-100k.best_baseline": "lightgcn",
+           "ml-100k.blast_vs_best_baseline": 0.0, "ml-100k.blast_vs_best_baseline.p": 1.0,
+           "ml-100k.blast_vs_best_baseline.n_users": 943, "ml-100k.blast.search_started_from": "lightgcn",
+           "ml-100k.blast.start_point1.valid": 0.35, "ml-100k.blast.keeps.graph_propagation": True,
+           "ml-100k.blast_fallback_is_exact": True,
+           "amazon-scientific.blast_vs_best_baseline": 0.041, "amazon-scientific.blast_vs_best_baseline.p": 0.01,
+           "amazon-scientific.best_baseline": "freedom",
+           "amazon-scientific.ot_lift.bpr.relative": 0.05, "amazon-scientific.ot_lift.lightgcn.relative": 0.01}
+    args = argparse.Namespace(datasets=["ml-100k", "amazon-scientific", "amazon-baby"], trials=10, max_epochs=30)
+    md = qt.md_tables(out, args, dataset_done=True)
+    assert "Wilcoxon signed-rank p = 1 over 943 users: a tie." in md
+    assert "**Why BLAST does not gain here" in md and "computes lightgcn exactly" in md
+    rows = {g: (f, st) for g, f, st in qt.goal_rows(out, args.datasets)}
+    assert rows["ml-100k: BLAST >= the best tuned baseline (test Recall@20 mean)"] == ("+0.0% vs lightgcn", "met")
+    assert rows["ml-100k: BLAST >= +3% over lightgcn with p < 0.05"][1] == "NOT met"
+    assert rows["amazon-scientific: BLAST >= +3% over freedom with p < 0.05"] == ("+4.1%, p = 0.01", "met")
+    assert rows["amazon-baby: BLAST >= the best tuned baseline (test Recall@20 mean)"] == ("-", "not run")
+    lift = rows["amazon-scientific: OT augmentation lifts every backbone by >= 2%"]
+    assert lift == ("bpr +5.0%, lightgcn +1.0%", "NOT met")
+    assert "| ml-100k: BLAST >= +3% over lightgcn with p < 0.05 | +0.0%, p = 1 | **NOT met** |" in md
