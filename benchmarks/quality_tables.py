@@ -63,6 +63,8 @@ CONFIGS = {
 MODELS = ("pop", "bpr", "lightgcn", "freedom", "blast")
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 BASE_SEED = 2024
+# --seed-max-epochs of the dataset being run (0: the config's epochs, early stopping on validation)
+SEED_MAX_EPOCHS = [0]
 log = logging.getLogger("quality_tables")
 
 
@@ -117,7 +119,8 @@ def seed_run(base, values: dict[str, Any], seed: int, tag: str) -> tuple[dict[st
     from blast_ray.store import ArtifactStore
     from blast_ray.tune.runner import config_with, upstream_stages
 
-    cfg = config_with(base, {**values, "train.seed": seed, "evaluate.baselines": []})
+    cap = {"train.epochs": min(base.train.epochs, SEED_MAX_EPOCHS[0])} if SEED_MAX_EPOCHS[0] else {}
+    cfg = config_with(base, {**values, **cap, "train.seed": seed, "evaluate.baselines": []})
     cfg.train.progress = False
     res = run_pipeline(cfg, stages=(*upstream_stages(cfg), "train", "evaluate"), run_id=f"quality-{tag}-s{seed}")
     if not res.ok:
@@ -206,6 +209,8 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
     base = load_config(config_path)
     base.store = args.store
     seeds = [BASE_SEED + s for s in range(args.seeds)]
+    SEED_MAX_EPOCHS[0] = args.seed_max_epochs
+    out.update(budget_keys(dataset, args))
     chosen: dict[str, dict[str, Any]] = {}
     tuned: dict[str, dict[str, Any]] = {}  # the tuned keys only (start values of a staged search)
     per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -271,6 +276,22 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             ot_lift(dataset, base, chosen, seeds, out)
     out[f"{dataset}.seconds"] = round(time.time() - t_dataset, 1)
     _write(args, out, md_tables(out, args, dataset_done=True))
+
+
+def budget_keys(dataset: str, args) -> dict[str, Any]:
+    """The budget a dataset's figures were made with (datasets may differ: Baby and Sports get the
+    budget that fits this machine, said so in the tables)."""
+    return {f"{dataset}.trials_per_model": args.trials, f"{dataset}.max_epochs_per_trial": args.max_epochs,
+            f"{dataset}.seeds": [BASE_SEED + s for s in range(args.seeds)],
+            f"{dataset}.seed_max_epochs": args.seed_max_epochs}
+
+
+def dataset_budget(out: dict[str, Any], ds: str) -> tuple[int, int, list[int], int]:
+    """(trials per model, epochs per trial, seeds, seeded-run epoch cap or 0) of ``ds``; runs from
+    before per-dataset budgets carry the file-wide keys."""
+    return (out.get(f"{ds}.trials_per_model", out.get("trials_per_model")),
+            out.get(f"{ds}.max_epochs_per_trial", out.get("max_epochs_per_trial")),
+            out.get(f"{ds}.seeds", out.get("seeds")), out.get(f"{ds}.seed_max_epochs", 0))
 
 
 def _variant_runs(dataset: str, base, values: dict[str, Any], seeds: list[int], tag: str, prefix: str, out) -> None:
@@ -397,8 +418,8 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
              "Written by `benchmarks/quality_tables.py` (do not edit by hand). Every configuration was chosen "
              "on the VALIDATION split by `blast tune`; test metrics were read once per (model, seed) at the "
              "epoch chosen on validation.", "",
-             f"- machine: {out['machine']}", f"- tune budget per model: {args.trials} trials x <= {args.max_epochs} "
-             f"epochs (ASHA), the same for every model; seeds {out['seeds']}",
+             f"- machine: {out['machine']}", "- tune budget per model: the same for every model of a dataset, "
+             "stated under each dataset (Baby and Sports get the budget that fits this machine)",
              "- staged search: a model whose space extends a simpler one starts from that model's chosen values "
              "(BLAST from LightGCN's lr / l2_weight / n_layers_ui: trial 1 = BLAST's parts off, i.e. LightGCN + BPR "
              "inside BLAST's space; trial 2 = the config's BLAST parts on top), inside the same trial budget", ""]
@@ -406,7 +427,12 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
         models = [m for m in MODELS if f"{ds}.{m}.test.recall@20.mean" in out]
         if not models:
             continue
-        lines += [f"## {ds}", "", "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        trials, max_epochs, seeds, cap = dataset_budget(out, ds)
+        lines += [f"## {ds}", "", f"Budget: {trials} tune trials x <= {max_epochs} epochs (ASHA) per model, the same for "
+                  f"every model; the chosen configurations trained with seeds {seeds}, "
+                  + (f"each capped at {cap} epochs (the budget that fits this machine; early stopping on validation "
+                     "within it)." if cap else "each for the config's epochs with early stopping on validation."), "",
+                  "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
         for m in REPORTED:
             vals = {mo: out.get(f"{ds}.{mo}.test.{m}.mean") for mo in models}
             best = max((v for v in vals.values() if v is not None), default=None)
@@ -436,7 +462,7 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
             kept = [k.rsplit(".", 1)[1] for k, v in out.items() if k.startswith(f"{ds}.blast.keeps.") and v]
             lines += [f"BLAST's chosen configuration keeps: {', '.join(kept) or 'nothing (it fell back to LightGCN + BPR)'}.", ""]
             if rel <= 0:
-                lines += [why_blast_trails(out, ds, args.max_epochs), ""]
+                lines += [why_blast_trails(out, ds, max_epochs), ""]
         abl = sorted({k[len(f"{ds}.ablation."):].split(".")[0] for k in out if k.startswith(f"{ds}.ablation.")})
         if abl:
             lines += ["| ablation (BLAST's chosen config minus one part) | test recall@20 | test ndcg@20 | note |",
@@ -574,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=12, help="tune trials per model (the same for every model)")
     p.add_argument("--max-epochs", type=int, default=40, help="epochs per tune trial at most")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seed-max-epochs", type=int, default=0,
+                   help="cap the seeded, ablation, sensitivity and OT-lift runs at this many epochs (0: the config's "
+                        "epochs); for the large datasets, stated in the tables")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--max-concurrent", type=int, default=1)
     p.add_argument("--ablations", action="store_true")
@@ -596,7 +625,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     if args.render_only:
         out = json.loads(Path(args.json).read_text())
-        args.trials, args.max_epochs = out["trials_per_model"], out["max_epochs_per_trial"]
         Path(args.md).write_text(md_tables(out, args, dataset_done=True))
         print_result(out)  # the stored run's figures: every run of a benchmark ends with its RESULT line
         return 0
@@ -605,13 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out: dict[str, Any] = {
         "machine": f"{platform.node()} {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",
-        "seeds": [BASE_SEED + s for s in range(args.seeds)], "trials_per_model": args.trials,
-        "max_epochs_per_trial": args.max_epochs,
     }
     if Path(args.json).exists():  # a resumed run keeps what finished (tune experiments resume too)
-        prev = json.loads(Path(args.json).read_text())
-        if prev.get("trials_per_model") == args.trials and prev.get("max_epochs_per_trial") == args.max_epochs:
-            out = {**prev, **out}
+        out = {**merge_previous(json.loads(Path(args.json).read_text()), args), **out}
     t0 = time.time()
     for d in args.datasets:
         run_dataset(d, args, out, [])
@@ -619,6 +643,23 @@ def main(argv: list[str] | None = None) -> int:
     _write(args, out, md_tables(out, args, dataset_done=True))
     print_result(out)
     return 0
+
+
+def merge_previous(prev: dict[str, Any], args) -> dict[str, Any]:
+    """The stored figures a run keeps: every dataset's, except those of a dataset run now with a
+    different budget (its figures are redone; a run with the same budget resumes its tunes). A file
+    from before per-dataset budgets has its file-wide budget moved onto each of its datasets."""
+    prev = dict(prev)
+    legacy = {k: prev.pop(k) for k in ("trials_per_model", "max_epochs_per_trial", "seeds") if k in prev}
+    for ds in CONFIGS:
+        has = any(k.startswith(f"{ds}.") for k in prev)
+        if has and legacy and f"{ds}.trials_per_model" not in prev:
+            prev.update({f"{ds}.{k}": v for k, v in legacy.items()})
+            prev.setdefault(f"{ds}.seed_max_epochs", 0)
+    for ds in args.datasets:
+        if dataset_budget(prev, ds) != dataset_budget(budget_keys(ds, args), ds):
+            prev = {k: v for k, v in prev.items() if not k.startswith(f"{ds}.")}
+    return prev
 
 
 def print_result(out: dict[str, Any]) -> None:

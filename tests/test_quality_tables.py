@@ -175,3 +175,22 @@ def test_tables_call_a_tie_a_tie_and_check_the_issues_goals():
     lift = rows["amazon-scientific: OT augmentation lifts every backbone by >= 2%"]
     assert lift == ("bpr +5.0%, lightgcn +1.0%", "NOT met")
     assert "| ml-100k: BLAST >= +3% over lightgcn with p < 0.05 | +0.0%, p = 1 | **NOT met** |" in md
+
+
+def test_a_run_keeps_other_datasets_and_redoes_one_whose_budget_changed():
+    """Datasets may have different budgets (Baby and Sports get what fits): a run keeps every stored
+    dataset, moves a legacy file-wide budget onto its datasets, and drops only the stored figures of
+    a dataset it runs with another budget."""
+    import argparse
+
+    qt = _qt()
+    legacy = {"machine": "m", "trials_per_model": 10, "max_epochs_per_trial": 30, "seeds": [2024, 2025],
+              "ml-100k.blast.test.recall@20.mean": 0.36, "amazon-baby.bpr.test.recall@20.mean": 0.05}
+    args = argparse.Namespace(datasets=["amazon-baby"], trials=3, max_epochs=15, seeds=2, seed_max_epochs=40)
+    kept = qt.merge_previous(legacy, args)
+    assert kept["ml-100k.blast.test.recall@20.mean"] == 0.36 and kept["ml-100k.trials_per_model"] == 10
+    assert kept["ml-100k.seeds"] == [2024, 2025] and "trials_per_model" not in kept
+    assert not any(k.startswith("amazon-baby.") for k in kept)  # another budget: redone
+    same = argparse.Namespace(datasets=["ml-100k"], trials=10, max_epochs=30, seeds=2, seed_max_epochs=0)
+    assert qt.merge_previous(legacy, same)["ml-100k.blast.test.recall@20.mean"] == 0.36  # same budget: resumed
+    assert qt.dataset_budget(kept, "ml-100k") == (10, 30, [2024, 2025], 0)
