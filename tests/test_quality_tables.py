@@ -57,6 +57,15 @@ def test_staged_start_points_fall_back_to_the_tuned_simpler_model():
     assert p2["train.n_layers_ii"] == cfg.train.n_layers_ii and p2["train.prune_ratio"] == cfg.train.prune_ratio
     kept2 = kept_components(config_with(base, p2))
     assert kept2["item_graph"] and kept2["user_graph"] and kept2["pruning"] and kept2["ot_augmentation"]
+    # the shipped ml-100k config carries a tune's fallback choice (every part off): point 2 is then
+    # the method's default parts (user graph, 1/1 layers, pruning 0.8, OT 0.1, restriction), so a
+    # re-tune still tries the full model instead of dropping point 2 as a copy of point 1
+    tuned = config_with(load_config(ML100K), space.fixed)
+    q1, q2 = start_points(space, tuned, lightgcn_best)
+    assert not any(v for k, v in kept_components(config_with(tuned, q1)).items() if k != "graph_propagation")
+    assert (q2["train.n_layers_ii"], q2["train.n_layers_uu"], q2["train.prune_ratio"], q2["augment.ratio"],
+            q2["graphs.user_graph"], q2["augment.restrict_negatives"]) == (1, 1, 0.8, 0.1, True, True)
+    assert {k: q2[k] for k in lightgcn_best} == lightgcn_best
     # without start values: the fallback alone; a start sharing no key fails naming the fix
     assert start_points(space, base, {}) == [space.fallback]
     with pytest.raises(ConfigError, match="share no key.*lightgcn for blast"):

@@ -166,8 +166,10 @@ def start_points(space: SearchSpace, base: PipelineConfig, start_values: dict[st
     1. the fallback point with the shared values = the simpler model at ITS tuned hyperparameters,
        so the validation choice can always fall back to it;
     2. every tuned key at the base config's value (the shipped configuration's parts) with the
-       shared values on top: the full model at the simpler model's tuned hyperparameters
-       (left out when it equals point 1).
+       shared values on top: the full model at the simpler model's tuned hyperparameters. Where the
+       shipped config has the parts off already (a config that carries a tune's fallback choice),
+       the method's defaults (the schema's, i.e. the paper's parts) take their place, so a re-tune
+       still tries the full model; left out when it still equals point 1.
     Each point is validated with the config (ConfigError naming the key).
     """
     if not start_values:
@@ -180,6 +182,10 @@ def start_points(space: SearchSpace, base: PipelineConfig, start_values: dict[st
     d = base.to_dict()
     shipped = {k: d[k.split(".", 1)[0]][k.split(".", 1)[1]] for k in space.keys}
     points = [{**space.fallback, **shared}, {**shipped, **shared}]
+    if points[1] == {**points[1], **points[0]}:
+        defaults = PipelineConfig.model_construct().to_dict()  # the schema's defaults, no dataset needed
+        method = {k: defaults[k.split(".", 1)[0]][k.split(".", 1)[1]] for k in space.keys}
+        points[1] = {**shipped, **{k: v for k, v in method.items() if k in space.fallback}, **shared}
     if points[1] == {**points[1], **points[0]}:
         points = points[:1]
     for i, p in enumerate(points, 1):
@@ -194,7 +200,7 @@ def kept_components(cfg: PipelineConfig) -> dict[str, bool]:
     """Which parts of BLAST a configuration keeps (False everywhere = LightGCN with the BPR loss).
 
     item_graph / user_graph: the S_I / S_U branch propagates (n_layers > 0; with 0 layers the
-    branch only adds the ID embedding once more); pruning: prune_ratio > 0; ot_augmentation:
+    branch is off); pruning: prune_ratio > 0; ot_augmentation:
     augmented pairs are added (enabled and ratio > 0); negative_restriction: negatives exclude the
     false-negative candidates G; item_feature_loss / user_profile_loss: the auxiliary BPR terms.
     """
