@@ -480,7 +480,9 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
                         if same else "")
                 lines.append(f"| {a} | {_fmt(out, f'{pre}.test.recall@20')} | {_fmt(out, f'{pre}.test.ndcg@20')} | {note} |")
             lines.append("")
-        sens = [k for k in out if k.startswith(f"{ds}.sensitivity.") and k.endswith(".valid.recall@20")]
+        grid = {f"{key}={v}" for key, values in SENSITIVITY.items() for v in values}
+        sens = [k for k in out if k.startswith(f"{ds}.sensitivity.") and k.endswith(".valid.recall@20")
+                and k[len(f"{ds}.sensitivity."):-len(".valid.recall@20")] in grid]  # an older grid's points: not shown
         if sens:
             lines += ["| sensitivity (one seed) | valid recall@20 | test recall@20 |", "|---|---|---|"]
             for k in sens:
