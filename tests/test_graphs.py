@@ -205,3 +205,32 @@ def test_informative_ml100k_features_do_not_fall_back(data_dir, ml100k_store, tm
     m = _graph_manifest(ml100k_store, cfg)
     assert "fallbacks" not in m["extra"]
     assert m["extra"]["item_modalities"] == ["text"] and m["extra"]["user_graph"] == "built from user_text"
+
+
+def test_distributed_graphs_never_load_the_vectors_in_the_driver(data_dir, ml100k_store, tmp_path, ray_local,
+                                                                   monkeypatch):
+    """graphs.distributed: a Ray task reads each feature from the features shards and builds the
+    index; the driver (this process, where reading a feature now fails) only gets the neighbours.
+    The item kNN and both graphs equal the one-process stage's exactly (real ml-100k features)."""
+    import blast_ray.features.artifacts as fa
+    from blast_ray.config import load_config
+    from blast_ray.graphs.stage import load_graph, load_item_knn
+    from blast_ray.store import ArtifactStore, StageOutput
+    from jobs.smoke import smoke_config
+
+    outs = {}
+    for distributed in (False, True):
+        cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / f"cfg-{distributed}.yaml",
+                                       graphs={"distributed": distributed, "user_graph": True}))
+        if distributed:  # profiles/features are committed by the first run; the second reads them in tasks
+            def driver_read(*a, **k):
+                raise AssertionError("the driver read a feature's vectors")
+            monkeypatch.setattr(fa, "load_vectors", driver_read)
+            monkeypatch.setattr(fa, "load_features", driver_read)
+        m = _graph_manifest(ml100k_store, cfg)
+        assert m["extra"]["user_graph"] == "built from user_text" and m["extra"]["item_modalities"] == ["text"]
+        outs[distributed] = StageOutput(ArtifactStore(str(ml100k_store)), "ml-100k", "graphs", m["fingerprint"], {}, {})
+    assert outs[False].fingerprint != outs[True].fingerprint
+    for load in (lambda o: load_item_knn(o, "text"), lambda o: load_graph(o, "item"), lambda o: load_graph(o, "user")):
+        a, b = load(outs[False]), load(outs[True])
+        assert (a != b).nnz == 0 and a.nnz > 0

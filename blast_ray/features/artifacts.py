@@ -272,6 +272,18 @@ def load_features(out: Any) -> dict[str, np.ndarray]:
             for name in extra.get("modalities", [])}
 
 
+def feature_names(out: Any) -> list[str]:
+    """The modalities a committed features output holds (``item_text``, ``user_text``, ``item_visual``)."""
+    return list(out.manifest.get("extra", {}).get("modalities", []))
+
+
+def load_vectors(out: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One modality: its (n, d) float32 rows in idx order (zero where an idx has no vector) and
+    the bool mask of the rows that hold a vector; filled shard by shard (peak: the result plus one
+    shard). What a process that needs one feature reads, instead of ``load_features``' all."""
+    return _fill(out, name, _row_count(out.manifest.get("extra", {}), name), None, name == "item_visual")
+
+
 def vectors_memmap(out: Any, name: str, path: str) -> np.memmap:
     """Modality ``name`` as a read-only memory map of a local ``.npy`` file written at ``path``
     (rows in idx order, float32, zero rows where an idx has no vector): the same values as

@@ -47,8 +47,10 @@ def _faiss():
     return faiss
 
 
-def normalize_f32(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm as C-contiguous float32; all-zero rows stay zero."""
+def normalize_f32(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Rows scaled to unit L2 norm as C-contiguous float32; all-zero rows stay zero.
+    ``inplace``: scale ``x`` itself when it is already C-contiguous float32 (a caller that owns
+    the array saves one copy of it)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise AnnError(f"expected a 2-D array (rows x dim), got shape {x.shape}")
@@ -57,6 +59,9 @@ def normalize_f32(x: np.ndarray) -> np.ndarray:
         raise AnnError(f"{bad} rows contain NaN/inf; clean the features before building a kNN graph")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
+    if inplace and x.flags.writeable:
+        x /= norms
+        return x
     return np.ascontiguousarray(x / norms, dtype=np.float32)
 
 
@@ -195,13 +200,13 @@ def sampled_recall(index, xn: np.ndarray, k: int, include_self: bool, sample: in
     faiss = _faiss()
     n, d = xn.shape
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
-    flat = faiss.IndexFlatIP(d)
-    flat.add(xn)
     q = xn[rows]
     kk = min(n, k + TIE_SLACK + (0 if include_self else 1))
     got = []
-    for idx in (index, flat):
-        dist, ii = idx.search(q, kk)
+    # the exact side by faiss.knn (brute force over xn in place: no second copy of the rows, which
+    # an IndexFlatIP would hold; the same results as one)
+    for search_with in (index.search, lambda qq, kq: faiss.knn(qq, xn, kq, metric=faiss.METRIC_INNER_PRODUCT)):
+        dist, ii = search_with(q, kk)
         ii = ii.astype(np.int64)
         if not include_self:
             own = ii == rows[:, None]
@@ -223,14 +228,15 @@ class PreparedSearch:
 
 def prepare_search(x: np.ndarray, k: int, include_self: bool = True, params: AnnParams | None = None,
                    task_memory_gib: float = 2.0, recall_sample: int = 1000, recall_floor: float = 0.0,
-                   seed: int = 0) -> PreparedSearch:
-    """Normalise ``x``, size the query blocks from the budget, build the index and, for an
-    approximate index, measure its recall@k on ``recall_sample`` rows (AnnError below
-    ``recall_floor``). Shared by the one-process and the Ray-sharded search."""
+                   seed: int = 0, inplace: bool = False) -> PreparedSearch:
+    """Normalise ``x`` (in place when ``inplace``: the caller owns it), size the query blocks from
+    the budget, build the index and, for an approximate index, measure its recall@k on
+    ``recall_sample`` rows (AnnError below ``recall_floor``). Shared by the one-process and the
+    Ray-sharded search."""
     from blast_ray.graphs.knn import effective_k
 
     params = params or AnnParams()
-    xn = normalize_f32(x)
+    xn = normalize_f32(x, inplace=inplace)
     n, d = xn.shape
     k = effective_k(n, k, include_self)
     block = plan_blocks(n, d, k, params, task_memory_gib)

@@ -81,6 +81,24 @@ def _range_search_ann(index_bytes, xn, start: int, stop: int, k: int, include_se
     return search(index, xn, start, stop, k, include_self, block_rows)
 
 
+def _query_ann(ray, index_ref, x_ref, n: int, k: int, include_self: bool, block_rows: int, num_blocks: int,
+               num_cpus: float, index_kind: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Search rows [0, n) of the object-store rows ``x_ref`` against ``index_ref``, one Ray task per
+    row range: ``(cols, sims, tasks)``."""
+    ranges = _row_ranges(n, block_rows, num_blocks)
+    remote = ray.remote(num_cpus=num_cpus)(_range_search_ann)
+    futures = [remote.remote(index_ref, x_ref, s, e, k, include_self, block_rows, int(num_cpus)) for s, e in ranges]
+    log.debug("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", k, n, index_kind, len(futures), block_rows)
+    parts = get_in_order(ray, futures, [e - s for s, e in ranges], Progress("graphs: kNN", n, "rows"))
+    return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts]), len(futures)
+
+
+def _cpu_index(faiss, index, params):
+    if params.use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
+        return faiss.index_gpu_to_cpu(index)  # pragma: no cover - GPU indexes do not serialize
+    return index
+
+
 def knn_ann_ray(x, k: int, include_self: bool = True, params=None, task_memory_gib: float = 2.0,
                 recall_sample: int = 1000, recall_floor: float = 0.0, num_blocks: int = 0,
                 num_cpus: float = 1.0, seed: int = 0):
@@ -90,6 +108,8 @@ def knn_ann_ray(x, k: int, include_self: bool = True, params=None, task_memory_g
     object store; each task searches one row range in blocks sized by ``task_memory_gib``
     (``ann.plan_blocks``), so a task's memory is the index plus one block, whatever N is.
     ``num_blocks`` > 0: that many tasks; 0: one task per block. Same result as ``knn_ann``.
+    :func:`knn_ann_ray_loaded` is the same search where a task loads the rows (the driver never
+    holds them).
     """
     import faiss
 
@@ -98,17 +118,63 @@ def knn_ann_ray(x, k: int, include_self: bool = True, params=None, task_memory_g
 
     params = params or AnnParams()
     p = prepare_search(x, k, include_self, params, task_memory_gib, recall_sample, recall_floor, seed)
-    index, info = p.index, p.info
     ray = ensure_ray()
-    if params.use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
-        index = faiss.index_gpu_to_cpu(index)  # pragma: no cover - GPU indexes do not serialize
-    ranges = _row_ranges(len(p.xn), p.block_rows, num_blocks)
-    remote = ray.remote(num_cpus=num_cpus)(_range_search_ann)
-    index_ref, x_ref = ray.put(faiss.serialize_index(index)), ray.put(p.xn)
-    futures = [remote.remote(index_ref, x_ref, s, e, p.k, include_self, p.block_rows, int(num_cpus)) for s, e in ranges]
-    log.debug("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", p.k, len(p.xn), info["index"],
-             len(futures), p.block_rows)
-    parts = get_in_order(ray, futures, [e - s for s, e in ranges], Progress("graphs: kNN", len(p.xn), "rows"))
+    index_ref, x_ref = ray.put(faiss.serialize_index(_cpu_index(faiss, p.index, params))), ray.put(p.xn)
+    cols, sims, tasks = _query_ann(ray, index_ref, x_ref, len(p.xn), p.k, include_self, p.block_rows, num_blocks,
+                                   num_cpus, p.info["index"])
     del index_ref, x_ref
-    info["tasks"] = len(futures)
-    return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts]), info
+    info = dict(p.info, tasks=tasks)
+    return cols, sims, info
+
+
+def _prepare_loaded(load, k: int, include_self: bool, params, task_memory_gib: float, recall_sample: int,
+                    recall_floor: float, seed: int, threads: int):
+    """Ray task: ``load()`` the rows, normalise them in place, build the index; returns (meta, the
+    serialized index, the normalised rows): the two big ones go to the object store from here."""
+    import faiss
+
+    from blast_ray.graphs.ann import prepare_search
+
+    faiss.omp_set_num_threads(max(1, threads))
+    x, about = load()
+    if x is None:
+        return {"about": about}, None, None
+    p = prepare_search(x, k, include_self, params, task_memory_gib, recall_sample, recall_floor, seed, inplace=True)
+    del x
+    meta = {"about": about, "n": len(p.xn), "k": p.k, "block_rows": p.block_rows, "info": p.info}
+    return meta, faiss.serialize_index(_cpu_index(faiss, p.index, params)), p.xn
+
+
+def knn_ann_ray_loaded(load, k: int, include_self: bool = True, params=None, task_memory_gib: float = 2.0,
+                       recall_sample: int = 1000, recall_floor: float = 0.0, num_blocks: int = 0,
+                       num_cpus: float = 1.0, seed: int = 0):
+    """:func:`knn_ann_ray` where a Ray task loads the rows itself: ``(about, cols, sims, info)``.
+
+    ``load``: a picklable zero-argument callable run inside the task, returning ``(x, about)``:
+    ``x`` the (N, d) rows to search (owned: normalised in place) or None to search nothing,
+    ``about`` a small picklable value handed back as is (e.g. which rows ``x`` holds). The task
+    builds the index and puts it and the normalised rows in the object store; the query tasks read
+    them from there. The driver holds neither: its memory does not grow with N x d. With ``x``
+    None, ``cols``/``sims``/``info`` are None. An error inside the task (e.g. the recall floor's
+    AnnError) is raised here as itself, one line.
+    """
+    from ray.exceptions import RayTaskError
+
+    from blast_ray.graphs.ann import AnnParams
+    from blast_ray.runtime import ensure_ray
+
+    params = params or AnnParams()
+    ray = ensure_ray()
+    prepare = ray.remote(num_cpus=num_cpus, num_returns=3)(_prepare_loaded)
+    meta_ref, index_ref, x_ref = prepare.remote(load, k, include_self, params, task_memory_gib, recall_sample,
+                                                recall_floor, seed, int(num_cpus))
+    try:
+        meta = ray.get(meta_ref)
+    except RayTaskError as e:  # the task's own error, without Ray's traceback wrapper
+        raise (e.cause if isinstance(e.cause, Exception) else e) from None
+    if "n" not in meta:
+        return meta["about"], None, None, None
+    cols, sims, tasks = _query_ann(ray, index_ref, x_ref, meta["n"], meta["k"], include_self, meta["block_rows"],
+                                   num_blocks, num_cpus, meta["info"]["index"])
+    del index_ref, x_ref
+    return meta["about"], cols, sims, dict(meta["info"], tasks=tasks)

@@ -17,6 +17,10 @@ section 2; files and schemas in ``blast_ray.graphs.artifacts``).
   items without text) would give every row the same neighbours by the tie rule: it is not used.
   Items: the remaining modalities, else the co-occurrence kNN; users: no user graph. The reason is
   logged and written to manifest ``extra["fallbacks"][<feature>]``.
+- Where the vectors are read: with ``graphs.distributed`` (default) one Ray task per feature reads
+  it from the features shards, keeps the searchable rows, runs the degenerate check and builds
+  the index (``dense_knn`` -> ``distributed.knn_ann_ray_loaded``); this process gets back only the
+  :class:`FeatureRows` and the (N, k) neighbours, never the N x d vectors.
 - User-user: the same construction over user_text; skipped (logged, manifest extra) when absent.
   Users whose user_text vector is all-zero (no profile: e.g. ``profiles.sample_users``) get no
   user-user edges and are nobody's neighbour (row count ``user_graph_rows_without_vector``).
@@ -24,8 +28,10 @@ section 2; files and schemas in ``blast_ray.graphs.artifacts``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -107,48 +113,124 @@ def degenerate_reason(x: np.ndarray, rows: np.ndarray | None, cfg) -> str | None
     return None
 
 
+@dataclass(frozen=True)
+class FeatureRows:
+    """Which rows of one dense feature its kNN searches, or why it builds none (small: what the
+    process that loaded the feature tells the driver)."""
+
+    n: int  # rows of the feature (items or users)
+    rows: np.ndarray | None  # the rows that hold a vector, searched; None: all of them
+    n_with: int  # how many rows hold one
+    degenerate: str | None  # the rows are (near-)identical: why the feature cannot rank neighbours
+
+    @property
+    def usable(self) -> bool:
+        return self.degenerate is None and self.n_with >= 2
+
+
+def feature_rows(x: np.ndarray, seen: np.ndarray, drop_zero_rows: bool, cfg) -> FeatureRows:
+    """The searchable rows of ``x``: those with a vector (``seen``) and, with ``drop_zero_rows``
+    (users: no profile), a non-zero one; the degenerate check over them (>= 2 rows)."""
+    has = np.asarray(seen, dtype=bool).copy()
+    if drop_zero_rows:
+        has &= np.linalg.norm(x, axis=1) > 0
+    n_with = int(has.sum())
+    rows = None if has.all() else np.flatnonzero(has)
+    why = degenerate_reason(x, rows, cfg) if n_with >= 2 else None
+    return FeatureRows(len(x), rows, n_with, why)
+
+
+def load_feature_rows(feat_out, name: str, drop_zero_rows: bool, cfg) -> tuple[np.ndarray | None, FeatureRows]:
+    """In the process that searches: feature ``name`` read from the features output, only its
+    searchable rows (a subset copy, the full array freed), with its :class:`FeatureRows`; x is None
+    when it is not usable."""
+    from blast_ray.features.artifacts import load_vectors
+
+    x, seen = load_vectors(feat_out, name)
+    about = feature_rows(x, seen, drop_zero_rows, cfg)
+    if not about.usable:
+        return None, about
+    return (x if about.rows is None else x[about.rows]), about
+
+
+def dense_knn(feat_out, name: str, drop_zero_rows: bool, cfg):
+    """Top-k of feature ``name`` among its searchable rows: ``(about, src, cols, sims, info)``
+    (``src`` None when ``about`` says it is not usable). With ``graphs.distributed`` a Ray task
+    reads the feature and builds the index (``knn_ann_ray_loaded``): the driver never holds the
+    vectors, whatever the number of users; otherwise this process does."""
+    load = functools.partial(load_feature_rows, feat_out, name, drop_zero_rows, cfg)
+    kwargs = dict(k=cfg.knn_k, include_self=cfg.include_self, params=ann_params(cfg),
+                  task_memory_gib=cfg.task_memory_gib, recall_sample=cfg.recall_sample,
+                  recall_floor=cfg.recall_floor)
+    if cfg.distributed:
+        from blast_ray.graphs.distributed import knn_ann_ray_loaded
+
+        about, cols, sims, info = knn_ann_ray_loaded(load, num_blocks=cfg.num_blocks, num_cpus=0.5, **kwargs)
+    else:
+        x, about = load()
+        cols, sims, info = knn_ann(x, **kwargs) if x is not None else (None, None, None)
+    if cols is None:
+        return about, None, None, None, None
+    if about.rows is None:
+        return about, np.arange(about.n), cols, sims, info
+    return about, about.rows, about.rows[cols], sims, info
+
+
 def run(ctx, out) -> dict:
     cfg = ctx.cfg.graphs
     etl = ctx.require("etl")
     t0 = time.time()
     counts = etl.manifest.get("row_counts", {})
     n_items, n_users = int(counts["items"]), int(counts["users"])
-    feats: dict[str, np.ndarray] = {}
-    masks: dict[str, np.ndarray] = {}
     feat_out = ctx.outputs.get("features")
+    names: list[str] = []
     if feat_out is not None:
-        from blast_ray.features.artifacts import load_feature_masks, load_features
+        from blast_ray.features.artifacts import feature_names
 
-        feats = load_features(feat_out)
-        masks = load_feature_masks(feat_out)
+        names = feature_names(feat_out)
     else:
         log.warning("no features output in this run")
 
     row_counts: dict[str, int] = {}
     timings: dict[str, float] = {}
     extra: dict = {"knn_k": cfg.knn_k, "include_self": cfg.include_self}
-    item_inputs: dict[str, object] = {}
-    item_rows: dict[str, np.ndarray] = {}  # modality -> rows that have a vector (absent: all)
     fallbacks: dict[str, str] = {}  # feature -> why it was not used and what replaced it
     degenerate_items: dict[str, str] = {}
+    item_rows: dict[str, np.ndarray] = {}  # modality -> rows that have a vector (absent: all)
+    normalized = {}
     for name, modality in FEATURE_MODALITY.items():
-        if name in feats:
-            if feats[name].shape[0] != n_items:
-                raise ValueError(f"features.{name} has {feats[name].shape[0]} rows, ETL has {n_items} items")
-            mask = masks.get(name)
-            why = degenerate_reason(feats[name], None if mask is None or mask.all() else np.flatnonzero(mask), cfg)
-            if why is not None:
-                # every item would get the same neighbours by the tie rule: the feature says nothing
-                degenerate_items[name] = why
-                continue
-            item_inputs[modality] = feats[name]
-            if mask is not None and not mask.all():
-                item_rows[modality] = mask
+        if name not in names:
+            continue
+        t1 = time.time()
+        # the vectors are read (and the index built) where the search runs: not in this process
+        # when graphs.distributed (the default)
+        about, src, cols, sims, search = dense_knn(feat_out, name, False, cfg)
+        if about.n != n_items:
+            raise ValueError(f"features.{name} has {about.n} rows, ETL has {n_items} items")
+        if about.degenerate is not None:
+            # every item would get the same neighbours by the tie rule: the feature says nothing
+            degenerate_items[name] = about.degenerate
+            continue
+        if about.n_with < 2:
+            log.warning("only %d item(s) have a %s vector: no %s kNN", about.n_with, modality, modality)
+            continue
+        if about.rows is not None:
+            # kNN among the items that have this modality only, mapped back to global item ids
+            item_rows[modality] = np.zeros(n_items, dtype=bool)
+            item_rows[modality][about.rows] = True
+            row_counts[f"item_knn_{modality}_rows_without_vector"] = int(n_items - about.n_with)
+            log.warning("%d of %d items have no %s vector: no %s edges for them", n_items - about.n_with, n_items,
+                        modality, modality)
+        extra.setdefault("knn_search", {})[f"item_{modality}"] = search
+        artifacts.write_item_knn(out, modality, cols, sims, src)
+        normalized[modality] = sym_normalize(binary_knn(src, cols, n_items))
+        timings[f"item_knn_{modality}_s"] = round(time.time() - t1, 3)
+        row_counts[f"item_knn_{modality}"] = int(cols.size)
     for name, why in degenerate_items.items():
-        then = f"dropped, S_I from {', '.join(sorted(item_inputs))}" if item_inputs else "co-occurrence"
+        then = f"dropped, S_I from {', '.join(sorted(normalized))}" if normalized else "co-occurrence"
         fallbacks[name] = f"{why} -> {then}"
         log.warning("features.%s is uninformative for the item kNN: %s", name, fallbacks[name])
-    if not item_inputs:
+    if not normalized:
         if not cfg.item_cooc_fallback:
             what = "every item feature has (near-)identical rows" if degenerate_items else "no item feature (text/visual)"
             raise RuntimeError(f"{what} and graphs.item_cooc_fallback=false: cannot build S_I; "
@@ -158,29 +240,14 @@ def run(ctx, out) -> dict:
         data = load_interactions(etl)
         if not degenerate_items:
             log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
-        item_inputs["cooc"] = sp.csr_matrix(data.train.T)
-    weights = {"visual": cfg.alpha_v, "text": cfg.alpha_t, "cooc": 1.0}
-
-    normalized = {}
-    for modality, x in item_inputs.items():
         t1 = time.time()
-        if modality in item_rows:
-            # kNN among the items that have this modality only, mapped back to global item ids
-            rows = np.flatnonzero(item_rows[modality])
-            if len(rows) < 2:
-                log.warning("only %d item(s) have a %s vector: no %s kNN", len(rows), modality, modality)
-                item_rows.pop(modality)
-                continue
-            rows, cols, sims, search = knn_rows(x, rows, cfg)
-            row_counts[f"item_knn_{modality}_rows_without_vector"] = int(n_items - len(rows))
-            log.warning("%d of %d items have no %s vector: no %s edges for them", n_items - len(rows), n_items, modality, modality)
-        else:
-            rows, cols, sims, search = knn_rows(x, None, cfg)
-        extra.setdefault("knn_search", {})[f"item_{modality}"] = search
-        artifacts.write_item_knn(out, modality, cols, sims, rows)
-        normalized[modality] = sym_normalize(binary_knn(rows, cols, n_items))
-        timings[f"item_knn_{modality}_s"] = round(time.time() - t1, 3)
-        row_counts[f"item_knn_{modality}"] = int(cols.size)
+        rows, cols, sims, search = knn_rows(sp.csr_matrix(data.train.T), None, cfg)
+        extra.setdefault("knn_search", {})["item_cooc"] = search
+        artifacts.write_item_knn(out, "cooc", cols, sims, rows)
+        normalized["cooc"] = sym_normalize(binary_knn(rows, cols, n_items))
+        timings["item_knn_cooc_s"] = round(time.time() - t1, 3)
+        row_counts["item_knn_cooc"] = int(cols.size)
+    weights = {"visual": cfg.alpha_v, "text": cfg.alpha_t, "cooc": 1.0}
     s_i, eff = combine_graphs(normalized, {m: w for m, w in weights.items() if m != "cooc" or "cooc" in normalized},
                               row_masks=item_rows)
     artifacts.write_graph(out, "item", s_i)
@@ -191,32 +258,29 @@ def run(ctx, out) -> dict:
     if not cfg.user_graph:
         extra["user_graph"] = "disabled (graphs.user_graph=false)"
         log.info("user-user graph disabled by config")
-    elif "user_text" not in feats:
+    elif "user_text" not in names:
         extra["user_graph"] = "skipped: no user_text feature"
         log.warning("no user_text feature: user-user graph skipped")
     else:
-        y = feats["user_text"]
-        if y.shape[0] != n_users:
-            raise ValueError(f"features.user_text has {y.shape[0]} rows, ETL has {n_users} users")
         t1 = time.time()
         # users without a profile have a zero user_text vector (features stage): a zero row's
         # neighbours would be arbitrary (lowest indices), so they get no user-user edges instead
-        has = np.linalg.norm(y, axis=1) > 0
-        why = degenerate_reason(y, None if has.all() else np.flatnonzero(has), cfg) if has.sum() >= 2 else None
-        if has.sum() < 2:
-            extra["user_graph"] = f"skipped: only {int(has.sum())} user(s) with a non-zero user_text vector"
+        about, src, cols, _, search = dense_knn(feat_out, "user_text", True, cfg)
+        if about.n != n_users:
+            raise ValueError(f"features.user_text has {about.n} rows, ETL has {n_users} users")
+        if about.n_with < 2:
+            extra["user_graph"] = f"skipped: only {about.n_with} user(s) with a non-zero user_text vector"
             log.warning("user-user graph skipped: %s", extra["user_graph"])
-        elif why is not None:
+        elif about.degenerate is not None:
             # the same neighbours for every user by the tie rule; no co-occurrence user graph exists
-            fallbacks["user_text"] = f"{why} -> no user graph"
-            extra["user_graph"] = f"skipped: user_text {why}"
+            fallbacks["user_text"] = f"{about.degenerate} -> no user graph"
+            extra["user_graph"] = f"skipped: user_text {about.degenerate}"
             log.warning("features.user_text is uninformative for the user kNN: %s", fallbacks["user_text"])
         else:
-            if not has.all():
-                row_counts["user_graph_rows_without_vector"] = int((~has).sum())
+            if about.rows is not None:
+                row_counts["user_graph_rows_without_vector"] = int(n_users - about.n_with)
                 log.warning("%d of %d users have a zero user_text vector (no profile): no user-user edges for them",
-                            int((~has).sum()), n_users)
-            src, cols, _, search = knn_rows(y, None if has.all() else np.flatnonzero(has), cfg)
+                            n_users - about.n_with, n_users)
             extra.setdefault("knn_search", {})["user_text"] = search
             s_u = sym_normalize(binary_knn(src, cols, n_users))
             artifacts.write_graph(out, "user", s_u)
