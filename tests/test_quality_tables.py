@@ -175,7 +175,9 @@ def test_tables_call_a_tie_a_tie_and_check_the_issues_goals():
     args = argparse.Namespace(datasets=["ml-100k", "amazon-scientific", "amazon-baby"], trials=10, max_epochs=30)
     md = qt.md_tables(out, args, dataset_done=True)
     assert "Wilcoxon signed-rank p = 1 over 943 users: a tie." in md
-    assert "**Why BLAST does not gain here" in md and "computes lightgcn exactly" in md
+    assert "**Why BLAST does not gain here" in md  # identical seeded runs: the same computation, said so
+    assert "BLAST's validation choice is lightgcn's configuration inside BLAST's space" in md
+    assert "seeded runs equal lightgcn's exactly" in md
     rows = {g: (f, st) for g, f, st in qt.goal_rows(out, args.datasets)}
     assert rows["ml-100k: BLAST >= the best tuned baseline (test Recall@20 mean)"] == ("+0.0% vs lightgcn", "met")
     assert rows["ml-100k: BLAST >= +3% over lightgcn with p < 0.05"][1] == "NOT met"
@@ -195,11 +197,54 @@ def test_a_run_keeps_other_datasets_and_redoes_one_whose_budget_changed():
     qt = _qt()
     legacy = {"machine": "m", "trials_per_model": 10, "max_epochs_per_trial": 30, "seeds": [2024, 2025],
               "ml-100k.blast.test.recall@20.mean": 0.36, "amazon-baby.bpr.test.recall@20.mean": 0.05}
-    args = argparse.Namespace(datasets=["amazon-baby"], trials=3, max_epochs=15, seeds=2, seed_max_epochs=40)
+    args = argparse.Namespace(datasets=["amazon-baby"], trials=3, max_epochs=15, seeds=2, seed_max_epochs=40, rerank=3)
     kept = qt.merge_previous(legacy, args)
     assert kept["ml-100k.blast.test.recall@20.mean"] == 0.36 and kept["ml-100k.trials_per_model"] == 10
     assert kept["ml-100k.seeds"] == [2024, 2025] and "trials_per_model" not in kept
     assert not any(k.startswith("amazon-baby.") for k in kept)  # another budget: redone
-    same = argparse.Namespace(datasets=["ml-100k"], trials=10, max_epochs=30, seeds=2, seed_max_epochs=0)
+    same = argparse.Namespace(datasets=["ml-100k"], trials=10, max_epochs=30, seeds=2, seed_max_epochs=0, rerank=0)
     assert qt.merge_previous(legacy, same)["ml-100k.blast.test.recall@20.mean"] == 0.36  # same budget: resumed
-    assert qt.dataset_budget(kept, "ml-100k") == (10, 30, [2024, 2025], 0)
+    assert qt.dataset_budget(kept, "ml-100k") == (10, 30, [2024, 2025], 0, 0)
+
+
+def test_blast_space_holds_freedom_and_the_rerank_chooses_at_full_length(monkeypatch):
+    """FREEDOM's chosen values are a point of BLAST's space (user branch and OT off, FREEDOM's item
+    graph / pruning / feature term on), evaluated as one more trial; the re-rank re-scores the top
+    trials at full length on validation only and keeps the best (the capped tune's order may flip)."""
+    from types import SimpleNamespace
+
+    from blast_ray.tune.runner import embedded_point
+
+    qt = _qt()
+    space = load_space(ROOT / "configs" / "spaces" / "blast.yaml")
+    base = config_with(load_config(ML100K), space.fixed)
+    freedom = {"train.lr": 0.003, "train.l2_weight": 1e-4, "train.n_layers_ui": 2, "train.n_layers_ii": 1,
+               "train.prune_ratio": 0.5, "train.reg_weight": 1e-3, "graphs.knn_k": 10, "train.model": "freedom"}
+    p = embedded_point(space, freedom)
+    assert "train.model" not in p and p["train.n_layers_ii"] == 1 and p["graphs.knn_k"] == 10
+    kept = kept_components(config_with(base, p))
+    assert kept["item_graph"] and kept["pruning"] and kept["item_feature_loss"]
+    assert not (kept["user_graph"] or kept["ot_augmentation"] or kept["negative_restriction"] or kept["user_profile_loss"])
+    opts = TuneOptions(start_values={"train.lr": 0.01}, also_from=(freedom,))
+    assert experiment_name(space, base, opts) != experiment_name(space, base, TuneOptions(start_values={"train.lr": 0.01}))
+    with pytest.raises(ConfigError, match="share no key"):
+        embedded_point(space, {"train.model": "freedom"})
+
+    rows = [{"trial_id": f"t{i}", "values": {"train.lr": lr, "train.n_layers_uu": uu}, "m": m}
+            for i, (lr, uu, m) in enumerate([(0.01, 1, 0.26), (0.003, 0, 0.25), (0.01, 1, 0.26), (0.001, 2, 0.20),
+                                             (0.005, 0, None)])]
+    outcome = SimpleNamespace(trials=rows, metric="m")
+    full = {0.01: 0.263, 0.003: 0.279, 0.001: 0.30}  # full-length validation of each candidate
+    calls = []
+
+    def fake_valid_run(base_, values, seed, tag):
+        calls.append((values["train.lr"], seed))
+        return full[values["train.lr"]]
+    monkeypatch.setattr(qt, "valid_run", fake_valid_run)
+    out = {}
+    chosen = qt.rerank("amazon-scientific", base, "blast", outcome, 2, out)
+    assert [c[0] for c in calls] == [0.01, 0.003] and {c[1] for c in calls} == {qt.BASE_SEED}  # top 2 distinct
+    assert chosen["train.lr"] == 0.003 and chosen["train.model"] == "blast"  # the space's fixed keys too
+    assert out["amazon-scientific.blast.rerank.chosen"] == 2 and out["amazon-scientific.blast.rerank_valid"] == 0.279
+    assert out["amazon-scientific.blast.rerank.1.tune_valid"] == 0.26
+    assert qt.rerank("amazon-scientific", base, "blast", outcome, 1, {}) is None  # 1: the tune's own choice

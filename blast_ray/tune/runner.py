@@ -75,6 +75,10 @@ class TuneOptions:
     # dotted keys; those this space shares start the search (see :func:`start_points`). Empty: the
     # space's fallback point alone is evaluated first.
     start_values: dict[str, Any] = field(default_factory=dict)
+    # Further simpler models' chosen values, each evaluated as a point of this space after the start
+    # points (:func:`embedded_point`: every part off, their shared keys on top), e.g. FREEDOM's best
+    # for BLAST, whose space holds FREEDOM exactly (user branch and OT off).
+    also_from: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         def fail(key: str, msg: str) -> None:
@@ -97,7 +101,7 @@ class TuneOptions:
                 validate_name(self.name, "name")
             except ValueError as e:
                 fail("name", str(e).split(": ", 1)[-1])
-        for k, v in self.start_values.items():
+        for k, v in [kv for d in (self.start_values, *self.also_from) for kv in d.items()]:
             if not isinstance(k, str) or k.count(".") != 1 or isinstance(v, (dict, list)):
                 fail("start_values", f"{k!r}: {v!r} is not a dotted config key with one value (e.g. train.lr: 0.005)")
 
@@ -194,6 +198,16 @@ def start_points(space: SearchSpace, base: PipelineConfig, start_values: dict[st
         except ValueError as e:
             raise ConfigError(f"tune start point {i} {p}: {str(e).splitlines()[0]}") from None
     return points
+
+
+def embedded_point(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
+    """A simpler model's chosen ``values`` as a point of ``space``: the fallback (every part off)
+    with the keys both spaces tune on top. BLAST's space holds FREEDOM this way (user graph, user
+    term and OT off; FREEDOM's item graph, pruning and feature term at its values)."""
+    shared = {k: v for k, v in values.items() if k in space.keys}
+    if not shared:
+        raise ConfigError(f"tune values {sorted(values)} share no key with the space {space.source}")
+    return {**space.fallback, **shared}
 
 
 def kept_components(cfg: PipelineConfig) -> dict[str, bool]:
@@ -386,6 +400,8 @@ def experiment_name(space: SearchSpace, base: PipelineConfig, options: TuneOptio
            "grace": options.grace_epochs, "rf": options.reduction_factor, "seed": options.seed}
     if options.start_values:  # a different start is another experiment (older names stay unchanged)
         key["start_values"] = dict(sorted(options.start_values.items()))
+    if options.also_from:
+        key["also_from"] = [dict(sorted(d.items())) for d in options.also_from]
     return f"{space.name}-{stable_hash(key, 10)}"
 
 
@@ -483,6 +499,14 @@ def run_tune(
     seed = options.seed if options.seed is not None else base.train.seed
     metric = metric_key(base)
     points = start_points(space, base, options.start_values)
+    for values in options.also_from:
+        p = embedded_point(space, values)
+        if p not in points:
+            try:
+                config_with(base, p)
+            except ValueError as e:
+                raise ConfigError(f"tune point from {values}: {str(e).splitlines()[0]}") from None
+            points.append(p)
     name = options.name or experiment_name(space, base, options)
     storage_path = art_store.path(*layout.tune_parts(base.dataset.name))
     exp_path = os.path.join(storage_path, name)
