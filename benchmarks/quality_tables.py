@@ -218,37 +218,62 @@ def valid_run(base, values: dict[str, Any], seed: int, tag: str) -> float:
     return float(res.metrics()["valid.recall@20"])
 
 
-def rerank(dataset: str, base, model: str, outcome, n: int, out: dict[str, Any]) -> dict[str, Any] | None:
-    """The tune's top ``n`` trials (by their capped-epoch validation metric) re-scored at full
-    length (the config's epochs, early stopping on validation, seed BASE_SEED): the chosen values
-    are the best of those on VALIDATION. Trials are cut at ``--max-epochs`` and models converge at
-    different speeds (FREEDOM at 110-180 epochs on Scientific, BLAST at 50-80): the capped ranking
-    alone picked configurations that lose at full length. None when ``n`` < 2 (the tune's choice)."""
+def rerank(dataset: str, base, model: str, outcome, n: int, out: dict[str, Any],
+           guaranteed: list[dict[str, Any]] = ()) -> dict[str, Any] | None:
+    """The tune's top ``n`` trials (by their capped-epoch validation metric) and the trials of the
+    ``guaranteed`` points (the simpler models inside this space: the staged search's start points)
+    re-scored at full length (the config's epochs, early stopping on validation, seed BASE_SEED):
+    the chosen values are the best of those on VALIDATION. Trials are cut at ``--max-epochs`` and
+    ASHA stops slow starters early, and models converge at different speeds (FREEDOM at 110-180
+    epochs on Scientific, BLAST at 50-80): the capped ranking alone picked configurations that lose
+    at full length and dropped FREEDOM's point inside BLAST's space, which the fallback guarantee
+    needs. None when ``n`` < 2 (the tune's choice)."""
     if n < 2:
         return None
     fixed = _space_fixed(model)
     seen, cands = [], []
-    for row in sorted((r for r in outcome.trials if r.get(outcome.metric) is not None),
-                      key=lambda r: -r[outcome.metric]):
-        values = {k: v for k, v in row["values"].items() if not k.startswith("_")}
+
+    def add(row, values):
         if values not in seen:
             seen.append(values)
             cands.append((row, values))
+
+    ranked = sorted((r for r in outcome.trials if r.get(outcome.metric) is not None), key=lambda r: -r[outcome.metric])
+    for row in ranked:
         if len(cands) == n:
             break
+        add(row, {k: v for k, v in row["values"].items() if not k.startswith("_")})
+    for point in guaranteed:  # its trial (the sampled keys it left open filled in), else the point itself
+        row = next((r for r in outcome.trials if all(r["values"].get(k) == v for k, v in point.items())), None)
+        add(row, {k: v for k, v in (row["values"] if row else point).items() if not k.startswith("_")})
     prefix = f"{dataset}.{model}.rerank"
     scores = []
     for i, (row, values) in enumerate(cands, 1):
         v = valid_run(base, {**fixed, **values}, BASE_SEED, f"{dataset}-{model}-rerank{i}")
         scores.append(v)
-        out[f"{prefix}.{i}.tune_valid"] = round(float(row[outcome.metric]), 5)
+        capped = row.get(outcome.metric) if row else None
+        if capped is not None:
+            out[f"{prefix}.{i}.tune_valid"] = round(float(capped), 5)
         out[f"{prefix}.{i}.full_valid"] = round(v, 5)
-        log.info("%s %s rerank %d/%d: valid recall@20 %.4f within the tune's epochs, %.4f at full length",
-                 dataset, model, i, len(cands), row[outcome.metric], v)
+        log.info("%s %s rerank %d/%d: valid recall@20 %s within the tune's epochs, %.4f at full length",
+                 dataset, model, i, len(cands), "-" if capped is None else f"{capped:.4f}", v)
     best = int(np.argmax(scores))  # ties: the better tune rank
     out[f"{prefix}.chosen"] = best + 1
     out[f"{dataset}.{model}.rerank_valid"] = round(scores[best], 5)
     return {**fixed, **cands[best][1]}
+
+
+def guaranteed_points(model: str, base, start: dict[str, Any] | None, also: dict[str, dict[str, Any]]) -> list[dict]:
+    """The points of ``model``'s space that are its simpler models at their chosen values (the
+    staged search's start point 1 and the ``also_from`` points): always re-ranked at full length."""
+    from blast_ray.tune.runner import config_with, embedded_point, start_points
+    from blast_ray.tune.space import load_space
+
+    if not start and not also:
+        return []
+    space = load_space(ROOT / "configs" / "spaces" / f"{model}.yaml")
+    points = start_points(space, config_with(base, space.fixed), start)[:1] if start else []
+    return points + [embedded_point(space, v) for v in also.values()]
 
 
 def _space_fixed(model: str) -> dict[str, Any]:
@@ -288,7 +313,8 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             if also:
                 out[f"{dataset}.{model}.search_also_from"] = ",".join(also)
             t_rerank = time.time()
-            reranked = rerank(dataset, base, model, outcome, args.rerank, out)
+            reranked = rerank(dataset, base, model, outcome, args.rerank, out,
+                              guaranteed_points(model, base, start, also))
             if reranked is not None:
                 from blast_ray.tune.runner import config_with, kept_components
 

@@ -248,3 +248,14 @@ def test_blast_space_holds_freedom_and_the_rerank_chooses_at_full_length(monkeyp
     assert out["amazon-scientific.blast.rerank.chosen"] == 2 and out["amazon-scientific.blast.rerank_valid"] == 0.279
     assert out["amazon-scientific.blast.rerank.1.tune_valid"] == 0.26
     assert qt.rerank("amazon-scientific", base, "blast", outcome, 1, {}) is None  # 1: the tune's own choice
+    # a simpler model's point that ASHA cut early (low capped figure) is re-ranked all the same
+    calls.clear()
+    out = {}
+    chosen = qt.rerank("amazon-scientific", base, "blast", outcome, 2, out, [{"train.lr": 0.001}])
+    assert [c[0] for c in calls] == [0.01, 0.003, 0.001] and chosen["train.n_layers_uu"] == 2
+    assert out["amazon-scientific.blast.rerank.chosen"] == 3 and out["amazon-scientific.blast.rerank.3.tune_valid"] == 0.2
+    # the guaranteed points of BLAST: LightGCN's start point 1 and FREEDOM's point
+    pts = qt.guaranteed_points("blast", load_config(ML100K), {"train.lr": 0.01, "train.n_layers_ui": 2},
+                               {"freedom": freedom})
+    assert len(pts) == 2 and pts[0]["train.n_layers_ii"] == 0 and pts[1]["train.n_layers_ii"] == 1
+    assert pts[0]["train.lr"] == 0.01 and pts[1]["train.lr"] == 0.003
