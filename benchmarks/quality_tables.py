@@ -532,7 +532,9 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
                      "within it)." if cap else "each for the config's epochs with early stopping on validation.")
                   + (f" The choice of every model: its tune's top {reranked} trials re-scored at full length on "
                      f"validation (seed {BASE_SEED}), the best of them (trials are cut at {max_epochs} epochs and "
-                     "models converge at different speeds)." if reranked else ""), "",
+                     "models converge at different speeds); BLAST's re-rank also holds the trials of its simpler "
+                     "models' points (LightGCN's and FREEDOM's chosen values inside its space, whatever ASHA did to "
+                     "them), so it can fall back to either at full length." if reranked else ""), "",
                   "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
         for m in REPORTED:
             vals = {mo: out.get(f"{ds}.{mo}.test.{m}.mean") for mo in models}
