@@ -479,10 +479,16 @@ SENSITIVITY = {
 }
 
 
+# A knob that only acts with another part on: the user-graph layers need the user graph (a choice
+# that dropped it would otherwise show the same figure for every n_layers_uu).
+SENSITIVITY_NEEDS = {"train.n_layers_uu": lambda v: {"graphs.user_graph": True} if v else {}}
+
+
 def sensitivity(dataset: str, base, values: dict[str, Any], seed: int, out: dict[str, Any]) -> None:
     for key, grid in SENSITIVITY.items():
         for v in grid:
-            m = seed_run(base, {**values, key: v}, seed, f"sens-{key}-{v}")[0]
+            needs = SENSITIVITY_NEEDS.get(key, lambda _: {})(v)
+            m = seed_run(base, {**values, key: v, **needs}, seed, f"sens-{key}-{v}")[0]
             for split in ("valid", "test"):
                 out[f"{dataset}.sensitivity.{key}={v}.{split}.recall@20"] = round(m[f"{split}.recall@20"], 5)
 
