@@ -602,7 +602,9 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
             for k in sens:
                 knob = k[len(f"{ds}.sensitivity."):-len(".valid.recall@20")]
                 lines.append(f"| {knob} | {out[k]:.4f} | {out[k.replace('.valid.', '.test.')]:.4f} |")
-            lines.append("")
+            lines += ["", "Each row: BLAST's chosen configuration with that one knob changed (a train.n_layers_uu > 0 "
+                      "row also turns the user graph on); the chosen value's row is the chosen configuration. Valid and "
+                      "test are both shown; nothing is chosen from this table.", ""]
         lift = [k for k in out if k.startswith(f"{ds}.ot_lift.") and k.endswith(".relative")]
         if lift:
             lines += ["| backbone + OT augmentation | test recall@20 | relative to the backbone |", "|---|---|---|"]
