@@ -459,6 +459,8 @@ def _trial_rows(grid, metric: str) -> list[dict[str, Any]]:
             metric: float(df[metric].max()) if has else None,
             "best_epoch": int(df["training_iteration"].iloc[int(df[metric].to_numpy().argmax())]) if has else None,
             "epochs": int(len(df)) if df is not None else 0,
+            "seconds": float(df["time_total_s"].iloc[-1]) if df is not None and "time_total_s" in df.columns and len(df)
+            else None,  # the trial's own training time (kept across a restore, unlike the wall time)
             "reported_keys": sorted(df.columns) if df is not None else [],
             "error": str(r.error).splitlines()[0] if r.error else None,
         })
