@@ -60,7 +60,10 @@ def side_inputs(outputs: Mapping[str, Any], data, augment: AugmentUse) -> TrainI
             try:
                 m = load_graph(outputs["graphs"], kind)
             except FileNotFoundError:
-                log.warning("train: graphs output has no %s graph; that branch is dropped", kind)
+                why = (outputs["graphs"].manifest or {}).get("extra", {}).get(f"{kind}_graph", "")
+                # switched off by the config (e.g. a tuned config without the user graph): said, not warned
+                level = logging.INFO if str(why).startswith("disabled") else logging.WARNING
+                log.log(level, "train: graphs output has no %s graph (%s); that branch is dropped", kind, why or "absent")
                 continue
             setattr(inputs, f"{kind}_graph", m)
     if "augment" in outputs and augment.enabled:
