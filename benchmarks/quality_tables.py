@@ -163,6 +163,15 @@ START_FROM = {"blast": "lightgcn"}
 # Further simpler models a space holds exactly, each evaluated as one point of it (their chosen
 # values, the rest of the parts off): BLAST without its user branch and OT is FREEDOM's computation.
 ALSO_FROM = {"blast": ("freedom",)}
+# What the item graph of FREEDOM / BLAST is built from where the dataset has no item text (the
+# graphs stage's fallback, tests/test_graphs.py): said under the dataset's table.
+ITEM_GRAPH_NOTE = {
+    "amazon-baby": "No item text in the shared data: the template profiles are one sentence for every item and "
+                   "user, so FREEDOM's and BLAST's item graph is the co-occurrence kNN (graphs stage fallback, "
+                   "reason in its manifest) and there is no user graph.",
+    "amazon-sports": "No item text in the shared data: FREEDOM's and BLAST's item graph is the co-occurrence kNN "
+                     "(graphs stage fallback) and there is no user graph.",
+}
 
 
 def tune_model(config_path: Path, dataset: str, model: str, args,
@@ -545,6 +554,7 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
                      "models converge at different speeds); BLAST's re-rank also holds the trials of its simpler "
                      "models' points (LightGCN's and FREEDOM's chosen values inside its space, whatever ASHA did to "
                      "them), so it can fall back to either at full length." if reranked else ""), "",
+                  *([ITEM_GRAPH_NOTE[ds], ""] if ds in ITEM_GRAPH_NOTE else []),
                   "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
         for m in REPORTED:
             vals = {mo: out.get(f"{ds}.{mo}.test.{m}.mean") for mo in models}
@@ -684,8 +694,10 @@ def why_blast_trails(out: dict[str, Any], ds: str, max_epochs: int = 0) -> str:
                  "**Why BLAST trails here (validation figures only).** ")
                 + f"BLAST's validation choice is {best}'s configuration inside BLAST's space (the parts {best} lacks "
                 "off): the same computation, so its seeded runs equal " + best + "'s exactly. No configuration "
-                "with more of BLAST's parts scored higher on validation within this budget; the ablations, "
-                "sensitivity and OT-lift tables below show what the parts do here.")
+                "with more of BLAST's parts scored higher on validation within this budget"
+                + ("; the ablations, sensitivity and OT-lift tables below show what the parts do here."
+                   if any(k.startswith((f"{ds}.ablation.", f"{ds}.sensitivity.", f"{ds}.ot_lift.")) for k in out)
+                   else " (no ablations, sensitivity or OT lift were run at this dataset's budget)."))
     text = ("**Why BLAST does not gain here (validation figures only).** " if tie
             else "**Why BLAST trails here (validation figures only).** ")
     if start and only_propagation and p1 is not None:
