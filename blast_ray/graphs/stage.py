@@ -60,38 +60,17 @@ def ann_params(cfg) -> AnnParams:
                      ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe)
 
 
-def _knn(x, cfg) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(cols, sims, info): dense rows on FAISS (sharded over Ray tasks when ``graphs.distributed``),
-    sparse co-occurrence rows on the exact blocked path."""
-    if sp.issparse(x):
-        if cfg.distributed:
-            from blast_ray.graphs.distributed import knn_topk_ray
-
-            cols, sims = knn_topk_ray(x, cfg.knn_k, cfg.include_self, cfg.block_rows, cfg.num_blocks)
-        else:
-            cols, sims = knn_topk(x, cfg.knn_k, cfg.include_self, cfg.block_rows)
-        return cols, sims, {"index": "exact-sparse", "rows": int(x.shape[0])}
-    kwargs = dict(k=cfg.knn_k, include_self=cfg.include_self, params=ann_params(cfg),
-                  task_memory_gib=cfg.task_memory_gib, recall_sample=cfg.recall_sample,
-                  recall_floor=cfg.recall_floor)
+def cooc_knn(x: sp.spmatrix, cfg) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(cols, sims, info) of the sparse co-occurrence rows (items' columns of train R): the exact
+    blocked path (FAISS takes dense rows only: those go through :func:`dense_knn`), sharded over
+    Ray tasks when ``graphs.distributed``."""
     if cfg.distributed:
-        from blast_ray.graphs.distributed import knn_ann_ray
+        from blast_ray.graphs.distributed import knn_topk_ray
 
-        return knn_ann_ray(x, num_blocks=cfg.num_blocks, num_cpus=0.5, **kwargs)
-    return knn_ann(x, **kwargs)
-
-
-def knn_rows(x, rows: np.ndarray | None, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Top-k among the given rows only (None: all rows): (src rows, cols (len(src), k), sims, info).
-
-    Rows outside ``rows`` (no vector for that modality) get no out-edges and are nobody's
-    neighbour; column ids are global. ``info``: the search's index kind, block and sampled recall.
-    """
-    if rows is None:
-        cols, sims, info = _knn(x, cfg)
-        return np.arange(x.shape[0]), cols, sims, info
-    sub_cols, sims, info = _knn(x[rows], cfg)
-    return rows, rows[sub_cols], sims, info
+        cols, sims = knn_topk_ray(x, cfg.knn_k, cfg.include_self, cfg.block_rows, cfg.num_blocks)
+    else:
+        cols, sims = knn_topk(x, cfg.knn_k, cfg.include_self, cfg.block_rows)
+    return cols, sims, {"index": "exact-sparse", "rows": int(x.shape[0])}
 
 
 def binary_knn(src: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
@@ -241,7 +220,8 @@ def run(ctx, out) -> dict:
         if not degenerate_items:
             log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
         t1 = time.time()
-        rows, cols, sims, search = knn_rows(sp.csr_matrix(data.train.T), None, cfg)
+        cols, sims, search = cooc_knn(sp.csr_matrix(data.train.T), cfg)
+        rows = np.arange(n_items)
         extra.setdefault("knn_search", {})["item_cooc"] = search
         artifacts.write_item_knn(out, "cooc", cols, sims, rows)
         normalized["cooc"] = sym_normalize(binary_knn(rows, cols, n_items))
