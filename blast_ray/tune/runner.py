@@ -160,7 +160,8 @@ def trial_config(base: PipelineConfig, values: dict[str, Any], max_epochs: int) 
     return cfg
 
 
-def start_points(space: SearchSpace, base: PipelineConfig, start_values: dict[str, Any]) -> list[dict[str, Any]]:
+def start_points(space: SearchSpace, base: PipelineConfig, start_values: dict[str, Any],
+                 also_from: tuple[dict[str, Any], ...] = ()) -> list[dict[str, Any]]:
     """The points Tune evaluates first (``points_to_evaluate``, in this order; they count against the
     trial budget; keys a point leaves out are sampled).
 
@@ -174,10 +175,25 @@ def start_points(space: SearchSpace, base: PipelineConfig, start_values: dict[st
        shipped config has the parts off already (a config that carries a tune's fallback choice),
        the method's defaults (the schema's, i.e. the paper's parts) take their place, so a re-tune
        still tries the full model; left out when it still equals point 1.
+    Then one point per ``also_from`` entry (:func:`embedded_point`), unless already there.
     Each point is validated with the config (ConfigError naming the key).
     """
-    if not start_values:
-        return [dict(space.fallback)] if space.fallback else []
+    points = start_values_points(space, base, start_values) if start_values else (
+        [dict(space.fallback)] if space.fallback else [])
+    for values in also_from:
+        p = embedded_point(space, values)
+        if p not in points:
+            points.append(p)
+    for i, p in enumerate(points, 1):
+        try:
+            config_with(base, p)
+        except ValueError as e:
+            raise ConfigError(f"tune start point {i} {p}: {str(e).splitlines()[0]}") from None
+    return points
+
+
+def start_values_points(space: SearchSpace, base: PipelineConfig, start_values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Points 1 and 2 of :func:`start_points` (not validated)."""
     shared = {k: v for k, v in start_values.items() if k in space.keys}
     if not shared:
         raise ConfigError(f"tune start values {sorted(start_values)} share no key with the space {space.source} "
@@ -185,18 +201,13 @@ def start_points(space: SearchSpace, base: PipelineConfig, start_values: dict[st
                           "(e.g. lightgcn for blast)")
     d = base.to_dict()
     shipped = {k: d[k.split(".", 1)[0]][k.split(".", 1)[1]] for k in space.keys}
-    points = [{**space.fallback, **shared}, {**shipped, **shared}]
+    points = [embedded_point(space, shared), {**shipped, **shared}]
     if points[1] == {**points[1], **points[0]}:
         defaults = PipelineConfig.model_construct().to_dict()  # the schema's defaults, no dataset needed
         method = {k: defaults[k.split(".", 1)[0]][k.split(".", 1)[1]] for k in space.keys}
         points[1] = {**shipped, **{k: v for k, v in method.items() if k in space.fallback}, **shared}
     if points[1] == {**points[1], **points[0]}:
         points = points[:1]
-    for i, p in enumerate(points, 1):
-        try:
-            config_with(base, p)
-        except ValueError as e:
-            raise ConfigError(f"tune start point {i} {p}: {str(e).splitlines()[0]}") from None
     return points
 
 
@@ -500,15 +511,7 @@ def run_tune(
     base.store = art_store.uri()  # absolute: trials run in other working directories
     seed = options.seed if options.seed is not None else base.train.seed
     metric = metric_key(base)
-    points = start_points(space, base, options.start_values)
-    for values in options.also_from:
-        p = embedded_point(space, values)
-        if p not in points:
-            try:
-                config_with(base, p)
-            except ValueError as e:
-                raise ConfigError(f"tune point from {values}: {str(e).splitlines()[0]}") from None
-            points.append(p)
+    points = start_points(space, base, options.start_values, options.also_from)
     name = options.name or experiment_name(space, base, options)
     storage_path = art_store.path(*layout.tune_parts(base.dataset.name))
     exp_path = os.path.join(storage_path, name)
