@@ -63,8 +63,6 @@ CONFIGS = {
 MODELS = ("pop", "bpr", "lightgcn", "freedom", "blast")
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 BASE_SEED = 2024
-# --seed-max-epochs of the dataset being run (0: the config's epochs, early stopping on validation)
-SEED_MAX_EPOCHS = [0]
 log = logging.getLogger("quality_tables")
 
 
@@ -112,19 +110,26 @@ def pop_run(base) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     return metrics, users, per["recall@20"]
 
 
+def pipeline_run(base, values: dict[str, Any], seed: int, tag: str, last: tuple[str, ...]):
+    """``base`` + ``values`` with ``train.seed = seed`` (no extra baselines, no progress bar) run
+    through its upstream stages (cached by fingerprint) and ``last``: (the config, the result)."""
+    from blast_ray.pipeline import run_pipeline
+    from blast_ray.tune.runner import config_with, upstream_stages
+
+    cfg = config_with(base, {**values, "train.seed": seed, "evaluate.baselines": []})
+    cfg.train.progress = False
+    res = run_pipeline(cfg, stages=(*upstream_stages(cfg), *last), run_id=f"quality-{tag}-s{seed}")
+    if not res.ok:
+        raise RuntimeError(f"{tag} seed {seed}: {res.error}")
+    return cfg, res
+
+
 def seed_run(base, values: dict[str, Any], seed: int, tag: str) -> tuple[dict[str, float], np.ndarray, np.ndarray, dict]:
     """Train ``base`` + ``values`` with ``train.seed = seed`` through the pipeline (upstream stages
     cached by fingerprint) up to evaluate: (valid/test metrics, test users, per-user Recall@20, train extra)."""
-    from blast_ray.pipeline import run_pipeline
     from blast_ray.store import ArtifactStore
-    from blast_ray.tune.runner import config_with, upstream_stages
 
-    cap = {"train.epochs": min(base.train.epochs, SEED_MAX_EPOCHS[0])} if SEED_MAX_EPOCHS[0] else {}
-    cfg = config_with(base, {**values, **cap, "train.seed": seed, "evaluate.baselines": []})
-    cfg.train.progress = False
-    res = run_pipeline(cfg, stages=(*upstream_stages(cfg), "train", "evaluate"), run_id=f"quality-{tag}-s{seed}")
-    if not res.ok:
-        raise RuntimeError(f"{tag} seed {seed}: {res.error}")
+    cfg, res = pipeline_run(base, values, seed, tag, ("train", "evaluate"))
     metrics = {k: float(v) for k, v in res.metrics().items() if isinstance(v, (int, float))}
     users, per = per_user_test(ArtifactStore(cfg.store), cfg, res.manifests)
     return metrics, users, per, res.manifests["train"].get("extra", {})
@@ -215,16 +220,7 @@ def valid_run(base, values: dict[str, Any], seed: int, tag: str) -> float:
     """Valid Recall@20 (at the epoch chosen on validation) of ``base`` + ``values`` trained with
     ``train.seed = seed`` for the config's epochs (``--seed-max-epochs`` cap): the train stage only,
     so no test metric is computed for a candidate that may not be chosen."""
-    from blast_ray.pipeline import run_pipeline
-    from blast_ray.tune.runner import config_with, upstream_stages
-
-    cap = {"train.epochs": min(base.train.epochs, SEED_MAX_EPOCHS[0])} if SEED_MAX_EPOCHS[0] else {}
-    cfg = config_with(base, {**values, **cap, "train.seed": seed, "evaluate.baselines": []})
-    cfg.train.progress = False
-    res = run_pipeline(cfg, stages=(*upstream_stages(cfg), "train"), run_id=f"quality-{tag}-s{seed}")
-    if not res.ok:
-        raise RuntimeError(f"{tag} seed {seed}: {res.error}")
-    return float(res.metrics()["valid.recall@20"])
+    return float(pipeline_run(base, values, seed, tag, ("train",))[1].metrics()["valid.recall@20"])
 
 
 def rerank(dataset: str, base, model: str, outcome, n: int, out: dict[str, Any],
@@ -298,8 +294,11 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
     config_path = ROOT / CONFIGS[dataset]
     base = load_config(config_path)
     base.store = args.store
+    if args.seed_max_epochs:  # every seeded, re-rank, ablation, sensitivity and OT-lift run (not the tune's trials)
+        from blast_ray.tune.runner import config_with
+
+        base = config_with(base, {"train.epochs": min(base.train.epochs, args.seed_max_epochs)})
     seeds = [BASE_SEED + s for s in range(args.seeds)]
-    SEED_MAX_EPOCHS[0] = args.seed_max_epochs
     out.update(budget_keys(dataset, args))
     chosen: dict[str, dict[str, Any]] = {}
     tuned: dict[str, dict[str, Any]] = {}  # the tuned keys only (start values of a staged search)
