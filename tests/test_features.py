@@ -529,13 +529,14 @@ def test_visual_features_stage_and_graph_without_some_images(tmp_path, dataset, 
     np.testing.assert_allclose(s_i[:4], 0.9 * text[:4] + 0.1 * sym_normalize(vis).toarray()[:4], rtol=1e-5)
 
 
-def test_user_graph_leaves_out_users_without_profile(dataset):
-    """graphs.stage.knn_rows / binary_knn on real encoded ML titles with some rows zeroed (users
+def test_user_graph_leaves_out_users_without_profile(dataset, monkeypatch):
+    """graphs.stage.dense_knn / binary_knn on real encoded ML titles with some rows zeroed (users
     without a profile): those rows get no edges and are nobody's neighbour; the others' lists
     equal a kNN over the non-zero rows alone (ids mapped back)."""
 
+    from blast_ray.features import artifacts as feat_artifacts
     from blast_ray.graphs import knn_topk
-    from blast_ray.graphs.stage import binary_knn, knn_rows
+    from blast_ray.graphs.stage import binary_knn, dense_knn
 
     titles = pd.read_csv(dataset("movielens-100k") / "ml-100k.item", sep="\t").iloc[:60, 1].tolist()
     from blast_ray.features import TextEncoder
@@ -545,9 +546,12 @@ def test_user_graph_leaves_out_users_without_profile(dataset):
     has = np.linalg.norm(y, axis=1) > 0
     from blast_ray.config import GraphsConfig
 
+    # the features output is the stage's only reader of vectors: hand it these rows, all "seen"
+    monkeypatch.setattr(feat_artifacts, "load_vectors", lambda out, name: (y.copy(), np.ones(len(y), bool)))
     cfg = GraphsConfig(distributed=False, knn_k=5, include_self=True, block_rows=16)
-    src, cols, _, search = knn_rows(y, np.flatnonzero(has), cfg)
-    assert search["index"] == "flat" and search["rows"] == int(has.sum())
+    about, src, cols, _, search = dense_knn(None, "user_text", True, cfg)
+    assert about.n_with == int(has.sum()) and about.usable
+    assert search["index"] == "flat"
     g = binary_knn(src, cols, len(y))
     assert g.getnnz(axis=1).tolist() == [5 if h else 0 for h in has]
     assert not set(g.indices.tolist()) & set(np.flatnonzero(~has).tolist())
