@@ -48,7 +48,7 @@ STAGE_SPECS: dict[str, StageSpec] = {
         StageSpec("augment", "blast_ray.augment.stage:run", ("etl", "graphs"), ("augment",)),
         StageSpec("train", "blast_ray.train.stage:run", ("etl", "features", "graphs", "augment"),
                   ("train", "evaluate.ks", "evaluate.batch_users", "evaluate.select_metric")),  # validation during training
-        StageSpec("evaluate", "blast_ray.evaluate.stage:run", ("etl", "train"), ("evaluate",)),
+        StageSpec("evaluate", "blast_ray.evaluate.stage:run", ("etl", "features", "graphs", "train"), ("evaluate",)),
         StageSpec("recommend", "blast_ray.recommend.stage:run", ("etl", "train"), ("recommend",)),
         StageSpec("report", "blast_ray.report.stage:run", STAGES[:-1], (), cached=False),
     )

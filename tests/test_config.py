@@ -96,10 +96,12 @@ def _with(**sections):
         # per-baseline training values: the key names the model, the message the fix
         ({"evaluate": {"baselines": ["pop"], "baseline_train": {"pop": {"lr": 0.01}}}},
          "evaluate.baseline_train.pop", "no training hyperparameters"),
-        ({"evaluate": {"baselines": ["pop"], "baseline_train": {"freedom": {}}}},
-         "evaluate.baseline_train.freedom", "trained baselines are bpr, lightgcn"),
+        ({"evaluate": {"baselines": ["pop"], "baseline_train": {"blast": {}}}},
+         "evaluate.baseline_train.blast", "trained baselines are bpr, lightgcn, freedom"),
         ({"evaluate": {"baselines": ["bpr"], "baseline_train": {"bpr": {"n_layers_ui": 2}}}},
-         "evaluate.baseline_train.bpr.n_layers_ui", "remove n_layers_ui"),
+         "evaluate.baseline_train.bpr.n_layers_ui", "it is lightgcn and freedom's"),
+        ({"evaluate": {"baselines": ["lightgcn"], "baseline_train": {"lightgcn": {"prune_ratio": 0.5}}}},
+         "evaluate.baseline_train.lightgcn.prune_ratio", "lightgcn has no prune_ratio; remove it"),
         ({"evaluate": {"baselines": ["lightgcn"], "baseline_train": {"lightgcn": {"lr": 0}}}},
          "evaluate.baseline_train.lightgcn.lr", "> 0"),
         ({"evaluate": {"baselines": ["lightgcn"], "baseline_train": {"lightgcn": {"learning_rate": 0.1}}}},
@@ -210,6 +212,10 @@ def test_baseline_train_overrides_the_train_section_per_baseline():
     over = load_config(CONFIGS[0], overrides=["evaluate.baselines=pop,lightgcn", "evaluate.baseline_train.lightgcn.lr=0.02"])
     assert over.evaluate.baseline_train["lightgcn"].lr == 0.02
     ml = load_config(Path(__file__).parent.parent / "configs" / "ml-100k.yaml")
-    assert set(ml.evaluate.baseline_train) == {"bpr", "lightgcn"} <= set(ml.evaluate.baselines)
+    assert set(ml.evaluate.baseline_train) == {"bpr", "lightgcn", "freedom"} <= set(ml.evaluate.baselines)
+    fr = ml.evaluate.baseline_train_config("freedom", ml.train)
+    assert set(ml.evaluate.baseline_train["freedom"].train_changes()) == {
+        "lr", "l2_weight", "n_layers_ui", "n_layers_ii", "prune_ratio", "reg_weight"}
+    assert fr.model == "freedom" and fr.n_layers_ii == 0 and fr.embedding_dim == ml.train.embedding_dim
     assert set(ml.evaluate.baseline_train["lightgcn"].train_changes()) == {"lr", "l2_weight", "n_layers_ui"}
     assert set(ml.evaluate.baseline_train["bpr"].train_changes()) == {"lr", "l2_weight"}

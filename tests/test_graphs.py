@@ -174,7 +174,8 @@ def test_baby_template_profiles_fall_back_to_cooccurrence(data_dir, tmp_path, ra
 
     cfg = load_config(str(PROJECT_ROOT / "configs" / "amazon-baby.yaml"),
                       overrides=[f"store={tmp_path / 'store'}", "graphs.distributed=false",
-                                 "features.num_cpus_per_actor=1.5", "profiles.sample_users=2000"])
+                                 "features.num_cpus_per_actor=1.5", "profiles.sample_users=2000",
+                                 "graphs.user_graph=true"])  # the tuned Baby config builds none
     with caplog.at_level("WARNING", logger="blast_ray.graphs"):
         m = _graph_manifest(tmp_path / "store", cfg)
     extra = m["extra"]

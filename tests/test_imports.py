@@ -10,8 +10,6 @@ import ast
 import importlib
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 # modules that import an optional engine at module level (DGL lives in its own venv)
 OPTIONAL = {"blast_ray.models.graph_backend.dgl_backend"}

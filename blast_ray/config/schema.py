@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from blast_ray.config.errors import ConfigError, KeyedValueError, config_error, key_error
 from blast_ray.store.names import MAX_NAME_LEN, is_valid_name
 
-BASELINE_MODELS = ("pop", "bpr", "lightgcn")
+BASELINE_MODELS = ("pop", "bpr", "lightgcn", "freedom")
 
 STAGES: tuple[str, ...] = (
     "etl",
@@ -453,6 +453,9 @@ class TrainConfig(ConfigModel):
 
 
 TRAINED_BASELINES = tuple(m for m in BASELINE_MODELS if m != "pop")  # pop is a ranking, not a training
+# keys of evaluate.baseline_train.<model> that only some baselines have
+BASELINE_ONLY_KEYS = {"n_layers_ui": ("lightgcn", "freedom"), "n_layers_ii": ("freedom",),
+                      "prune_ratio": ("freedom",), "reg_weight": ("freedom",)}
 
 
 class BaselineTrainConfig(ConfigModel):
@@ -463,7 +466,12 @@ class BaselineTrainConfig(ConfigModel):
 
     lr: Optional[Float] = Field(None, gt=0)
     l2_weight: Optional[Float] = Field(None, ge=0)
-    n_layers_ui: Optional[Int] = Field(None, ge=0)  # lightgcn only (bpr has no propagation)
+    n_layers_ui: Optional[Int] = Field(None, ge=0)  # lightgcn, freedom (bpr has no propagation)
+    # freedom only: its item-graph layers, edge pruning and item-feature term (the graph itself is
+    # the run's graphs output: graphs.knn_k is shared with the main model)
+    n_layers_ii: Optional[Int] = Field(None, ge=0)
+    prune_ratio: Optional[Float] = Field(None, ge=0, lt=1)
+    reg_weight: Optional[Float] = Field(None, ge=0)
     epochs: Optional[Int] = Field(None, ge=1)
     patience: Optional[Int] = Field(None, ge=1)
 
@@ -486,7 +494,8 @@ def _baseline_train(v: Any) -> Any:
             continue
         if not isinstance(hp, dict):
             raise key_error(f"evaluate.baseline_train.{name}", f"must be a mapping of training keys "
-                            f"(lr, l2_weight, n_layers_ui, epochs, patience), got {hp!r}")
+                            f"(lr, l2_weight, n_layers_ui, n_layers_ii, prune_ratio, reg_weight, epochs, patience), "
+                            f"got {hp!r}")
         try:
             out[name] = BaselineTrainConfig(**hp)
         except ConfigError as e:
@@ -509,12 +518,15 @@ class EvaluateConfig(ConfigModel):
     # the validation metric the trainer selects the best epoch on: <metric>@<K>, K in ks
     select_metric: str = "recall@20"
     # Reference models trained and scored on the SAME split by the evaluate stage, for the report's
-    # "metrics vs baselines" table: pop (train popularity), bpr, lightgcn (the train section's
-    # hyperparameters, model swapped, ID-only, trained through the same path: train.num_workers, use_gpu). [] = none.
+    # "metrics vs baselines" table: pop (train popularity), bpr, lightgcn (ID-only), freedom (the
+    # run's item graph S_I, and its item features when the run has them: needs the graphs output; no user graph,
+    # no OT pairs), each with the train section's hyperparameters, model swapped, trained through the
+    # same path (train.num_workers, use_gpu). [] = none.
     baselines: Annotated[tuple[Literal[BASELINE_MODELS], ...], BeforeValidator(_split_commas)] = ("pop",)
-    # Per trained baseline (bpr, lightgcn): its own training hyperparameters instead of the train
-    # section's, e.g. {lightgcn: {lr: 0.0089, l2_weight: 1.0e-5, n_layers_ui: 3}} (keys lr, l2_weight,
-    # n_layers_ui (lightgcn), epochs, patience; a key left out keeps the train section's value).
+    # Per trained baseline (bpr, lightgcn, freedom): its own training hyperparameters instead of the
+    # train section's, e.g. {lightgcn: {lr: 0.0089, l2_weight: 1.0e-5, n_layers_ui: 3}} (keys lr,
+    # l2_weight, n_layers_ui (lightgcn, freedom), n_layers_ii / prune_ratio / reg_weight (freedom),
+    # epochs, patience; a key left out keeps the train section's value).
     # An entry applies when its model is in evaluate.baselines (`--set evaluate.baselines=[pop]` keeps
     # a config with tuned entries valid; the evaluate stage logs the unused ones).
     baseline_train: Annotated[dict[str, BaselineTrainConfig], BeforeValidator(_baseline_train)] = Field(default_factory=dict)
@@ -537,9 +549,11 @@ class EvaluateConfig(ConfigModel):
                 why = "pop is a popularity ranking: it has no training hyperparameters" if name == "pop" else (
                     f"not a trained baseline; trained baselines are {', '.join(TRAINED_BASELINES)}")
                 raise KeyedValueError(f"baseline_train.{name}", f"{why}; remove this entry")
-            if name == "bpr" and hp.n_layers_ui is not None:
-                raise KeyedValueError("baseline_train.bpr.n_layers_ui", "bpr has no graph propagation; "
-                                      "remove n_layers_ui (it is lightgcn's)")
+            for key in BASELINE_ONLY_KEYS:
+                owners = BASELINE_ONLY_KEYS[key]
+                if name not in owners and getattr(hp, key) is not None:
+                    raise KeyedValueError(f"baseline_train.{name}.{key}", f"{name} has no {key}; remove it "
+                                          f"(it is {' and '.join(owners)}'s)")
         return self
 
     def baseline_train_config(self, name: str, train: "TrainConfig") -> "TrainConfig":

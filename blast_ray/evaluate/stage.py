@@ -2,9 +2,11 @@
 (the masking rule of :func:`blast_ray.ranking.scoring.known_items`), written through
 :mod:`blast_ray.evaluate.artifacts`.
 
-It also trains and scores the reference models of ``evaluate.baselines`` (pop, bpr, lightgcn) on the
-same split, so the report compares the run against baselines it can trust: same users, same items,
-same masks. A trained baseline uses the train section's hyperparameters unless
+It also trains and scores the reference models of ``evaluate.baselines`` (pop, bpr, lightgcn,
+freedom) on the same split, so the report compares the run against baselines it can trust: same
+users, same items, same masks. bpr and lightgcn see the interactions only; freedom also the run's
+item features and item graph S_I (the committed features and graphs outputs, as the main model
+reads them; no user graph, no OT pairs). A trained baseline uses the train section's hyperparameters unless
 ``evaluate.baseline_train.<model>`` gives its own (the tuned values of ``blast tune``).
 Baselines are selected on VALID like the main model; their test metrics are those of
 the best valid epoch (selected on ``evaluate.select_metric``). Results: the baselines table and the manifest's
@@ -52,9 +54,15 @@ def block_users(ev, n_items: int) -> int:
     return users_per_block(n_items, ev.block_memory_gib, ev.batch_users)
 
 
+# baselines that read side inputs (item features, item graph) besides the interactions
+# (freedom: the item graph is required; the item features are used when the run has them, as the
+# train stage uses them)
+SIDE_INPUT_BASELINES = ("freedom",)
+
+
 def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric: str = "recall@20", *,
                  num_shards: int = 1, store=None, checkpoint_parts: tuple[str, ...] | None = None,
-                 source=None) -> dict[str, Any]:
+                 source=None, inputs=None) -> dict[str, Any]:
     """Train (if needed) and score one baseline; returns {"metrics": flat, "seconds", "epochs",
     "per_user": (test users, {metric@k: per-user values})} and, for a trained one, "history"
     (per-epoch rows) and "best_epoch" (the epoch whose weights were scored).
@@ -62,11 +70,13 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
     A trained baseline goes through the main model's training path with ``train_cfg`` (the train
     section with the baseline's ``evaluate.baseline_train`` values on top:
     :meth:`EvaluateConfig.baseline_train_config`; ``train.num_workers`` Ray Train workers, ``train.use_gpu``, checkpoints under
-    ``checkpoint_parts`` so an interrupted evaluate resumes it), only the model swapped, ID-only
-    and never warm-started. Scored by the trainer's final scoring (``batch_users`` per block); the
-    popularity ranking like the main model (``num_shards``). source: where Ray Train workers read
-    the (ID-only) inputs, as the main model's do (a ``StoreInputs`` naming only the committed etl
-    output; the evaluate stage passes it); None ships ``data`` in the workers' config.
+    ``checkpoint_parts`` so an interrupted evaluate resumes it), only the model swapped, never
+    warm-started. Scored by the trainer's final scoring (``batch_users`` per block); the
+    popularity ranking like the main model (``num_shards``). inputs: the ``TrainInputs`` it trains
+    on (None: ID-only, ``TrainInputs(data)``; freedom's carry the features and graphs: see
+    :func:`baseline_inputs`). source: where Ray Train workers read the same inputs, as the main
+    model's do (a ``StoreInputs``; the evaluate stage passes it); None ships them in the workers'
+    config.
     """
     t0 = time.perf_counter()
     if name == "pop":
@@ -77,7 +87,7 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
     from blast_ray.train import EvalPlan, TrainInputs, final_outputs, fit
 
     cfg = train_cfg.updated(model=name, warm_start_from=None)
-    inputs = TrainInputs(data)  # ID-only: the baselines see interactions, nothing else
+    inputs = inputs if inputs is not None else TrainInputs(data)  # default ID-only: interactions, nothing else
     plan = EvalPlan(ks=tuple(ks), batch_users=batch_users, select_metric=select_metric)
     state = fit(cfg, inputs, plan, store=store, checkpoint_parts=checkpoint_parts, source=source)
     _, h_u, f_i, valid, test = final_outputs(cfg, inputs, state, plan)  # the trainer's own scoring, same rule
@@ -87,19 +97,32 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
             "history": list(state.history), "per_user": per_user}
 
 
+def baseline_inputs(ctx, name: str, data):
+    """``(inputs, source)`` baseline ``name`` trains on: None (ID-only) and a ``StoreInputs`` naming
+    the etl output only, or for a side-input baseline (freedom) the ``TrainInputs`` of the committed
+    graphs output and, when present, the features output too (never the augmentation). No graphs
+    output is a one-line error that says how to get it."""
+    from blast_ray.train.source import AugmentUse, StoreInputs, side_inputs
+
+    stages = {"etl": ctx.require("etl")}
+    if name in SIDE_INPUT_BASELINES:
+        if "graphs" not in ctx.outputs:
+            raise RuntimeError(f"evaluate.baselines lists {name}, which trains on the item graph: it needs the 'graphs' "
+                               "output, which is not in this run and has no committed output for this config; add graphs "
+                               f"to --stages or remove {name} from evaluate.baselines")
+        stages.update({s: ctx.outputs[s] for s in ("features", "graphs") if s in ctx.outputs})
+    # the baselines' Ray Train workers load the same inputs from the store, as the main model's do
+    source = StoreInputs.from_outputs(ctx.store, ctx.dataset, stages, AugmentUse())
+    return (side_inputs(stages, data, AugmentUse()) if len(stages) > 1 else None), source
+
+
 def run(ctx, out) -> dict[str, Any]:
     from blast_ray.etl.artifacts import load_interactions
     from blast_ray.store import layout
     from blast_ray.train.artifacts import load_embeddings
 
-    from blast_ray.train.source import AugmentUse, StoreInputs
-
     ev = ctx.cfg.evaluate
-    etl = ctx.require("etl")
-    data = load_interactions(etl)
-    # the baselines' Ray Train workers load the interactions from the store, as the main model's do
-    # (ID-only: only the etl output, no augmentation)
-    baseline_source = StoreInputs.from_outputs(ctx.store, ctx.dataset, {"etl": etl}, AugmentUse())
+    data = load_interactions(ctx.require("etl"))
     h_u, f_i = (torch.from_numpy(a) for a in load_embeddings(ctx.require("train")))
     per_block = block_users(ev, data.n_items)
     t0 = time.perf_counter()
@@ -121,10 +144,11 @@ def run(ctx, out) -> dict[str, Any]:
         if name == main_model:
             log.debug("evaluate: baseline %s is this run's model; not trained twice", name)
             continue
+        inputs, source = baseline_inputs(ctx, name, data) if name != "pop" else (None, None)
         res = run_baseline(name, ev.baseline_train_config(name, ctx.cfg.train), data, ev.ks, per_block, ev.select_metric,
                            num_shards=ev.num_shards, store=ctx.store,
                            checkpoint_parts=layout.checkpoint_parts(ctx.dataset, out.fingerprint, f"baseline-{name}"),
-                           source=baseline_source)
+                           source=source, inputs=inputs)
         baselines[name] = res["metrics"]
         per_user[name] = res["per_user"]
         if res.get("history"):
