@@ -216,69 +216,41 @@ def record_tune(out: dict[str, Any], prefix: str, outcome, n_start_points: int) 
             out[f"{prefix}.start_point{i}.valid"] = round(float(v), 5)
 
 
-def valid_run(base, values: dict[str, Any], seed: int, tag: str) -> float:
-    """Valid Recall@20 (at the epoch chosen on validation) of ``base`` + ``values`` trained with
-    ``train.seed = seed`` for the config's epochs (``--seed-max-epochs`` cap): the train stage only,
-    so no test metric is computed for a candidate that may not be chosen."""
-    return float(pipeline_run(base, values, seed, tag, ("train",))[1].metrics()["valid.recall@20"])
-
-
 def rerank(dataset: str, base, model: str, outcome, n: int, out: dict[str, Any],
            guaranteed: list[dict[str, Any]] = ()) -> dict[str, Any] | None:
-    """The tune's top ``n`` trials (by their capped-epoch validation metric) and the trials of the
-    ``guaranteed`` points (the simpler models inside this space: the staged search's start points)
-    re-scored at full length (the config's epochs, early stopping on validation, seed BASE_SEED):
-    the chosen values are the best of those on VALIDATION. Trials are cut at ``--max-epochs`` and
-    ASHA stops slow starters early, and models converge at different speeds (FREEDOM at 110-180
-    epochs on Scientific, BLAST at 50-80): the capped ranking alone picked configurations that lose
-    at full length and dropped FREEDOM's point inside BLAST's space, which the fallback guarantee
-    needs. None when ``n`` < 2 (the tune's choice)."""
+    """``blast_ray.tune.rerank`` on ``model``'s tune: its top ``n`` trials and the ``guaranteed``
+    points (the simpler models inside this space) re-trained for the config's epochs (the
+    ``--seed-max-epochs`` cap, seed BASE_SEED), validation only; the best on VALIDATION is the
+    choice (the module doc says why). Flat keys ``<dataset>.<model>.rerank.<i>.{tune,full}_valid``.
+    None when ``n`` < 2 (the tune's choice)."""
+    from blast_ray.tune.rerank import candidates, rerank_full_length
+    from blast_ray.tune.runner import config_with
+
     if n < 2:
         return None
     fixed = _space_fixed(model)
-    seen, cands = [], []
-
-    def add(row, values):
-        if values not in seen:
-            seen.append(values)
-            cands.append((row, values))
-
-    ranked = sorted((r for r in outcome.trials if r.get(outcome.metric) is not None), key=lambda r: -r[outcome.metric])
-    for row in ranked:
-        if len(cands) == n:
-            break
-        add(row, {k: v for k, v in row["values"].items() if not k.startswith("_")})
-    for point in guaranteed:  # its trial (the sampled keys it left open filled in), else the point itself
-        row = next((r for r in outcome.trials if all(r["values"].get(k) == v for k, v in point.items())), None)
-        add(row, {k: v for k, v in (row["values"] if row else point).items() if not k.startswith("_")})
+    cands = candidates(outcome.trials, outcome.metric, n, guaranteed)
+    scored, best = rerank_full_length(config_with(base, {**fixed, "train.seed": BASE_SEED}), cands, outcome.metric,
+                                      f"quality-{dataset}-{model}-rerank")
     prefix = f"{dataset}.{model}.rerank"
-    scores = []
-    for i, (row, values) in enumerate(cands, 1):
-        v = valid_run(base, {**fixed, **values}, BASE_SEED, f"{dataset}-{model}-rerank{i}")
-        scores.append(v)
-        capped = row.get(outcome.metric) if row else None
-        if capped is not None:
-            out[f"{prefix}.{i}.tune_valid"] = round(float(capped), 5)
-        out[f"{prefix}.{i}.full_valid"] = round(v, 5)
-        log.info("%s %s rerank %d/%d: valid recall@20 %s within the tune's epochs, %.4f at full length",
-                 dataset, model, i, len(cands), "-" if capped is None else f"{capped:.4f}", v)
-    best = int(np.argmax(scores))  # ties: the better tune rank
+    for i, c in enumerate(scored, 1):
+        if c.tune_metric is not None:
+            out[f"{prefix}.{i}.tune_valid"] = round(c.tune_metric, 5)
+        out[f"{prefix}.{i}.full_valid"] = round(c.full_metric, 5)
     out[f"{prefix}.chosen"] = best + 1
-    out[f"{dataset}.{model}.rerank_valid"] = round(scores[best], 5)
-    return {**fixed, **cands[best][1]}
+    out[f"{dataset}.{model}.rerank_valid"] = round(scored[best].full_metric, 5)
+    return {**fixed, **scored[best].values}
 
 
 def guaranteed_points(model: str, base, start: dict[str, Any] | None, also: dict[str, dict[str, Any]]) -> list[dict]:
     """The points of ``model``'s space that are its simpler models at their chosen values (the
     staged search's start point 1 and the ``also_from`` points): always re-ranked at full length."""
-    from blast_ray.tune.runner import config_with, embedded_point, start_points
+    from blast_ray.tune import rerank as rr
+    from blast_ray.tune.runner import config_with
     from blast_ray.tune.space import load_space
 
-    if not start and not also:
-        return []
     space = load_space(ROOT / "configs" / "spaces" / f"{model}.yaml")
-    points = start_points(space, config_with(base, space.fixed), start)[:1] if start else []
-    return points + [embedded_point(space, v) for v in also.values()]
+    return rr.guaranteed_points(space, config_with(base, space.fixed), dict(start or {}), list(also.values()))
 
 
 def _space_fixed(model: str) -> dict[str, Any]:

@@ -238,10 +238,12 @@ def test_blast_space_holds_freedom_and_the_rerank_chooses_at_full_length(monkeyp
     full = {0.01: 0.263, 0.003: 0.279, 0.001: 0.30}  # full-length validation of each candidate
     calls = []
 
-    def fake_valid_run(base_, values, seed, tag):
-        calls.append((values["train.lr"], seed))
-        return full[values["train.lr"]]
-    monkeypatch.setattr(qt, "valid_run", fake_valid_run)
+    def fake_full_length_metric(cfg, metric, run_id):  # the training itself: tests/test_tune.py
+        calls.append((cfg.train.lr, cfg.train.seed))
+        return full[cfg.train.lr], 7
+    import blast_ray.tune.rerank as rr
+
+    monkeypatch.setattr(rr, "full_length_metric", fake_full_length_metric)
     out = {}
     chosen = qt.rerank("amazon-scientific", base, "blast", outcome, 2, out)
     assert [c[0] for c in calls] == [0.01, 0.003] and {c[1] for c in calls} == {qt.BASE_SEED}  # top 2 distinct

@@ -320,3 +320,68 @@ def test_interrupted_tune_resumes_trials_from_their_checkpoints(data_dir, ml100k
     assert [r["epoch"] for r in rows[k:]] == list(range(e0, 30))
     if e0 < k:  # the redone epoch starts from the same state (weights, optimizer, RNG): same result
         assert rows[k]["valid.recall@20"] == pytest.approx(rows[e0]["valid.recall@20"], rel=1e-6)
+
+
+def test_tune_rerank_at_full_length_with_also_from(data_dir, ml100k_store, tmp_path, ray_local, capsys):
+    """`--also-from` adds a finished tune's choice as one point; `--rerank 2` re-trains the top 2
+    trials and that point for the config's full epochs (validation only) and chooses the best there.
+    The full-length figure is what the train stage gets for the same config; a `--resume` re-ranks
+    from the stored scores without training again."""
+    import doctest
+
+    from blast_ray.pipeline import run_pipeline
+    from blast_ray.tune import rerank as rr
+
+    assert doctest.testmod(rr).failed == 0
+    cfg_path = _tune_config(data_dir, ml100k_store, tmp_path / "cfg.yaml", ("etl", "train", "evaluate"),
+                            epochs=4, patience=4)
+    space_path = tmp_path / "lightgcn.yaml"
+    space_path.write_text(yaml.safe_dump({
+        "fixed": {"train.model": "lightgcn", "augment.enabled": False},
+        "fallback": {"train.n_layers_ui": 0},
+        "train.lr": {"loguniform": [2.0e-3, 2.0e-2]},
+        "train.n_layers_ui": {"choice": [0, 1, 2]},
+    }))
+    common = ["--config", str(cfg_path), "--space", str(space_path), "--max-epochs", "1", "--grace-epochs", "1",
+              "--cpus-per-trial", "0.5", "--no-final"]
+    tune_dir = ml100k_store / "ml-100k" / "tune"
+    # what --also-from reads of a finished tune: its tune_summary.json's best.values (a point no
+    # sampled trial has; a key the space does not tune is ignored)
+    simpler = {"train.lr": 0.0123, "train.n_layers_ui": 1, "train.l2_weight": 0.0}
+    (tune_dir / "simpler").mkdir(parents=True)
+    (tune_dir / "simpler" / "tune_summary.json").write_text(json.dumps({"best": {"values": simpler}}))
+    argv = ["tune", *common, "--trials", "2", "--name", "reranked", "--also-from", str(tune_dir / "simpler"),
+            "--rerank", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "re-rank 1:" in printed and "<- chosen" in printed and "full length" in printed
+    summary = json.loads((tune_dir / "reranked" / "tune_summary.json").read_text())
+    assert summary["search"]["also_from"] == [simpler]
+    cands = summary["rerank"]["candidates"]
+    assert summary["rerank"]["epochs"] == 4 and 2 <= len(cands) <= 3
+    also_point = {"train.n_layers_ui": 1, "train.lr": 0.0123}
+    assert any(c["values"] == also_point for c in cands)  # the --also-from point, a trial of the tune
+    assert all(c["full_metric"] is not None and 1 <= c["best_epoch"] <= 4 for c in cands)
+    chosen = summary["rerank"]["chosen"]
+    assert cands[chosen]["full_metric"] == max(c["full_metric"] for c in cands)
+    assert summary["best"]["values"] == cands[chosen]["values"]
+    assert summary["best"]["valid.recall@20"] == cands[chosen]["full_metric"]
+    # validation only: the re-rank wrote no train/evaluate stage output (no test metric anywhere)
+    assert not (ml100k_store / "ml-100k" / "stages" / "train").exists()
+    scores = sorted((tune_dir / "rerank-scores").glob("*.json"))
+    assert len(scores) == len(cands)
+
+    # the full-length figure is the train stage's for the same configuration
+    best_cfg = load_config(tune_dir / "reranked" / "best_config.yaml")
+    best_cfg.train.progress = False
+    res = run_pipeline(best_cfg, stages=("etl", "train"), run_id="rerank-check")
+    assert res.ok, res.error
+    assert res.manifests["train"]["extra"]["metrics"]["valid.recall@20"] == pytest.approx(cands[chosen]["full_metric"],
+                                                                                          abs=1e-6)
+    # --resume: the finished experiment restored and re-ranked from the stored scores, nothing retrained
+    stamps = [p.stat().st_mtime_ns for p in scores]
+    assert main([*argv, "--resume"]) == 0
+    again = json.loads((tune_dir / "reranked" / "tune_summary.json").read_text())
+    assert again["rerank"]["candidates"] == cands and [p.stat().st_mtime_ns for p in scores] == stamps
+    assert main([*argv[:-4], "--also-from", str(tmp_path / "nowhere")]) == 2
+    assert "--also-from" in capsys.readouterr().err

@@ -28,6 +28,14 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
                    help="staged search: start from the chosen values of a finished tune (its folder or tune_summary.json; "
                         "e.g. lightgcn's for blast): first trial = this space's fallback at those values, second = the "
                         "config's values of every tuned key with those on top (both count against --trials)")
+    p.add_argument("--also-from", action="append", default=[], metavar="EXPERIMENT",
+                   help="also evaluate a further simpler model's choice as one point of this space (its folder or "
+                        "tune_summary.json; repeatable), e.g. freedom's for blast: every part off, the shared keys "
+                        "at its values; counts against --trials")
+    p.add_argument("--rerank", type=int, default=_DEFAULTS.rerank, metavar="N",
+                   help="choose among the top N trials and the --start-from/--also-from points re-trained at the "
+                        "config's full train.epochs, on validation (default 0: the best trial within --max-epochs; "
+                        "benchmarks/quality_tables.py uses 3)")
     p.add_argument("--resume", action="store_true", help="restore the experiment of this name (Tuner.restore) instead of starting it")
     p.add_argument("--out", default=None, help="also write the best configuration YAML to this file")
     p.add_argument("--no-final", dest="final", action="store_false",
@@ -40,12 +48,14 @@ def tune_command(args: argparse.Namespace) -> int:
 
     try:
         start = start_values_from(args.start_from) if args.start_from else {}
+        also = tuple(start_values_from(p, "--also-from") for p in args.also_from)
     except ValueError as e:
         print(f"blast tune: {e}".splitlines()[0], file=sys.stderr)
         return 2
     options = TuneOptions(trials=args.trials, max_epochs=args.max_epochs, grace_epochs=args.grace_epochs,
                           cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed,
-                          name=args.name, resume=args.resume, final=args.final, start_values=start)
+                          name=args.name, resume=args.resume, final=args.final, start_values=start,
+                          also_from=also, rerank=args.rerank)
     try:
         outcome = run_tune(args.config, args.space, options, overrides=args.overrides, store=args.store, out=args.out)
     except RuntimeError as e:

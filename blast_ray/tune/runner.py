@@ -23,6 +23,11 @@ What one call does (:func:`run_tune`):
    dataset config with the chosen values, a comment naming the run) and ``tune_summary.json`` into
    the experiment folder (and ``--out``), and with ``final`` (default) runs the pipeline's train +
    evaluate once on the chosen configuration: the only place test metrics appear.
+   With ``--rerank N`` (``TuneOptions.rerank``) the choice is made among the top N trials and the
+   simpler-model points (``--start-from`` point 1, each ``--also-from``) re-trained at the config's
+   full epochs, on validation only (:mod:`blast_ray.tune.rerank`): capped trials and ASHA favour fast
+   starters. The experiment itself does not depend on it, so ``--resume --rerank N`` re-ranks a
+   finished tune.
 """
 
 from __future__ import annotations
@@ -79,6 +84,10 @@ class TuneOptions:
     # points (:func:`embedded_point`: every part off, their shared keys on top), e.g. FREEDOM's best
     # for BLAST, whose space holds FREEDOM exactly (user branch and OT off).
     also_from: tuple[dict[str, Any], ...] = ()
+    # >= 2: the top `rerank` trials (and the simpler-model points above) re-trained at the config's
+    # full epochs, the best on validation chosen (:mod:`blast_ray.tune.rerank`); 0 or 1: the tune's
+    # best trial within its capped epochs
+    rerank: int = 0
 
     def __post_init__(self) -> None:
         def fail(key: str, msg: str) -> None:
@@ -96,6 +105,8 @@ class TuneOptions:
             fail("cpus_per_trial", f"must be > 0, got {self.cpus_per_trial}")
         if self.max_concurrent < 1:
             fail("max_concurrent", f"must be >= 1, got {self.max_concurrent}")
+        if self.rerank < 0:
+            fail("rerank", f"must be >= 0 (0: off), got {self.rerank}")
         if self.name is not None:
             try:
                 validate_name(self.name, "name")
@@ -116,13 +127,17 @@ class TuneOutcome:
     n_trials: int
     best_values: dict[str, Any]  # the chosen dotted values (tuned keys only)
     metric: str  # the validation metric trials were chosen on (metric_key)
-    best_metric: float  # its best value in the chosen trial (over its epochs)
-    best_epoch: int  # 1-based training_iteration of that value
+    best_metric: float  # its best value in the chosen trial (over its epochs; re-ranked: at full length)
+    best_epoch: int  # 1-based epoch of that value
     best_yaml: str
     kept: dict[str, bool]  # which parts of the model the chosen configuration keeps
     trials: list[dict[str, Any]] = field(default_factory=list)  # per trial: id, status, values, best valid metric
     final_metrics: dict[str, Any] | None = None  # valid.* and test.* of the final run (final=True)
     final_run_id: str | None = None
+    # the full-length re-rank (options.rerank >= 2): every candidate (rerank.Candidate.as_dict) and
+    # the index of the chosen one
+    rerank: list[dict[str, Any]] = field(default_factory=list)
+    rerank_chosen: int | None = None
 
 
 # ---- configs -------------------------------------------------------------------------------------
@@ -548,12 +563,27 @@ def run_tune(
         raise RuntimeError(f"tune {name}: no trial reported {metric} ({errs or 'no trials ran'}); see {exp_path}")
     best_row = max(scored, key=lambda r: r[metric])
     best_values = {k: best_row["values"][k] for k in space.keys if k in best_row["values"]}
+    best_metric, best_epoch, how = best_row[metric], best_row["best_epoch"], f"trial {best_row['trial_id']}"
+    reranked, rerank_chosen = [], None
+    if options.rerank >= 2:
+        from blast_ray.tune import rerank as rr
+
+        cands = rr.candidates(rows, metric, options.rerank,
+                              rr.guaranteed_points(space, base, options.start_values, options.also_from))
+        scored_cands, rerank_chosen = rr.rerank_full_length(base, cands, metric, f"tune-{name}-rerank")
+        reranked = [c.as_dict() for c in scored_cands]
+        pick = scored_cands[rerank_chosen]
+        best_values = {k: pick.values[k] for k in space.keys if k in pick.values}
+        best_metric, best_epoch = pick.full_metric, pick.best_epoch
+        how = (f"re-rank {rerank_chosen + 1} of {len(scored_cands)} at the config's {base.train.epochs} epochs"
+               f" ({f'trial {pick.trial_id}' if pick.trial_id else 'a simpler-model point no trial ran'})")
     chosen = config_with(base, best_values)
     kept = kept_components(chosen)
     header = (f"tuned by `blast tune` run {name} ({art_store.uri(*layout.tune_parts(base.dataset.name, name))}):\n"
-              f"space {space.source}, {len(rows)} trials x <= {options.max_epochs} epochs, ASHA, seed {seed};\n"
-              f"chosen on VALIDATION: {metric} = {best_row[metric]:.4f} (trial {best_row['trial_id']}, epoch "
-              f"{best_row['best_epoch']}); keeps: {', '.join(k for k, v in kept.items() if v) or 'none (LightGCN + BPR)'}")
+              f"space {space.source}, {len(rows)} trials x <= {options.max_epochs} epochs, ASHA, seed {seed}"
+              f"{f', top {options.rerank} re-ranked at full length' if reranked else ''};\n"
+              f"chosen on VALIDATION: {metric} = {best_metric:.4f} ({how}, epoch "
+              f"{best_epoch}); keeps: {', '.join(k for k, v in kept.items() if v) or 'none (LightGCN + BPR)'}")
     all_values = {**space.fixed, **best_values}
     best_yaml = best_config_yaml(config_path, overrides, all_values, header, out_dir=Path(exp_path))
     artifacts.write_best_config(art_store, base.dataset.name, name, best_yaml)
@@ -562,8 +592,8 @@ def run_tune(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(best_config_yaml(config_path, overrides, all_values, header, out_dir=out.parent))
     outcome = TuneOutcome(experiment=name, experiment_path=exp_path, restored=options.resume, n_trials=len(rows), metric=metric,
-                          best_values=best_values, best_metric=best_row[metric], best_epoch=best_row["best_epoch"],
-                          best_yaml=best_yaml, kept=kept, trials=rows)
+                          best_values=best_values, best_metric=best_metric, best_epoch=best_epoch,
+                          best_yaml=best_yaml, kept=kept, trials=rows, rerank=reranked, rerank_chosen=rerank_chosen)
     if options.final:
         outcome.final_metrics, outcome.final_run_id = _final_run(chosen, name)
     summary = {
@@ -572,10 +602,13 @@ def run_tune(
         "scheduler": {"name": "ASHA", "time_attr": "training_iteration (epochs)", "max_t": options.max_epochs,
                       "grace_period": options.grace_epochs, "reduction_factor": options.reduction_factor},
         "search": {"name": "random (BasicVariantGenerator)", "seed": seed, "fallback_first": bool(space.fallback),
-                   "start_values": dict(options.start_values), "points_to_evaluate": points},
+                   "start_values": dict(options.start_values), "also_from": [dict(v) for v in options.also_from],
+                   "points_to_evaluate": points},
+        "rerank": {"top": options.rerank, "epochs": base.train.epochs, "candidates": reranked,
+                   "chosen": rerank_chosen} if reranked else None,
         "restored": options.resume, "seconds": round(time.time() - t0, 1),
-        "best": {"values": best_values, metric: best_row[metric], "trial_id": best_row["trial_id"],
-                 "best_epoch": best_row["best_epoch"], "kept": kept},
+        "best": {"values": best_values, metric: best_metric, "trial_id": best_row["trial_id"] if not reranked
+                 else scored_cands[rerank_chosen].trial_id, "best_epoch": best_epoch, "kept": kept},
         "trials": rows, "final": {"run_id": outcome.final_run_id, "metrics": outcome.final_metrics},
     }
     artifacts.write_summary(art_store, base.dataset.name, name, summary)
@@ -594,8 +627,13 @@ def _final_run(chosen: PipelineConfig, name: str) -> tuple[dict[str, Any], str]:
 
 def format_outcome(o: TuneOutcome) -> str:
     """The console summary: best values, what the configuration keeps, the final test metrics."""
-    lines = [f"tune {o.experiment}: {o.n_trials} trials{' (restored)' if o.restored else ''} -> {o.experiment_path}",
-             f"best {o.metric} = {o.best_metric:.4f} (epoch {o.best_epoch}); chosen values:"]
+    lines = [f"tune {o.experiment}: {o.n_trials} trials{' (restored)' if o.restored else ''} -> {o.experiment_path}"]
+    for i, c in enumerate(o.rerank):
+        capped = "-" if c["tune_metric"] is None else f"{c['tune_metric']:.4f}"
+        lines.append(f"  re-rank {i + 1}: {o.metric} {capped} within the trial's epochs, {c['full_metric']:.4f} at "
+                     f"full length{'  <- chosen' if i == o.rerank_chosen else ''}")
+    lines.append(f"best {o.metric} = {o.best_metric:.4f} (epoch {o.best_epoch}"
+                 f"{', full length' if o.rerank else ''}); chosen values:")
     lines += [f"  {k}: {v}" for k, v in o.best_values.items()]
     errored = [t["trial_id"] for t in o.trials if t["status"] == "error"]
     if errored:
