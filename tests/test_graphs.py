@@ -235,3 +235,35 @@ def test_distributed_graphs_never_load_the_vectors_in_the_driver(data_dir, ml100
     for load in (lambda o: load_item_knn(o, "text"), lambda o: load_graph(o, "item"), lambda o: load_graph(o, "user")):
         a, b = load(outs[False]), load(outs[True])
         assert (a != b).nnz == 0 and a.nnz > 0
+
+
+def test_user_graph_from_cooccurrence(data_dir, ml100k_store, tmp_path, ray_local):
+    """graphs.user_graph_source=cooc: S_U is the symmetric-normalized binary kNN of the users' train
+    rows (cosine over their train items), whatever the user profiles say; built on Ray tasks
+    (graphs.distributed) equal to the exact reference; no features needed."""
+    from blast_ray.config import load_config
+    from blast_ray.etl.artifacts import load_interactions
+    from blast_ray.graphs import knn_topk, sym_normalize
+    from blast_ray.graphs.stage import binary_knn, load_graph
+    from blast_ray.store import ArtifactStore, StageOutput
+    from jobs.smoke import smoke_config
+
+    cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml",
+                                   graphs={"user_graph": True, "user_graph_source": "cooc", "knn_k": 5,
+                                           "block_rows": 256}))
+    m = _graph_manifest(ml100k_store, cfg, stages=("etl", "graphs"))
+    assert m["extra"]["user_graph"].startswith("built from co-occurrence")
+    assert m["extra"]["knn_search"]["user_cooc"]["index"] == "exact-sparse"
+    store = ArtifactStore(str(ml100k_store))
+    out = StageOutput(store, "ml-100k", "graphs", m["fingerprint"], {}, {})
+    s_u = load_graph(out, "user")
+    etl = StageOutput(store, "ml-100k", "etl", m["inputs"]["etl"], {}, {})
+    train = load_interactions(etl).train
+    assert s_u.shape == (train.shape[0],) * 2 and m["row_counts"]["user_graph"] == s_u.nnz
+    cols, _ = knn_topk(train.toarray().astype(np.float64), 5)
+    ref = sym_normalize(binary_knn(np.arange(train.shape[0]), cols, train.shape[0]))
+    # the same lists up to order inside exact ties at the k-th place: compare the supports row by row
+    same = [set(s_u[i].indices) == set(ref[i].indices) for i in range(train.shape[0])]
+    assert np.mean(same) >= 0.98
+    # k neighbours per user, weighted as the trainer reads it (D^-1/2 S D^-1/2, positive)
+    assert (s_u.getnnz(axis=1) == 5).all() and s_u.data.min() > 0

@@ -344,6 +344,10 @@ class GraphsConfig(ConfigModel):
     alpha_v: Float = Field(0.1, ge=0)
     alpha_t: Float = Field(0.9, ge=0)
     user_graph: bool = True
+    user_graph_source: Literal["text", "cooc"] = Field(
+        "text", description="what the user-user kNN is built over: text = the user_text feature (the method: "
+        "LLM user profiles); cooc [choice] = co-occurrence, rows of train R (cosine over the users' train items), "
+        "for data whose user profiles say nothing (template profiles)")
     block_rows: Int = Field(4096, ge=1)
     num_blocks: Int = Field(0, ge=0, description="0: one Ray task per block_rows rows")
     distributed: bool = True  # blocked top-k on Ray tasks; False: single process (same result)

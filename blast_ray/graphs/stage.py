@@ -22,6 +22,9 @@ section 2; files and schemas in ``blast_ray.graphs.artifacts``).
   the index (``dense_knn`` -> ``distributed.knn_ann_ray_loaded``); this process gets back only the
   :class:`FeatureRows` and the (N, k) neighbours, never the N x d vectors.
 - User-user: the same construction over user_text; skipped (logged, manifest extra) when absent.
+  With ``graphs.user_graph_source: cooc`` [choice] it is built over the users' co-occurrence rows
+  instead (rows of the TRAIN R, cosine: users who bought the same items), the sparse exact path
+  of the item co-occurrence kNN, for data whose user profiles carry nothing (template profiles).
   Users whose user_text vector is all-zero (no profile: e.g. ``profiles.sample_users``) get no
   user-user edges and are nobody's neighbour (row count ``user_graph_rows_without_vector``).
 """
@@ -238,6 +241,18 @@ def run(ctx, out) -> dict:
     if not cfg.user_graph:
         extra["user_graph"] = "disabled (graphs.user_graph=false)"
         log.info("user-user graph disabled by config")
+    elif cfg.user_graph_source == "cooc":
+        from blast_ray.etl.artifacts import load_interactions
+
+        t1 = time.time()
+        train = sp.csr_matrix(load_interactions(etl).train)
+        cols, _, search = cooc_knn(train, cfg)
+        extra.setdefault("knn_search", {})["user_cooc"] = search
+        s_u = sym_normalize(binary_knn(np.arange(n_users), cols, n_users))
+        artifacts.write_graph(out, "user", s_u)
+        timings["user_graph_s"] = round(time.time() - t1, 3)
+        row_counts["user_graph"] = int(s_u.nnz)
+        extra["user_graph"] = "built from co-occurrence (rows of train R; graphs.user_graph_source=cooc)"
     elif "user_text" not in names:
         extra["user_graph"] = "skipped: no user_text feature"
         log.warning("no user_text feature: user-user graph skipped")
