@@ -73,9 +73,11 @@ def test_freedom_baseline_without_the_graph_is_a_one_line_error(data_dir, ml100k
     from jobs.smoke import smoke_config
 
     cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml", epochs=1,
-                                   train={"model": "bpr", "embedding_dim": 16}, evaluate={"baselines": ["pop", "freedom"]}))
+                                   train={"model": "lightgcn", "embedding_dim": 16}, evaluate={"baselines": ["bpr", "freedom"]}))
     cfg.train.progress = False
     res = run_pipeline(cfg, stages=("etl", "train", "evaluate"), run_id="freedom-no-graph")
     assert not res.ok and res.failed_stage == "evaluate"
     assert "freedom" in res.error and "add graphs to --stages or remove freedom from evaluate.baselines" in res.error
     assert "\n" not in res.error.strip()
+    # refused before any baseline trained (bpr, listed first, wrote no checkpoint)
+    assert not list(ml100k_store.rglob("baseline-bpr"))

@@ -97,19 +97,26 @@ def run_baseline(name: str, train_cfg, data, ks, batch_users: int, select_metric
             "history": list(state.history), "per_user": per_user}
 
 
+def check_baseline_inputs(ctx, names) -> None:
+    """Before any baseline trains: a side-input baseline (freedom) among ``names`` without a graphs
+    output is a one-line error that says how to get it."""
+    for name in names:
+        if name in SIDE_INPUT_BASELINES and "graphs" not in ctx.outputs:
+            raise RuntimeError(f"evaluate.baselines lists {name}, which trains on the item graph: it needs the 'graphs' "
+                               "output, which is not in this run and has no committed output for this config; add graphs "
+                               f"to --stages or remove {name} from evaluate.baselines")
+
+
 def baseline_inputs(ctx, name: str, data):
     """``(inputs, source)`` baseline ``name`` trains on: None (ID-only) and a ``StoreInputs`` naming
     the etl output only, or for a side-input baseline (freedom) the ``TrainInputs`` of the committed
-    graphs output and, when present, the features output too (never the augmentation). No graphs
-    output is a one-line error that says how to get it."""
+    graphs output and, when present, the features output too (never the augmentation;
+    :func:`check_baseline_inputs` first)."""
     from blast_ray.train.source import AugmentUse, StoreInputs, side_inputs
 
     stages = {"etl": ctx.require("etl")}
     if name in SIDE_INPUT_BASELINES:
-        if "graphs" not in ctx.outputs:
-            raise RuntimeError(f"evaluate.baselines lists {name}, which trains on the item graph: it needs the 'graphs' "
-                               "output, which is not in this run and has no committed output for this config; add graphs "
-                               f"to --stages or remove {name} from evaluate.baselines")
+        check_baseline_inputs(ctx, [name])
         stages.update({s: ctx.outputs[s] for s in ("features", "graphs") if s in ctx.outputs})
     # the baselines' Ray Train workers load the same inputs from the store, as the main model's do
     source = StoreInputs.from_outputs(ctx.store, ctx.dataset, stages, AugmentUse())
@@ -122,6 +129,7 @@ def run(ctx, out) -> dict[str, Any]:
     from blast_ray.train.artifacts import load_embeddings
 
     ev = ctx.cfg.evaluate
+    check_baseline_inputs(ctx, [b for b in ev.baselines if b != ctx.cfg.train.model])
     data = load_interactions(ctx.require("etl"))
     h_u, f_i = (torch.from_numpy(a) for a in load_embeddings(ctx.require("train")))
     per_block = block_users(ev, data.n_items)
