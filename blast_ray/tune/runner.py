@@ -563,7 +563,8 @@ def run_tune(
         raise RuntimeError(f"tune {name}: no trial reported {metric} ({errs or 'no trials ran'}); see {exp_path}")
     best_row = max(scored, key=lambda r: r[metric])
     best_values = {k: best_row["values"][k] for k in space.keys if k in best_row["values"]}
-    best_metric, best_epoch, how = best_row[metric], best_row["best_epoch"], f"trial {best_row['trial_id']}"
+    best_metric, best_epoch, best_trial = best_row[metric], best_row["best_epoch"], best_row["trial_id"]
+    how = f"trial {best_trial}"
     reranked, rerank_chosen = [], None
     if options.rerank >= 2:
         from blast_ray.tune import rerank as rr
@@ -574,7 +575,7 @@ def run_tune(
         reranked = [c.as_dict() for c in scored_cands]
         pick = scored_cands[rerank_chosen]
         best_values = {k: pick.values[k] for k in space.keys if k in pick.values}
-        best_metric, best_epoch = pick.full_metric, pick.best_epoch
+        best_metric, best_epoch, best_trial = pick.full_metric, pick.best_epoch, pick.trial_id
         how = (f"re-rank {rerank_chosen + 1} of {len(scored_cands)} at the config's {base.train.epochs} epochs"
                f" ({f'trial {pick.trial_id}' if pick.trial_id else 'a simpler-model point no trial ran'})")
     chosen = config_with(base, best_values)
@@ -607,8 +608,8 @@ def run_tune(
         "rerank": {"top": options.rerank, "epochs": base.train.epochs, "candidates": reranked,
                    "chosen": rerank_chosen} if reranked else None,
         "restored": options.resume, "seconds": round(time.time() - t0, 1),
-        "best": {"values": best_values, metric: best_metric, "trial_id": best_row["trial_id"] if not reranked
-                 else scored_cands[rerank_chosen].trial_id, "best_epoch": best_epoch, "kept": kept},
+        "best": {"values": best_values, metric: best_metric, "trial_id": best_trial, "best_epoch": best_epoch,
+                 "kept": kept},
         "trials": rows, "final": {"run_id": outcome.final_run_id, "metrics": outcome.final_metrics},
     }
     artifacts.write_summary(art_store, base.dataset.name, name, summary)
