@@ -109,6 +109,18 @@ def _tune_config(data_dir, store, path, stages, **train) -> Path:
     return path
 
 
+def _small_lightgcn_space(tmp_path: Path) -> Path:
+    """LightGCN over lr and 0-2 layers (fallback: 0 layers = BPR-MF), augmentation off."""
+    path = tmp_path / "lightgcn.yaml"
+    path.write_text(yaml.safe_dump({
+        "fixed": {"train.model": "lightgcn", "augment.enabled": False},
+        "fallback": {"train.n_layers_ui": 0},
+        "train.lr": {"loguniform": [2.0e-3, 2.0e-2]},
+        "train.n_layers_ui": {"choice": [0, 1, 2]},
+    }))
+    return path
+
+
 def _trial_files(exp: Path) -> dict[str, int]:
     return {str(p.relative_to(exp)): p.stat().st_size for p in sorted(exp.glob("trial_*/result.json"))}
 
@@ -118,13 +130,7 @@ def test_tune_lightgcn_valid_only_asha_and_resume(data_dir, ml100k_store, tmp_pa
     from ray.tune import Tuner
 
     cfg_path = _tune_config(data_dir, ml100k_store, tmp_path / "cfg.yaml", ("etl", "train", "evaluate"))
-    space_path = tmp_path / "lightgcn.yaml"
-    space_path.write_text(yaml.safe_dump({
-        "fixed": {"train.model": "lightgcn", "augment.enabled": False},
-        "fallback": {"train.n_layers_ui": 0},
-        "train.lr": {"loguniform": [2.0e-3, 2.0e-2]},
-        "train.n_layers_ui": {"choice": [0, 1, 2]},
-    }))
+    space_path = _small_lightgcn_space(tmp_path)
     out = tmp_path / "best" / "best.yaml"
     argv = ["tune", "--config", str(cfg_path), "--space", str(space_path), "--trials", "3", "--max-epochs", "2",
             "--grace-epochs", "1", "--cpus-per-trial", "0.5", "--no-final", "--out", str(out)]
@@ -335,13 +341,7 @@ def test_tune_rerank_at_full_length_with_also_from(data_dir, ml100k_store, tmp_p
     assert doctest.testmod(rr).failed == 0
     cfg_path = _tune_config(data_dir, ml100k_store, tmp_path / "cfg.yaml", ("etl", "train", "evaluate"),
                             epochs=4, patience=4)
-    space_path = tmp_path / "lightgcn.yaml"
-    space_path.write_text(yaml.safe_dump({
-        "fixed": {"train.model": "lightgcn", "augment.enabled": False},
-        "fallback": {"train.n_layers_ui": 0},
-        "train.lr": {"loguniform": [2.0e-3, 2.0e-2]},
-        "train.n_layers_ui": {"choice": [0, 1, 2]},
-    }))
+    space_path = _small_lightgcn_space(tmp_path)
     common = ["--config", str(cfg_path), "--space", str(space_path), "--max-epochs", "1", "--grace-epochs", "1",
               "--cpus-per-trial", "0.5", "--no-final"]
     tune_dir = ml100k_store / "ml-100k" / "tune"
