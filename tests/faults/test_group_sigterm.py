@@ -32,12 +32,21 @@ def _run_record(store: Path, since: float) -> dict | None:
     return json.loads(max(runs, key=lambda p: p.stat().st_mtime).read_text()) if runs else None
 
 
-@pytest.mark.faults
-def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir, tmp_path):
+# Ray 2.60's core worker can die on its own when the group signal kills gcs_server under an
+# in-flight RPC: a RAY_CHECK in NodeResourceInfoAccessor::AsyncGetDrainingNodes ("RPC error:
+# CANCELLED") ends the driver with status 1 before or while its handler records the run (seen once
+# in a full `make test`, never in isolation). An upstream race, not the handling under test: that
+# exact signature is tried once more on a fresh store; anything else fails at once.
+RAY_SHUTDOWN_RACE = "AsyncGetDrainingNodes"
+
+
+def _interrupt_profiles(data_dir, store: Path, cfg_path: Path):
+    """Start `blast profiles` on ``store`` in its own process group, SIGTERM the group well inside
+    the Ray stage: (the finished process, its stderr, the Ray daemons' pids, the start time)."""
     from jobs.smoke import smoke_config
 
     # one profile a batch: the stage lasts long enough (about a minute) to be hit well inside it
-    cfg = smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml", profiles={"engine": "template", "batch_size": 1})
+    cfg = smoke_config(data_dir, str(store), cfg_path, profiles={"engine": "template", "batch_size": 1})
     t0 = time.time() - 1
     # BLAST_HEARTBEAT_S: the record notes the running stage at its next heartbeat (default 30 s); the
     # profiles stage takes about 18 s on an idle machine, so beat often enough for the wait below
@@ -49,13 +58,13 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
         deadline = time.time() + 420
         ray_up = False
         while time.time() < deadline and proc.poll() is None:
-            rec = _run_record(ml100k_store, t0)
+            rec = _run_record(store, t0)
             members = group_members(proc.pid)
             # the cluster is up and the driver well past ray.init (its SIGTERM handler restored: a
             # signal inside ray.init is still Ray's, see RELIABILITY): the stage has written its first
             # profile batches to the store's cache
             ray_up = ("raylet" in members.values() and "gcs_server" in members.values()
-                      and _cache_batches(ml100k_store) >= 1)
+                      and _cache_batches(store) >= 1)
             if ray_up and rec and rec.get("current_stage") == "profiles":
                 break
             time.sleep(0.5)
@@ -67,6 +76,20 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    return proc, err, ray_pids, t0
+
+
+@pytest.mark.faults
+def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir, tmp_path):
+    import shutil
+
+    pristine = tmp_path / "pristine"
+    shutil.copytree(ml100k_store, pristine)  # the committed ETL only: a second try starts as the first
+    proc, err, ray_pids, t0 = _interrupt_profiles(data_dir, ml100k_store, tmp_path / "cfg.yaml")
+    if proc.returncode != 143 and RAY_SHUTDOWN_RACE in err:
+        ml100k_store = tmp_path / "second-try"
+        shutil.copytree(pristine, ml100k_store)
+        proc, err, ray_pids, t0 = _interrupt_profiles(data_dir, ml100k_store, tmp_path / "cfg2.yaml")
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "*** SIGTERM received ***" not in err, err[-3000:]
     assert [ln for ln in err.splitlines() if ln.startswith("blast:")][-1].startswith("blast: interrupted by SIGTERM"), err
