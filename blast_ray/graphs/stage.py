@@ -173,6 +173,13 @@ def run(ctx, out) -> dict:
     else:
         log.warning("no features output in this run")
 
+    @functools.cache
+    def train() -> sp.csr_matrix:
+        """The TRAIN R (users x items) for the co-occurrence kNNs, read once however many use it."""
+        from blast_ray.etl.artifacts import load_interactions
+
+        return sp.csr_matrix(load_interactions(etl).train)
+
     row_counts: dict[str, int] = {}
     timings: dict[str, float] = {}
     extra: dict = {"knn_k": cfg.knn_k, "include_self": cfg.include_self}
@@ -217,13 +224,10 @@ def run(ctx, out) -> dict:
             what = "every item feature has (near-)identical rows" if degenerate_items else "no item feature (text/visual)"
             raise RuntimeError(f"{what} and graphs.item_cooc_fallback=false: cannot build S_I; "
                                "set graphs.item_cooc_fallback=true or give the items distinct text/visual features")
-        from blast_ray.etl.artifacts import load_interactions
-
-        data = load_interactions(etl)
         if not degenerate_items:
             log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
         t1 = time.time()
-        cols, sims, search = cooc_knn(sp.csr_matrix(data.train.T), cfg)
+        cols, sims, search = cooc_knn(sp.csr_matrix(train().T), cfg)
         rows = np.arange(n_items)
         extra.setdefault("knn_search", {})["item_cooc"] = search
         artifacts.write_item_knn(out, "cooc", cols, sims, rows)
@@ -242,11 +246,8 @@ def run(ctx, out) -> dict:
         extra["user_graph"] = "disabled (graphs.user_graph=false)"
         log.info("user-user graph disabled by config")
     elif cfg.user_graph_source == "cooc":
-        from blast_ray.etl.artifacts import load_interactions
-
         t1 = time.time()
-        train = sp.csr_matrix(load_interactions(etl).train)
-        cols, _, search = cooc_knn(train, cfg)
+        cols, _, search = cooc_knn(train(), cfg)
         extra.setdefault("knn_search", {})["user_cooc"] = search
         s_u = sym_normalize(binary_knn(np.arange(n_users), cols, n_users))
         artifacts.write_graph(out, "user", s_u)
