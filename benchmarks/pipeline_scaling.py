@@ -7,14 +7,23 @@ For each size, ``benchmarks/synth_amazon.py`` writes a dump (seeded, reused when
 each stage runs alone, in a fresh Python process, through ``run_pipeline`` (upstream from the
 store), while a sampler thread reads the resident memory (psutil, every 0.2 s) of this process (the driver) and of each of its
 descendants (Ray workers, raylet, Spark's JVM: the largest single one is "worker"). Profiles use
-the template engine; features the offline MiniLM encoder over every profile (no sampling: the
-graphs stage needs every vector). On 2 cores MiniLM encodes a few hundred template profiles a
-second, so the 10M size (about 1.5M profiles) takes over an hour in features alone.
+the template engine with ``profiles.batch_size`` 2,048 (``--profiles-batch-size``: the default 16
+suits LLM engines; a template batch is one part file). Features: on 2 CPU cores the offline
+MiniLM encodes about 55 template profiles a second per thread, so every vector of the 10M size
+(about 1.5M profiles) would take hours. By default (``--text-encoder minilm-embeddings``) the
+stage therefore runs with MiniLM's own embedding layer and no transformer layers (a real
+transformers model, built once under ``--work``, 384-d like MiniLM, about 30x faster): the
+stage's streaming, shards, reuse and memory are measured at every size on every row, the graphs
+stage gets every vector; and MiniLM's encoding cost is PROJECTED, not measured: both encoders
+encode the same sample of that size's profiles (``--minilm-sample`` rows, one thread, as a
+features actor does) and ``features.minilm_projected_seconds@<size>`` = measured seconds + rows x
+(MiniLM - embedding-only seconds per row). ``--text-encoder minilm`` runs MiniLM on every row.
 
 Synthetic data measures scale only: no quality figure is ever taken from it.
 
 Ends with ``RESULT {json}``: ``<stage>.seconds@<size>``, ``<stage>.driver_peak_gib@<size>``,
-``<stage>.worker_peak_gib@<size>``, ``<stage>.rows@<size>``, and the summaries
+``<stage>.worker_peak_gib@<size>``, ``<stage>.rows@<size>``, ``features.minilm_projected_seconds@<size>``
+(with the embedding-only encoder), and the summaries
 ``driver_peak_ratio_max`` (over stages: driver peak at the largest size / at the smallest),
 ``worker_peak_gib_max``, ``time_exponent_max`` (stages other than graphs:
 log(t_largest / t_smallest) / log(size ratio)) and ``graphs.time_exponent``.
@@ -88,6 +97,59 @@ def stage_rows(manifest: dict, stage: str) -> int:
     return int(sum(v for v in rc.values() if isinstance(v, (int, float))))
 
 
+def embedding_only_encoder(work: Path) -> str:
+    """MiniLM with its transformer layers removed (token + position embeddings, LayerNorm; mean
+    pooled by the features stage): a local transformers model folder, built once under ``work``."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from blast_ray.features.encoders import PACKAGED_MINILM, resolve_text_encoder
+
+    dst = work / "encoders" / "minilm-embeddings"
+    if not (dst / "config.json").exists():
+        src = resolve_text_encoder(PACKAGED_MINILM)
+        config = AutoConfig.from_pretrained(src)
+        config.num_hidden_layers = 0
+        tmp = dst.with_name(dst.name + ".tmp")
+        AutoModel.from_pretrained(src, config=config).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+        tmp.rename(dst)
+    return str(dst)
+
+
+def text_encoder(work: Path, args) -> str:
+    from blast_ray.features.encoders import PACKAGED_MINILM
+
+    return PACKAGED_MINILM if args.text_encoder == "minilm" else embedding_only_encoder(work)
+
+
+def minilm_projection(cfg, seconds: float, rows: int, sample: int) -> dict[str, float]:
+    """Seconds per row of MiniLM and of the embedding-only encoder on the same sample of the
+    committed profiles (files spread over the table), one thread each; and the projection."""
+    import pyarrow.parquet as pq
+
+    from blast_ray.features.encoders import PACKAGED_MINILM, TextEncoder
+    from blast_ray.profiles.artifacts import profiles_files
+    from blast_ray.store import ArtifactStore
+    from blast_ray.store.layout import committed_outputs
+
+    out = committed_outputs(ArtifactStore(cfg.store), cfg.dataset.name, "profiles")[0]
+    fs, paths = profiles_files(out)
+    texts: list[str] = []
+    for path in paths[:: max(1, len(paths) // 16)]:
+        texts += [str(t) for t in pq.read_table(path, columns=["text"], filesystem=fs)["text"].to_pylist()]
+        if len(texts) >= 4 * sample:
+            break
+    texts = texts[:: max(1, len(texts) // sample)][:sample]
+    per_row = {}
+    for name, model in (("minilm", PACKAGED_MINILM), ("embedding_only", cfg.features.text_encoder)):
+        enc = TextEncoder(model, cfg.features.text_pooling, threads=1)
+        t = time.time()
+        enc.encode(texts, cfg.features.batch_size)
+        per_row[name] = (time.time() - t) / max(1, len(texts))
+    return {"minilm_s_per_row": round(per_row["minilm"], 6), "embedding_only_s_per_row": round(per_row["embedding_only"], 6),
+            "projected": round(seconds + rows * (per_row["minilm"] - per_row["embedding_only"]), 1)}
+
+
 def size_config(size: int, work: Path, args):
     """The pipeline config of one size (the synthetic dump must exist)."""
     from blast_ray.config import config_from_dict
@@ -99,8 +161,9 @@ def size_config(size: int, work: Path, args):
                     "paths": {"reviews": str(dump / info["files"]["reviews"]), "meta": str(dump / info["files"]["meta"])}},
         "store": str(work / "store"),
         "etl": {"kcore": 5, "shuffle_partitions": args.shuffle_partitions, "driver_memory": args.spark_memory},
-        "profiles": {"engine": "template"},
-        "augment": {"num_blocks": args.augment_blocks},
+        "profiles": {"engine": "template", "batch_size": args.profiles_batch_size},
+        "features": {"text_encoder": text_encoder(work, args)},
+        "augment": {"num_blocks": args.augment_blocks if args.augment_blocks == "auto" else int(args.augment_blocks)},
     }, ROOT)
 
 
@@ -115,10 +178,18 @@ def run_stage(size: int, stage: str, work: Path, args) -> dict[str, float]:
     secs = time.time() - t
     if not res.ok:
         raise SystemExit(f"[{size:,}] {res.error}")
-    return {f"{stage}.seconds@{size}": round(secs, 2),
-            f"{stage}.driver_peak_gib@{size}": round(peak.driver / 2**30, 3),
-            f"{stage}.worker_peak_gib@{size}": round(peak.worker / 2**30, 3),
-            f"{stage}.rows@{size}": stage_rows(res.manifests[stage], stage)}
+    got = {f"{stage}.seconds@{size}": round(secs, 2),
+           f"{stage}.driver_peak_gib@{size}": round(peak.driver / 2**30, 3),
+           f"{stage}.worker_peak_gib@{size}": round(peak.worker / 2**30, 3),
+           f"{stage}.rows@{size}": stage_rows(res.manifests[stage], stage)}
+    if stage == "features" and args.text_encoder != "minilm":
+        counts = res.manifests[stage].get("row_counts", {})
+        rows = int(counts.get("item_text", 0)) + int(counts.get("user_text", 0))
+        proj = minilm_projection(cfg, secs, rows, args.minilm_sample)
+        got.update({f"features.minilm_s_per_row@{size}": proj["minilm_s_per_row"],
+                    f"features.embedding_only_s_per_row@{size}": proj["embedding_only_s_per_row"],
+                    f"features.minilm_projected_seconds@{size}": proj["projected"]})
+    return got
 
 
 def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
@@ -133,7 +204,8 @@ def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
     for stage in STAGES:
         cmd = [sys.executable, __file__, "--one-stage", stage, "--sizes", str(size), "--work", str(work),
                "--shuffle-partitions", str(args.shuffle_partitions), "--spark-memory", args.spark_memory,
-               "--augment-blocks", str(args.augment_blocks)]
+               "--augment-blocks", str(args.augment_blocks), "--profiles-batch-size", str(args.profiles_batch_size),
+               "--text-encoder", args.text_encoder, "--minilm-sample", str(args.minilm_sample)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("STAGE ")]
         if proc.returncode != 0 or not lines:
@@ -143,7 +215,9 @@ def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
         out.update(got)
         print(f"[{size:,}] {stage:9s} {got[f'{stage}.seconds@{size}']:8.1f} s  "
               f"driver {got[f'{stage}.driver_peak_gib@{size}']:6.2f} GiB  "
-              f"largest worker {got[f'{stage}.worker_peak_gib@{size}']:6.2f} GiB  rows {got[f'{stage}.rows@{size}']:,}",
+              f"largest worker {got[f'{stage}.worker_peak_gib@{size}']:6.2f} GiB  rows {got[f'{stage}.rows@{size}']:,}"
+              + (f"  (MiniLM projected: {got[f'features.minilm_projected_seconds@{size}']:.0f} s)"
+                 if f"features.minilm_projected_seconds@{size}" in got else ""),
               flush=True)
     return out
 
@@ -181,7 +255,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--shuffle-partitions", type=int, default=16)
     ap.add_argument("--spark-memory", default="6g")
-    ap.add_argument("--augment-blocks", type=int, default=1)
+    ap.add_argument("--augment-blocks", default="auto", help="augment.num_blocks (auto follows augment.task_memory_gib)")
+    ap.add_argument("--profiles-batch-size", type=int, default=2048, help="profiles.batch_size (template rows per part file)")
+    ap.add_argument("--text-encoder", choices=("minilm-embeddings", "minilm"), default="minilm-embeddings",
+                    help="features encoder: MiniLM's embedding layer only (MiniLM's cost projected from a sample) or MiniLM")
+    ap.add_argument("--minilm-sample", type=int, default=512, help="profiles encoded by both encoders for the projection")
+    ap.add_argument("--fresh", action="store_true", help="measure every size again (default: reuse figures-<size>.json)")
     ap.add_argument("--one-stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, one size
     args = ap.parse_args(argv)
     sizes = sorted(synth.parse_size(s) for s in args.sizes.split(","))
@@ -193,9 +272,21 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine": f"{platform.node()} {os.cpu_count()} cpus "
                                f"{psutil.virtual_memory().total / 2**30:.0f} GiB", "seed": args.seed,
-                    "sizes": ",".join(str(s) for s in sizes)}
+                    "sizes": ",".join(str(s) for s in sizes), "text_encoder": args.text_encoder,
+                    "profiles_batch_size": args.profiles_batch_size, "augment_blocks": args.augment_blocks}
     for size in sizes:
-        result.update(run_size(size, work, args.seed, args))
+        # one size's figures are kept beside its dump (same settings): a later call with more sizes
+        # measures only the new ones (--fresh measures again)
+        saved = work / f"figures-{size}.json"
+        settings = {k: result[k] for k in ("seed", "text_encoder", "profiles_batch_size", "augment_blocks")}
+        settings.update(shuffle_partitions=args.shuffle_partitions, spark_memory=args.spark_memory)
+        if saved.exists() and not args.fresh and json.loads(saved.read_text()).get("settings") == settings:
+            figures = json.loads(saved.read_text())["figures"]
+            print(f"[{size:,}] figures of an earlier run with the same settings: {saved}", flush=True)
+        else:
+            figures = run_size(size, work, args.seed, args)
+            saved.write_text(json.dumps({"settings": settings, "figures": figures}))
+        result.update(figures)
     result.update(summarize(result, sizes))
     print("RESULT " + json.dumps(result), flush=True)
     return result
