@@ -267,3 +267,26 @@ def test_user_graph_from_cooccurrence(data_dir, ml100k_store, tmp_path, ray_loca
     assert np.mean(same) >= 0.98
     # k neighbours per user, weighted as the trainer reads it (D^-1/2 S D^-1/2, positive)
     assert (s_u.getnnz(axis=1) == 5).all() and s_u.data.min() > 0
+
+
+def test_recall_floor_fails_the_distributed_stage_in_one_line_and_commits_nothing(data_dir, ml100k_store, tmp_path,
+                                                                                   ray_local):
+    """An approximate index whose sampled recall@k falls below graphs.recall_floor, built inside the
+    Ray task (graphs.distributed), fails the graphs stage with one line naming the setting; no
+    graphs output is committed for that config. (Real ml-100k features; IVF with 16 lists probed
+    one at a time does not reach recall 0.99.)"""
+    from blast_ray.config import load_config
+    from blast_ray.pipeline import run_pipeline
+    from blast_ray.store import ArtifactStore
+    from blast_ray.store.layout import committed_outputs
+    from jobs.smoke import smoke_config
+
+    cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml",
+                                   graphs={"distributed": True, "exact_max_rows": 100, "index": "ivf", "ivf_nlist": 16,
+                                           "ivf_nprobe": 1, "recall_floor": 0.99, "recall_sample": 200}))
+    before = {o.fingerprint for o in committed_outputs(ArtifactStore(str(ml100k_store)), "ml-100k", "graphs")}
+    res = run_pipeline(cfg, stages=("etl", "profiles", "features", "graphs"))
+    assert res.failed_stage == "graphs"
+    assert "\n" not in res.error.strip() and "below graphs.recall_floor=0.99" in res.error, res.error
+    after = {o.fingerprint for o in committed_outputs(ArtifactStore(str(ml100k_store)), "ml-100k", "graphs")}
+    assert after == before
