@@ -8,7 +8,8 @@ each stage runs alone, in a fresh Python process, through ``run_pipeline`` (upst
 store), while a sampler thread reads the resident memory (psutil, every 0.2 s) of this process (the driver) and of each of its
 descendants (Ray workers, raylet, Spark's JVM: the largest single one is "worker"). Profiles use
 the template engine with ``profiles.batch_size`` 2,048 (``--profiles-batch-size``: the default 16
-suits LLM engines; a template batch is one part file). Features: on 2 CPU cores the offline
+suits LLM engines; a template batch is one part file) and the Spark request builder at every size;
+Spark at the config defaults (``etl.driver_memory`` 4g, 8 shuffle partitions). Features: on 2 CPU cores the offline
 MiniLM encodes about 55 template profiles a second per thread, so every vector of the 10M size
 (about 1.5M profiles) would take hours. By default (``--text-encoder minilm-embeddings``) the
 stage therefore runs with MiniLM's own embedding layer and no transformer layers (a real
@@ -161,7 +162,8 @@ def size_config(size: int, work: Path, args):
                     "paths": {"reviews": str(dump / info["files"]["reviews"]), "meta": str(dump / info["files"]["meta"])}},
         "store": str(work / "store"),
         "etl": {"kcore": 5, "shuffle_partitions": args.shuffle_partitions, "driver_memory": args.spark_memory},
-        "profiles": {"engine": "template", "batch_size": args.profiles_batch_size},
+        # the Spark request builder at every size ('auto' switches at 1M interactions: one path measured)
+        "profiles": {"engine": "template", "batch_size": args.profiles_batch_size, "request_builder": "spark"},
         "features": {"text_encoder": text_encoder(work, args)},
         "augment": {"num_blocks": args.augment_blocks if args.augment_blocks == "auto" else int(args.augment_blocks)},
     }, ROOT)
@@ -253,8 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", default="1M,3M,10M", help="review counts, comma-separated (1M, 300k, ...)")
     ap.add_argument("--work", default="/tmp/blast-pipeline-scaling", help="dumps and store (reused)")
     ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--shuffle-partitions", type=int, default=16)
-    ap.add_argument("--spark-memory", default="6g")
+    ap.add_argument("--shuffle-partitions", type=int, default=8, help="etl.shuffle_partitions (the config default)")
+    ap.add_argument("--spark-memory", default="4g", help="etl.driver_memory (the config default)")
     ap.add_argument("--augment-blocks", default="auto", help="augment.num_blocks (auto follows augment.task_memory_gib)")
     ap.add_argument("--profiles-batch-size", type=int, default=2048, help="profiles.batch_size (template rows per part file)")
     ap.add_argument("--text-encoder", choices=("minilm-embeddings", "minilm"), default="minilm-embeddings",
