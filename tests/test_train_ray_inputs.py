@@ -227,3 +227,22 @@ def test_evaluate_baselines_source_is_the_etl_output_only(upstream, baby_small, 
     cfg = TrainConfig(model="blast", epochs=1, seed=3, progress=False)
     res = run_baseline("bpr", cfg, baby_small, (20,), 1024, source=source)
     assert seen["source"] is source and res["metrics"]["valid.recall@20"] > 0
+
+
+def test_a_model_loads_only_the_side_inputs_it_reads(upstream):
+    """StoreInputs / side_inputs with a model: freedom's workers read the item vectors and S_I
+    (equal to the full load) but never the user vectors or S_U; lightgcn reads no feature or graph;
+    blast reads everything. (What the evaluate stage's freedom baseline and train.model use.)"""
+    from blast_ray.etl.artifacts import load_interactions
+    from blast_ray.train.source import AugmentUse, StoreInputs, side_inputs
+
+    store, outputs = upstream
+    full = side_inputs(outputs, load_interactions(outputs["etl"]), AugmentUse())
+    freedom = pickle.loads(pickle.dumps(StoreInputs.from_outputs(store, "baby", outputs, AugmentUse(), "freedom"))).load()
+    assert set(freedom.features) == {"item_text"} and freedom.user_graph is None
+    assert np.array_equal(freedom.features["item_text"], full.features["item_text"])
+    assert (freedom.item_graph != full.item_graph).nnz == 0 and full.user_graph is not None
+    lightgcn = side_inputs(outputs, load_interactions(outputs["etl"]), AugmentUse(), "lightgcn")
+    assert lightgcn.features == {} and lightgcn.item_graph is None and lightgcn.user_graph is None
+    blast = side_inputs(outputs, load_interactions(outputs["etl"]), AugmentUse(), "blast")
+    assert set(blast.features) == set(full.features) and blast.user_graph is not None

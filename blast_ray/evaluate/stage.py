@@ -110,7 +110,8 @@ def check_baseline_inputs(ctx, names) -> None:
 def baseline_inputs(ctx, name: str, data):
     """``(inputs, source)`` baseline ``name`` trains on: None (ID-only) and a ``StoreInputs`` naming
     the etl output only, or for a side-input baseline (freedom) the ``TrainInputs`` of the committed
-    graphs output and, when present, the features output too (never the augmentation;
+    graphs output and, when present, the features output too, only the parts the baseline reads
+    (freedom: item features and S_I; never the user side or the augmentation;
     :func:`check_baseline_inputs` first)."""
     from blast_ray.train.source import AugmentUse, StoreInputs, side_inputs
 
@@ -119,8 +120,8 @@ def baseline_inputs(ctx, name: str, data):
         check_baseline_inputs(ctx, [name])
         stages.update({s: ctx.outputs[s] for s in ("features", "graphs") if s in ctx.outputs})
     # the baselines' Ray Train workers load the same inputs from the store, as the main model's do
-    source = StoreInputs.from_outputs(ctx.store, ctx.dataset, stages, AugmentUse())
-    return (side_inputs(stages, data, AugmentUse()) if len(stages) > 1 else None), source
+    source = StoreInputs.from_outputs(ctx.store, ctx.dataset, stages, AugmentUse(), name)
+    return (side_inputs(stages, data, AugmentUse(), name) if len(stages) > 1 else None), source
 
 
 def run(ctx, out) -> dict[str, Any]:

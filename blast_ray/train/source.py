@@ -43,20 +43,30 @@ class AugmentUse:
                    bool(getattr(augment_cfg, "restrict_negatives", False)))
 
 
-def side_inputs(outputs: Mapping[str, Any], data, augment: AugmentUse) -> TrainInputs:
+def side_inputs(outputs: Mapping[str, Any], data, augment: AugmentUse, model: str | None = None) -> TrainInputs:
     """``TrainInputs`` of ``data`` (the ETL interactions) plus the side inputs of the committed
     ``outputs`` present (stage -> StageOutput): features (name -> (rows, d) float32), the item and
     user graphs (a missing one is dropped with a WARNING), and the augmented pairs H when
-    ``augment.enabled``."""
+    ``augment.enabled``. model: only what that model reads is loaded (``used_modalities``: freedom
+    never loads the user graph or the user vectors, bpr/lightgcn no feature or graph); None: all."""
+    from blast_ray.models.factory import used_modalities
+
+    wanted = used_modalities(model, [], True, True) if model else {"item_graph": True, "user_graph": True}
     inputs = TrainInputs(data)
     if "features" in outputs:
-        from blast_ray.features.artifacts import load_features
+        from blast_ray.features.artifacts import feature_names, load_vectors
 
-        inputs.features = {k: np.asarray(v, dtype=np.float32) for k, v in load_features(outputs["features"]).items()}
+        names = feature_names(outputs["features"])
+        if model:
+            names = used_modalities(model, names, True, True)["features"]
+        inputs.features = {k: np.asarray(load_vectors(outputs["features"], k)[0], dtype=np.float32) for k in names}
     if "graphs" in outputs:
         from blast_ray.graphs.artifacts import load_graph
 
         for kind in ("item", "user"):
+            if not wanted[f"{kind}_graph"]:
+                log.debug("train: %s does not read the %s graph; not loaded", model, kind)
+                continue
             try:
                 m = load_graph(outputs["graphs"], kind)
             except FileNotFoundError:
@@ -85,20 +95,23 @@ class StoreInputs:
 
     store_root: the store URI (local folder or s3://...); dataset: the dataset name of the outputs;
     outputs: (stage, fingerprint) of each committed upstream output read (``etl`` first, then
-    any of features, graphs, augment); augment: how H is used (:class:`AugmentUse`)."""
+    any of features, graphs, augment); augment: how H is used (:class:`AugmentUse`); model: the
+    model trained, whose side inputs only are loaded (None: all; see :func:`side_inputs`)."""
 
     store_root: str
     dataset: str
     outputs: tuple[tuple[str, str], ...]
     augment: AugmentUse = AugmentUse()
+    model: str | None = None
 
     @classmethod
-    def from_outputs(cls, store, dataset: str, outputs: Mapping[str, Any], augment: AugmentUse) -> "StoreInputs":
+    def from_outputs(cls, store, dataset: str, outputs: Mapping[str, Any], augment: AugmentUse,
+                     model: str | None = None) -> "StoreInputs":
         """From the committed upstream ``outputs`` (stage -> StageOutput) of a stage context."""
         if "etl" not in outputs:
             raise ValueError("training inputs from the store need the committed 'etl' output")
         refs = tuple((s, str(outputs[s].fingerprint)) for s in INPUT_STAGES if s in outputs)
-        return cls(str(store.root), str(dataset), refs, augment)
+        return cls(str(store.root), str(dataset), refs, augment, model)
 
     def stage_outputs(self) -> dict[str, Any]:
         """stage -> StageOutput of each referenced output; ``FileNotFoundError`` (one line naming the
@@ -121,4 +134,4 @@ class StoreInputs:
         from blast_ray.etl.artifacts import load_interactions
 
         outputs = self.stage_outputs()
-        return side_inputs(outputs, load_interactions(outputs["etl"]), self.augment)
+        return side_inputs(outputs, load_interactions(outputs["etl"]), self.augment, self.model)

@@ -22,12 +22,13 @@ log = logging.getLogger("blast_ray.train")
 
 def _side_inputs(ctx, data) -> TrainInputs:
     """The train inputs of a stage context (see :func:`blast_ray.train.source.side_inputs`)."""
-    return side_inputs(ctx.outputs, data, AugmentUse.from_config(ctx.cfg.augment))
+    return side_inputs(ctx.outputs, data, AugmentUse.from_config(ctx.cfg.augment), ctx.cfg.train.model)
 
 
 def store_inputs(ctx) -> StoreInputs:
     """What each Ray Train worker reads its inputs from: the store and the upstream outputs of ``ctx``."""
-    return StoreInputs.from_outputs(ctx.store, ctx.dataset, ctx.outputs, AugmentUse.from_config(ctx.cfg.augment))
+    return StoreInputs.from_outputs(ctx.store, ctx.dataset, ctx.outputs, AugmentUse.from_config(ctx.cfg.augment),
+                                    ctx.cfg.train.model)
 
 
 def fresh_model(cfg, inputs):
