@@ -38,6 +38,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -176,7 +177,7 @@ def run_stage(size: int, stage: str, work: Path, args) -> dict[str, float]:
     cfg = size_config(size, work, args)
     t = time.time()
     with PeakSampler() as peak:
-        res = run_pipeline(cfg, stages=(stage,), use_committed_upstream=True)
+        res = run_pipeline(cfg, stages=(stage,), use_committed_upstream=True, force=(stage,))
     secs = time.time() - t
     if not res.ok:
         raise SystemExit(f"[{size:,}] {res.error}")
@@ -202,6 +203,9 @@ def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
         synth.generate(dump, size, seed, Path(os.environ.get("BLAST_DATA_DIR", synth.DEFAULT_DATA)),
                        "Clothing_Shoes_and_Jewelry", 0.005, 0.001)
         print(f"[{size:,}] synthetic dump written in {time.time() - t:.0f} s", flush=True)
+    # every stage measured from nothing: no committed output, profile or vector of an earlier run of
+    # this size to reuse (the store under --work is the benchmark's own)
+    shutil.rmtree(work / "store" / f"synth{size}", ignore_errors=True)
     out: dict[str, float] = {}
     for stage in STAGES:
         cmd = [sys.executable, __file__, "--one-stage", stage, "--sizes", str(size), "--work", str(work),
