@@ -171,6 +171,11 @@ def knn_ann_ray_loaded(load, k: int, include_self: bool = True, params=None, tas
     try:
         meta = ray.get(meta_ref)
     except RayTaskError as e:  # the task's own error, without Ray's traceback wrapper
+        for ref in (index_ref, x_ref):  # the same error: read here, or Ray prints it twice more as "unhandled"
+            try:
+                ray.get(ref)
+            except RayTaskError:
+                pass
         raise (e.cause if isinstance(e.cause, Exception) else e) from None
     if "n" not in meta:
         return meta["about"], None, None, None
