@@ -128,6 +128,36 @@ def ml100k_etl_store(tmp_path_factory, data_dir) -> Path:
     return root / "store"
 
 
+@pytest.fixture(scope="session")
+def ml100k_features_store(tmp_path_factory, ml100k_etl_store, data_dir, ray_local) -> Path:
+    """A local store holding the committed etl, profiles and features outputs of the real
+    MovieLens-100k under the smoke config: the MiniLM encoding (~60 s on 2 CPUs) runs once per
+    session. Do not write into it; use ``ml100k_features_copy`` for a private copy."""
+    import shutil
+
+    from blast_ray.config import load_config
+    from blast_ray.pipeline import run_pipeline
+    from jobs.smoke import smoke_config
+
+    root = tmp_path_factory.mktemp("ml100k-features")
+    shutil.copytree(ml100k_etl_store / "ml-100k", root / "store" / "ml-100k")
+    cfg = load_config(smoke_config(data_dir, str(root / "store"), root / "cfg.yaml"))
+    res = run_pipeline(cfg, stages=("etl", "profiles", "features"))
+    assert res.ok and res.status["etl"] == "skipped", (res.error, res.status)
+    return root / "store"
+
+
+@pytest.fixture()
+def ml100k_features_copy(ml100k_features_store, tmp_path) -> Path:
+    """A private copy of ``ml100k_features_store`` (etl, profiles and features committed; a smoke
+    config run against it skips them by manifest)."""
+    import shutil
+
+    dst = tmp_path / "store"
+    shutil.copytree(ml100k_features_store / "ml-100k", dst / "ml-100k")
+    return dst
+
+
 @pytest.fixture()
 def ml100k_store(ml100k_etl_store, tmp_path) -> Path:
     """A private copy of ``ml100k_etl_store``: a pipeline with the smoke config's dataset/etl sections

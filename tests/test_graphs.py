@@ -195,20 +195,20 @@ def test_baby_template_profiles_fall_back_to_cooccurrence(data_dir, tmp_path, ra
     assert len(first) > 100
 
 
-def test_informative_ml100k_features_do_not_fall_back(data_dir, ml100k_store, tmp_path, ray_local):
+def test_informative_ml100k_features_do_not_fall_back(data_dir, ml100k_features_copy, tmp_path, ray_local):
     """MovieLens-100k template profiles (titles, years, genres, demographics) differ per item and
     user: both graphs are built from text and no fallback is recorded."""
     from blast_ray.config import load_config
     from jobs.smoke import smoke_config
 
-    cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml",
+    cfg = load_config(smoke_config(data_dir, str(ml100k_features_copy), tmp_path / "cfg.yaml",
                                    graphs={"distributed": False, "user_graph": True}))  # the tuned ml-100k config has none
-    m = _graph_manifest(ml100k_store, cfg)
+    m = _graph_manifest(ml100k_features_copy, cfg)
     assert "fallbacks" not in m["extra"]
     assert m["extra"]["item_modalities"] == ["text"] and m["extra"]["user_graph"] == "built from user_text"
 
 
-def test_distributed_graphs_never_load_the_vectors_in_the_driver(data_dir, ml100k_store, tmp_path, ray_local,
+def test_distributed_graphs_never_load_the_vectors_in_the_driver(data_dir, ml100k_features_copy, tmp_path, ray_local,
                                                                    monkeypatch):
     """graphs.distributed: a Ray task reads each feature from the features shards and builds the
     index; the driver (this process, where reading a feature now fails) only gets the neighbours.
@@ -221,16 +221,17 @@ def test_distributed_graphs_never_load_the_vectors_in_the_driver(data_dir, ml100
 
     outs = {}
     for distributed in (False, True):
-        cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / f"cfg-{distributed}.yaml",
+        cfg = load_config(smoke_config(data_dir, str(ml100k_features_copy), tmp_path / f"cfg-{distributed}.yaml",
                                        graphs={"distributed": distributed, "user_graph": True}))
-        if distributed:  # profiles/features are committed by the first run; the second reads them in tasks
+        if distributed:  # profiles/features are committed (fixture); the second run reads them in tasks
             def driver_read(*a, **k):
                 raise AssertionError("the driver read a feature's vectors")
             monkeypatch.setattr(fa, "load_vectors", driver_read)
             monkeypatch.setattr(fa, "load_features", driver_read)
-        m = _graph_manifest(ml100k_store, cfg)
+        m = _graph_manifest(ml100k_features_copy, cfg)
         assert m["extra"]["user_graph"] == "built from user_text" and m["extra"]["item_modalities"] == ["text"]
-        outs[distributed] = StageOutput(ArtifactStore(str(ml100k_store)), "ml-100k", "graphs", m["fingerprint"], {}, {})
+        store = ArtifactStore(str(ml100k_features_copy))
+        outs[distributed] = StageOutput(store, "ml-100k", "graphs", m["fingerprint"], {}, {})
     assert outs[False].fingerprint != outs[True].fingerprint
     for load in (lambda o: load_item_knn(o, "text"), lambda o: load_graph(o, "item"), lambda o: load_graph(o, "user")):
         a, b = load(outs[False]), load(outs[True])
@@ -269,8 +270,8 @@ def test_user_graph_from_cooccurrence(data_dir, ml100k_store, tmp_path, ray_loca
     assert (s_u.getnnz(axis=1) == 5).all() and s_u.data.min() > 0
 
 
-def test_recall_floor_fails_the_distributed_stage_in_one_line_and_commits_nothing(data_dir, ml100k_store, tmp_path,
-                                                                                   ray_local):
+def test_recall_floor_fails_the_distributed_stage_in_one_line_and_commits_nothing(data_dir, ml100k_features_copy,
+                                                                                   tmp_path, ray_local):
     """An approximate index whose sampled recall@k falls below graphs.recall_floor, built inside the
     Ray task (graphs.distributed), fails the graphs stage with one line naming the setting; no
     graphs output is committed for that config. (Real ml-100k features; IVF with 16 lists probed
@@ -281,12 +282,13 @@ def test_recall_floor_fails_the_distributed_stage_in_one_line_and_commits_nothin
     from blast_ray.store.layout import committed_outputs
     from jobs.smoke import smoke_config
 
-    cfg = load_config(smoke_config(data_dir, str(ml100k_store), tmp_path / "cfg.yaml",
+    cfg = load_config(smoke_config(data_dir, str(ml100k_features_copy), tmp_path / "cfg.yaml",
                                    graphs={"distributed": True, "exact_max_rows": 100, "index": "ivf", "ivf_nlist": 16,
                                            "ivf_nprobe": 1, "recall_floor": 0.99, "recall_sample": 200}))
-    before = {o.fingerprint for o in committed_outputs(ArtifactStore(str(ml100k_store)), "ml-100k", "graphs")}
+    store = ArtifactStore(str(ml100k_features_copy))
+    before = {o.fingerprint for o in committed_outputs(store, "ml-100k", "graphs")}
     res = run_pipeline(cfg, stages=("etl", "profiles", "features", "graphs"))
     assert res.failed_stage == "graphs"
     assert "\n" not in res.error.strip() and "below graphs.recall_floor=0.99" in res.error, res.error
-    after = {o.fingerprint for o in committed_outputs(ArtifactStore(str(ml100k_store)), "ml-100k", "graphs")}
+    after = {o.fingerprint for o in committed_outputs(store, "ml-100k", "graphs")}
     assert after == before
