@@ -79,8 +79,7 @@ class Staging:
             src = os.path.join(local_dir, name)
             target = (*dest, name_of(n))
             if self.store.is_s3:
-                with open(src, "rb") as f:
-                    self.store.write_bytes(f.read(), *target)
+                self.store.write_file(src, *target)  # streamed: a part file grows with the data
             else:
                 path = self.store.path(*target)
                 os.makedirs(os.path.dirname(path), exist_ok=True)

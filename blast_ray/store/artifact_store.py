@@ -22,6 +22,7 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import uuid
 from typing import Any
 
@@ -188,6 +189,25 @@ class ArtifactStore:
         os.replace(tmp, target)
 
     @_translated
+    def write_file(self, local_path: str, *parts: str, chunk_bytes: int = 8 << 20) -> None:
+        """Copy the local file ``local_path`` to ``parts`` in ``chunk_bytes`` chunks (never whole in
+        memory: Spark's part files grow with the data). Local: a temp name, fsync, rename; S3: one
+        streamed (multipart) upload. Like every stage file, it counts only once the manifest is written."""
+        target = self.path(*parts)
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
+        if self.is_s3:
+            with open(local_path, "rb") as src, self.fs.open_output_stream(target) as dst:
+                while chunk := src.read(chunk_bytes):
+                    dst.write(chunk)
+            return
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(local_path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, chunk_bytes)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, target)
+
+    @_translated
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as f:
             return f.read()
@@ -254,8 +274,7 @@ class ArtifactStore:
                     continue  # Spark's checksum side files
                 src = os.path.join(dirpath, name)
                 rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
-                with open(src, "rb") as f:
-                    self.write_bytes(f.read(), *parts, *rel_parts(rel))
+                self.write_file(src, *parts, *rel_parts(rel))
                 n += 1
         return n
 
@@ -264,7 +283,7 @@ class ArtifactStore:
         for rel in self.list_files(*parts):
             dst = os.path.join(local_dir, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            with open(dst, "wb") as f:
-                f.write(self.read_bytes(*parts, *rel_parts(rel)))
+            with self.fs.open_input_stream(self.path(*parts, *rel_parts(rel))) as src, open(dst, "wb") as f:
+                shutil.copyfileobj(src, f, 8 << 20)
             n += 1
         return n
