@@ -368,6 +368,9 @@ class GraphsConfig(ConfigModel):
     ef_search: Int = Field(128, ge=8)
     ivf_nlist: Int = Field(0, ge=0, description="0: 4 * sqrt(rows)")
     ivf_nprobe: Int = Field(32, ge=1)
+    index_build_cpus: Int = Field(1, ge=1, description="CPUs (FAISS threads) of the Ray task that builds an index "
+                                  "(graphs.distributed): a node's cores for a dump-scale user graph; HNSW built on "
+                                  "several threads is not bit-reproducible")
 
     @model_validator(mode="after")
     def _some_modality_weight(self):

@@ -147,7 +147,7 @@ def _prepare_loaded(load, k: int, include_self: bool, params, task_memory_gib: f
 
 def knn_ann_ray_loaded(load, k: int, include_self: bool = True, params=None, task_memory_gib: float = 2.0,
                        recall_sample: int = 1000, recall_floor: float = 0.0, num_blocks: int = 0,
-                       num_cpus: float = 1.0, seed: int = 0):
+                       num_cpus: float = 1.0, seed: int = 0, build_cpus: int = 1):
     """:func:`knn_ann_ray` where a Ray task loads the rows itself: ``(about, cols, sims, info)``.
 
     ``load``: a picklable zero-argument callable run inside the task, returning ``(x, about)``:
@@ -156,7 +156,8 @@ def knn_ann_ray_loaded(load, k: int, include_self: bool = True, params=None, tas
     builds the index and puts it and the normalised rows in the object store; the query tasks read
     them from there. The driver holds neither: its memory does not grow with N x d. With ``x``
     None, ``cols``/``sims``/``info`` are None. An error inside the task (e.g. the recall floor's
-    AnnError) is raised here as itself, one line.
+    AnnError) is raised here as itself, one line. ``build_cpus``: CPUs and FAISS threads of that
+    one task (``graphs.index_build_cpus``); each query task gets ``num_cpus``.
     """
     from ray.exceptions import RayTaskError
 
@@ -165,9 +166,11 @@ def knn_ann_ray_loaded(load, k: int, include_self: bool = True, params=None, tas
 
     params = params or AnnParams()
     ray = ensure_ray()
-    prepare = ray.remote(num_cpus=num_cpus, num_returns=3)(_prepare_loaded)
+    # the index build is one task: it gets build_cpus CPUs and as many FAISS threads (the queries
+    # are many tasks of num_cpus each)
+    prepare = ray.remote(num_cpus=max(num_cpus, build_cpus), num_returns=3)(_prepare_loaded)
     meta_ref, index_ref, x_ref = prepare.remote(load, k, include_self, params, task_memory_gib, recall_sample,
-                                                recall_floor, seed, int(num_cpus))
+                                                recall_floor, seed, max(int(num_cpus), int(build_cpus)))
     try:
         meta = ray.get(meta_ref)
     except RayTaskError as e:  # the task's own error, without Ray's traceback wrapper

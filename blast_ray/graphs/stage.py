@@ -147,7 +147,8 @@ def dense_knn(feat_out, name: str, drop_zero_rows: bool, cfg):
     if cfg.distributed:
         from blast_ray.graphs.distributed import knn_ann_ray_loaded
 
-        about, cols, sims, info = knn_ann_ray_loaded(load, num_blocks=cfg.num_blocks, num_cpus=0.5, **kwargs)
+        about, cols, sims, info = knn_ann_ray_loaded(load, num_blocks=cfg.num_blocks, num_cpus=0.5,
+                                                     build_cpus=cfg.index_build_cpus, **kwargs)
     else:
         x, about = load()
         cols, sims, info = knn_ann(x, **kwargs) if x is not None else (None, None, None)
