@@ -85,6 +85,11 @@ def _query_ann(ray, index_ref, x_ref, n: int, k: int, include_self: bool, block_
                num_cpus: float, index_kind: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Search rows [0, n) of the object-store rows ``x_ref`` against ``index_ref``, one Ray task per
     row range: ``(cols, sims, tasks)``."""
+    if not num_blocks:
+        # at least one task per CPU slot of the cluster: a budget that fits all rows in one block
+        # would otherwise search them on one thread (each task still searches in blocks of <= block_rows)
+        slots = int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-3))
+        num_blocks = max(-(-n // block_rows), min(slots, n))
     ranges = _row_ranges(n, block_rows, num_blocks)
     remote = ray.remote(num_cpus=num_cpus)(_range_search_ann)
     futures = [remote.remote(index_ref, x_ref, s, e, k, include_self, block_rows, int(num_cpus)) for s, e in ranges]
