@@ -136,12 +136,14 @@ def minilm_projection(cfg, seconds: float, rows: int, sample: int) -> dict[str, 
 
     out = committed_outputs(ArtifactStore(cfg.store), cfg.dataset.name, "profiles")[0]
     fs, paths = profiles_files(out)
+    # a seeded random sample of rows from 16 random part files (items and users in proportion)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
     texts: list[str] = []
-    for path in paths[:: max(1, len(paths) // 16)]:
-        texts += [str(t) for t in pq.read_table(path, columns=["text"], filesystem=fs)["text"].to_pylist()]
-        if len(texts) >= 4 * sample:
-            break
-    texts = texts[:: max(1, len(texts) // sample)][:sample]
+    for i in sorted(rng.choice(len(paths), min(16, len(paths)), replace=False)):
+        texts += [str(t) for t in pq.read_table(paths[i], columns=["text"], filesystem=fs)["text"].to_pylist()]
+    texts = [texts[i] for i in rng.choice(len(texts), min(sample, len(texts)), replace=False)]
     per_row = {}
     for name, model in (("minilm", PACKAGED_MINILM), ("embedding_only", cfg.features.text_encoder)):
         enc = TextEncoder(model, cfg.features.text_pooling, threads=1)

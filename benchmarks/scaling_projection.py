@@ -52,7 +52,9 @@ def quantities(result: dict, size: int) -> dict[str, float]:
             "profiles": float(result[f"profiles.rows@{size}"])}
 
 
-def project(result: dict) -> tuple[dict, list[str]]:
+def project(result: dict, stated: dict[str, float] | None = None) -> tuple[dict, list[str]]:
+    """stated: stage -> growth exponent used instead of the measured one (printed as stated)."""
+    stated = dict(stated or {})
     sizes = [int(s) for s in str(result["sizes"]).split(",")]
     lo, hi = sizes[0], sizes[-1]
     q_lo, q_hi = quantities(result, lo), quantities(result, hi)
@@ -69,8 +71,9 @@ def project(result: dict) -> tuple[dict, list[str]]:
         for stage, qname in DRIVER.items():
             t_lo, t_hi = result[f"{stage}.seconds@{lo}"], result[f"{stage}.seconds@{hi}"]
             e = math.log(t_hi / t_lo) / math.log(q_hi[qname] / q_lo[qname]) if hi > lo else 1.0
+            e_used = stated.get(stage, max(e, 1.0))
             ratio = target[qname] / q_hi[qname]
-            here = t_hi * ratio ** max(e, 1.0)
+            here = t_hi * ratio ** e_used
             if stage == "features":
                 per_row = result[f"features.minilm_s_per_row@{hi}"]
                 gpu = target["profiles"] / (GPU_MINILM_ROWS_PER_S * CLUSTER["gpus"])
@@ -79,7 +82,8 @@ def project(result: dict) -> tuple[dict, list[str]]:
                 cl, cl_arith = gpu, f"{target['profiles']:,} / ({GPU_MINILM_ROWS_PER_S:,}/s x {CLUSTER['gpus']} GPUs) = {gpu:,.0f} s"
             else:
                 cl = here * 2 / (CLUSTER["cpu_cores"] * CLUSTER["cpu_efficiency"])
-                arith = f"{t_hi:,.0f} s x {ratio:.2f}^{max(e, 1.0):.2f} = {here:,.0f} s"
+                arith = (f"{t_hi:,.0f} s x {ratio:.2f}^{e_used:.2f}{' (stated)' if stage in stated else ''} = "
+                         f"{here:,.0f} s")
                 cl_arith = f"{here:,.0f} x 2 / ({CLUSTER['cpu_cores']} x {CLUSTER['cpu_efficiency']}) = {cl:,.0f} s"
             total += cl
             d_lo, d_hi = result[f"{stage}.driver_peak_gib@{lo}"], result[f"{stage}.driver_peak_gib@{hi}"]
@@ -103,13 +107,17 @@ def project(result: dict) -> tuple[dict, list[str]]:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("result", help="a JSON file holding pipeline_scaling.py's RESULT object")
+    ap.add_argument("--exponent", action="append", default=[], metavar="STAGE=E",
+                    help="use growth exponent E for STAGE instead of the measured one (said in the table), e.g. "
+                         "graphs=1.1 when the smallest size used the exact index and the larger ones HNSW")
     args = ap.parse_args(argv)
     result = json.loads(Path(args.result).read_text())
-    out, lines = project(result)
+    stated = {k: float(v) for k, v in (x.split("=", 1) for x in args.exponent)}
+    out, lines = project(result, stated)
     print("\n".join(lines))
     out.update({"gpu_minilm_rows_per_s": GPU_MINILM_ROWS_PER_S, "vllm_tokens_per_s_per_gpu": VLLM_TOKENS_PER_S_PER_GPU,
                 "cluster_cpu_cores": CLUSTER["cpu_cores"], "cluster_gpus": CLUSTER["gpus"], "seed": result.get("seed"),
-                "machine": result.get("machine")})
+                "machine": result.get("machine"), "stated_exponents": ",".join(f"{k}={v}" for k, v in stated.items())})
     print("RESULT " + json.dumps(out), flush=True)
     return out
 
