@@ -9,7 +9,8 @@ store), while a sampler thread reads the resident memory (psutil, every 0.2 s) o
 descendants (Ray workers, raylet, Spark's JVM: the largest single one is "worker"). Profiles use
 the template engine with ``profiles.batch_size`` 2,048 (``--profiles-batch-size``: the default 16
 suits LLM engines; a template batch is one part file) and the Spark request builder at every size;
-Spark at the config defaults (``etl.driver_memory`` 4g, 8 shuffle partitions). Features: on 2 CPU cores the offline
+Spark at the config defaults (``etl.driver_memory`` 4g, 8 shuffle partitions); the FAISS index built
+on all of this node's cores (``--index-build-cpus``). Features: on 2 CPU cores the offline
 MiniLM encodes about 55 template profiles a second per thread, so every vector of the 10M size
 (about 1.5M profiles) would take hours. By default (``--text-encoder minilm-embeddings``) the
 stage therefore runs with MiniLM's own embedding layer and no transformer layers (a real
@@ -168,6 +169,7 @@ def size_config(size: int, work: Path, args):
         # the Spark request builder at every size ('auto' switches at 1M interactions: one path measured)
         "profiles": {"engine": "template", "batch_size": args.profiles_batch_size, "request_builder": "spark"},
         "features": {"text_encoder": text_encoder(work, args)},
+        "graphs": {"index_build_cpus": args.index_build_cpus},
         "augment": {"num_blocks": args.augment_blocks if args.augment_blocks == "auto" else int(args.augment_blocks)},
     }, ROOT)
 
@@ -213,7 +215,8 @@ def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
         cmd = [sys.executable, __file__, "--one-stage", stage, "--sizes", str(size), "--work", str(work),
                "--shuffle-partitions", str(args.shuffle_partitions), "--spark-memory", args.spark_memory,
                "--augment-blocks", str(args.augment_blocks), "--profiles-batch-size", str(args.profiles_batch_size),
-               "--text-encoder", args.text_encoder, "--minilm-sample", str(args.minilm_sample)]
+               "--text-encoder", args.text_encoder, "--minilm-sample", str(args.minilm_sample),
+               "--index-build-cpus", str(args.index_build_cpus)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("STAGE ")]
         if proc.returncode != 0 or not lines:
@@ -268,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--text-encoder", choices=("minilm-embeddings", "minilm"), default="minilm-embeddings",
                     help="features encoder: MiniLM's embedding layer only (MiniLM's cost projected from a sample) or MiniLM")
     ap.add_argument("--minilm-sample", type=int, default=512, help="profiles encoded by both encoders for the projection")
+    ap.add_argument("--index-build-cpus", type=int, default=os.cpu_count() or 1,
+                    help="graphs.index_build_cpus: CPUs and FAISS threads of the index-building task (default: this node's)")
     ap.add_argument("--fresh", action="store_true", help="measure every size again (default: reuse figures-<size>.json)")
     ap.add_argument("--one-stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, one size
     args = ap.parse_args(argv)
@@ -281,12 +286,14 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"machine": f"{platform.node()} {os.cpu_count()} cpus "
                                f"{psutil.virtual_memory().total / 2**30:.0f} GiB", "seed": args.seed,
                     "sizes": ",".join(str(s) for s in sizes), "text_encoder": args.text_encoder,
-                    "profiles_batch_size": args.profiles_batch_size, "augment_blocks": args.augment_blocks}
+                    "profiles_batch_size": args.profiles_batch_size, "augment_blocks": args.augment_blocks,
+                    "index_build_cpus": args.index_build_cpus}
     for size in sizes:
         # one size's figures are kept beside its dump (same settings): a later call with more sizes
         # measures only the new ones (--fresh measures again)
         saved = work / f"figures-{size}.json"
-        settings = {k: result[k] for k in ("seed", "text_encoder", "profiles_batch_size", "augment_blocks")}
+        settings = {k: result[k] for k in ("seed", "text_encoder", "profiles_batch_size", "augment_blocks",
+                                            "index_build_cpus")}
         settings.update(shuffle_partitions=args.shuffle_partitions, spark_memory=args.spark_memory)
         if saved.exists() and not args.fresh and json.loads(saved.read_text()).get("settings") == settings:
             figures = json.loads(saved.read_text())["figures"]
