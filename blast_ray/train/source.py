@@ -49,17 +49,16 @@ def side_inputs(outputs: Mapping[str, Any], data, augment: AugmentUse, model: st
     user graphs (a missing one is dropped with a WARNING), and the augmented pairs H when
     ``augment.enabled``. model: only what that model reads is loaded (``used_modalities``: freedom
     never loads the user graph or the user vectors, bpr/lightgcn no feature or graph); None: all."""
+    from blast_ray.features.artifacts import feature_names, load_vectors
     from blast_ray.models.factory import used_modalities
 
-    wanted = used_modalities(model, [], True, True) if model else {"item_graph": True, "user_graph": True}
+    names = feature_names(outputs["features"]) if "features" in outputs else []
+    wanted = (used_modalities(model, names, True, True) if model
+              else {"features": names, "item_graph": True, "user_graph": True})
     inputs = TrainInputs(data)
-    if "features" in outputs:
-        from blast_ray.features.artifacts import feature_names, load_vectors
-
-        names = feature_names(outputs["features"])
-        if model:
-            names = used_modalities(model, names, True, True)["features"]
-        inputs.features = {k: np.asarray(load_vectors(outputs["features"], k)[0], dtype=np.float32) for k in names}
+    if wanted["features"]:
+        inputs.features = {k: np.asarray(load_vectors(outputs["features"], k)[0], dtype=np.float32)
+                           for k in wanted["features"]}
     if "graphs" in outputs:
         from blast_ray.graphs.artifacts import load_graph
 
