@@ -172,40 +172,34 @@ class ArtifactStore:
         )
 
     # ---- bytes / json ------------------------------------------------------------------------
-    @_translated
-    def write_bytes(self, data: bytes, *parts: str) -> None:
-        """Write atomically: local files go to a temp name and are renamed; an S3 PUT is atomic."""
+    def _write_atomic(self, parts: tuple[str, ...], fill) -> None:
+        """``fill(f)`` writes the content to a binary file object: local files go to a temp name,
+        fsync, rename; on S3 one streamed (multipart) upload, visible only once complete."""
         target = self.path(*parts)
         self.fs.create_dir(posixpath.dirname(target), recursive=True)
         if self.is_s3:
             with self.fs.open_output_stream(target) as f:
-                f.write(data)
+                fill(f)
             return
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         with open(tmp, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
 
     @_translated
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Write atomically: local files go to a temp name and are renamed; an S3 PUT is atomic."""
+        self._write_atomic(parts, lambda f: f.write(data))
+
+    @_translated
     def write_file(self, local_path: str, *parts: str, chunk_bytes: int = 8 << 20) -> None:
         """Copy the local file ``local_path`` to ``parts`` in ``chunk_bytes`` chunks (never whole in
-        memory: Spark's part files grow with the data). Local: a temp name, fsync, rename; S3: one
-        streamed (multipart) upload. Like every stage file, it counts only once the manifest is written."""
-        target = self.path(*parts)
-        self.fs.create_dir(posixpath.dirname(target), recursive=True)
-        if self.is_s3:
-            with open(local_path, "rb") as src, self.fs.open_output_stream(target) as dst:
-                while chunk := src.read(chunk_bytes):
-                    dst.write(chunk)
-            return
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(local_path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, chunk_bytes)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, target)
+        memory: Spark's part files grow with the data), atomically as :meth:`write_bytes`. Like every
+        stage file, it counts only once the manifest is written."""
+        with open(local_path, "rb") as src:  # opened first: a missing file writes nothing
+            self._write_atomic(parts, lambda f: shutil.copyfileobj(src, f, chunk_bytes))
 
     @_translated
     def read_bytes(self, *parts: str) -> bytes:
