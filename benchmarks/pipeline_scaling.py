@@ -295,8 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
         settings = {k: result[k] for k in ("seed", "text_encoder", "profiles_batch_size", "augment_blocks",
                                             "index_build_cpus")}
         settings.update(shuffle_partitions=args.shuffle_partitions, spark_memory=args.spark_memory)
-        if saved.exists() and not args.fresh and json.loads(saved.read_text()).get("settings") == settings:
-            figures = json.loads(saved.read_text())["figures"]
+        kept = json.loads(saved.read_text()) if saved.exists() and not args.fresh else {}
+        if kept.get("settings") == settings:
+            figures = kept["figures"]
             print(f"[{size:,}] figures of an earlier run with the same settings: {saved}", flush=True)
         else:
             figures = run_size(size, work, args.seed, args)
