@@ -5,8 +5,11 @@
 
 For each size, ``benchmarks/synth_amazon.py`` writes a dump (seeded, reused when present), then
 each stage runs alone, in a fresh Python process, through ``run_pipeline`` (upstream from the
-store), while a sampler thread reads the resident memory (psutil, every 0.2 s) of this process (the driver) and of each of its
-descendants (Ray workers, raylet, Spark's JVM: the largest single one is "worker"). Profiles use
+store). Each stage's figures are kept in ``<work>/figures-<size>.json`` (with the settings) as
+soon as it finishes: a later call measures only the stages missing there (``--remeasure graphs``
+measures a stage again, from the upstream outputs the store holds; ``--fresh`` all of them). While
+a stage runs, a sampler thread reads the resident memory (psutil, every 0.2 s) of this process
+(the driver) and of each of its descendants (Ray workers, raylet, Spark's JVM: the largest single one is "worker"). Profiles use
 the template engine with ``profiles.batch_size`` 2,048 (``--profiles-batch-size``: the default 16
 suits LLM engines; a template batch is one part file) and the Spark request builder at every size;
 Spark at the config defaults (``etl.driver_memory`` 4g, 8 shuffle partitions); the FAISS index built
@@ -169,7 +172,7 @@ def size_config(size: int, work: Path, args):
         # the Spark request builder at every size ('auto' switches at 1M interactions: one path measured)
         "profiles": {"engine": "template", "batch_size": args.profiles_batch_size, "request_builder": "spark"},
         "features": {"text_encoder": text_encoder(work, args)},
-        "graphs": {"index_build_cpus": args.index_build_cpus},
+        "graphs": {"index_build_cpus": args.index_build_cpus, "index": args.graphs_index},
         "augment": {"num_blocks": args.augment_blocks if args.augment_blocks == "auto" else int(args.augment_blocks)},
     }, ROOT)
 
@@ -199,7 +202,9 @@ def run_stage(size: int, stage: str, work: Path, args) -> dict[str, float]:
     return got
 
 
-def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
+def run_size(size: int, work: Path, seed: int, args, kept: dict[str, float], save) -> dict[str, float]:
+    """Measure the stages of one size whose figures are not in ``kept`` (each in a fresh process);
+    ``save(figures)`` after each stage (a later call resumes at the first stage not measured)."""
     dump = work / f"dump-{size}"
     if not (dump / "synth.json").exists():
         synth = _synth_module()
@@ -207,16 +212,24 @@ def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
         synth.generate(dump, size, seed, Path(os.environ.get("BLAST_DATA_DIR", synth.DEFAULT_DATA)),
                        "Clothing_Shoes_and_Jewelry", 0.005, 0.001)
         print(f"[{size:,}] synthetic dump written in {time.time() - t:.0f} s", flush=True)
+    todo = [st for st in STAGES if f"{st}.seconds@{size}" not in kept]
+    out: dict[str, float] = {k: v for k, v in kept.items() if k.split(".")[0] not in todo}
+    store = work / "store" / f"synth{size}"
     # every stage measured from nothing: no committed output, profile or vector of an earlier run of
-    # this size to reuse (the store under --work is the benchmark's own)
-    shutil.rmtree(work / "store" / f"synth{size}", ignore_errors=True)
-    out: dict[str, float] = {}
-    for stage in STAGES:
+    # this size to reuse (the store under --work is the benchmark's own). From etl: the whole store
+    # of the size; from a later stage: the outputs of the stages measured now (the upstream ones,
+    # committed by the run that measured them, are their input)
+    if "etl" in todo:
+        shutil.rmtree(store, ignore_errors=True)
+    else:
+        for st in todo:
+            shutil.rmtree(store / "stages" / st, ignore_errors=True)
+    for stage in todo:
         cmd = [sys.executable, __file__, "--one-stage", stage, "--sizes", str(size), "--work", str(work),
                "--shuffle-partitions", str(args.shuffle_partitions), "--spark-memory", args.spark_memory,
                "--augment-blocks", str(args.augment_blocks), "--profiles-batch-size", str(args.profiles_batch_size),
                "--text-encoder", args.text_encoder, "--minilm-sample", str(args.minilm_sample),
-               "--index-build-cpus", str(args.index_build_cpus)]
+               "--index-build-cpus", str(args.index_build_cpus), "--graphs-index", args.graphs_index]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("STAGE ")]
         if proc.returncode != 0 or not lines:
@@ -230,6 +243,7 @@ def run_size(size: int, work: Path, seed: int, args) -> dict[str, float]:
               + (f"  (MiniLM projected: {got[f'features.minilm_projected_seconds@{size}']:.0f} s)"
                  if f"features.minilm_projected_seconds@{size}" in got else ""),
               flush=True)
+        save(out)
     return out
 
 
@@ -273,10 +287,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--minilm-sample", type=int, default=512, help="profiles encoded by both encoders for the projection")
     ap.add_argument("--index-build-cpus", type=int, default=os.cpu_count() or 1,
                     help="graphs.index_build_cpus: CPUs and FAISS threads of the index-building task (default: this node's)")
+    ap.add_argument("--graphs-index", choices=("auto", "flat", "hnsw", "ivf"), default="auto",
+                    help="graphs.index (auto: exact flat up to graphs.exact_max_rows rows, HNSW above; hnsw: the "
+                         "approximate index at every size, so graphs.time_exponent measures one method)")
     ap.add_argument("--fresh", action="store_true", help="measure every size again (default: reuse figures-<size>.json)")
+    ap.add_argument("--remeasure", default="", metavar="STAGES",
+                    help="comma-separated stages to measure again at every size (and the ones after them keep "
+                         "their figures; e.g. graphs after a change to the graphs stage)")
     ap.add_argument("--one-stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, one size
     args = ap.parse_args(argv)
     sizes = sorted(synth.parse_size(s) for s in args.sizes.split(","))
+    remeasure = {st.strip() for st in args.remeasure.split(",") if st.strip()}
+    if remeasure - set(STAGES):
+        ap.error(f"--remeasure: unknown stages {sorted(remeasure - set(STAGES))}; stages are {', '.join(STAGES)}")
     work = Path(args.work)
     if args.one_stage:
         got = run_stage(sizes[0], args.one_stage, work, args)
@@ -287,21 +310,23 @@ def main(argv: list[str] | None = None) -> dict:
                                f"{psutil.virtual_memory().total / 2**30:.0f} GiB", "seed": args.seed,
                     "sizes": ",".join(str(s) for s in sizes), "text_encoder": args.text_encoder,
                     "profiles_batch_size": args.profiles_batch_size, "augment_blocks": args.augment_blocks,
-                    "index_build_cpus": args.index_build_cpus}
+                    "index_build_cpus": args.index_build_cpus, "graphs_index": args.graphs_index}
     for size in sizes:
         # one size's figures are kept beside its dump (same settings): a later call with more sizes
         # measures only the new ones (--fresh measures again)
         saved = work / f"figures-{size}.json"
         settings = {k: result[k] for k in ("seed", "text_encoder", "profiles_batch_size", "augment_blocks",
-                                            "index_build_cpus")}
+                                            "index_build_cpus", "graphs_index")}
         settings.update(shuffle_partitions=args.shuffle_partitions, spark_memory=args.spark_memory)
         kept = json.loads(saved.read_text()) if saved.exists() and not args.fresh else {}
-        if kept.get("settings") == settings:
-            figures = kept["figures"]
-            print(f"[{size:,}] figures of an earlier run with the same settings: {saved}", flush=True)
-        else:
-            figures = run_size(size, work, args.seed, args)
-            saved.write_text(json.dumps({"settings": settings, "figures": figures}))
+        figures = kept["figures"] if kept.get("settings") == settings else {}
+        figures = {k: v for k, v in figures.items() if k.split(".")[0] not in remeasure}
+        if figures:
+            print(f"[{size:,}] kept figures of an earlier run with the same settings ({saved}): "
+                  f"{', '.join(st for st in STAGES if f'{st}.seconds@{size}' in figures)}", flush=True)
+        if any(f"{st}.seconds@{size}" not in figures for st in STAGES):
+            figures = run_size(size, work, args.seed, args, figures, lambda f, path=saved: path.write_text(
+                json.dumps({"settings": settings, "figures": f})))
         result.update(figures)
     result.update(summarize(result, sizes))
     print("RESULT " + json.dumps(result), flush=True)

@@ -140,6 +140,18 @@ def collect_pandas(ds, progress: Progress):
     return BlockAccessor.for_block(builder.build()).to_pandas()
 
 
+def wait_all(ray, futures: list, sizes: Iterable[int], progress: Progress) -> None:
+    """Wait until every future is done, ``progress`` advanced by ``sizes[i]`` when task i finishes;
+    the results stay in the object store (``fetch_local=False``: not copied to this node)."""
+    size_of = dict(zip((f.hex() for f in futures), sizes))
+    pending = list(futures)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, fetch_local=False)
+        for f in ready:
+            progress.update(size_of.get(f.hex(), 1))
+    progress.close()
+
+
 def get_in_order(ray, futures: list, sizes: Iterable[int], progress: Progress) -> list:
     """``ray.get(futures)`` (results in the futures' order) with ``progress`` advanced by
     ``sizes[i]`` when task i finishes, whatever the order they finish in."""

@@ -211,9 +211,12 @@ def test_informative_ml100k_features_do_not_fall_back(data_dir, ml100k_features_
 def test_distributed_graphs_never_load_the_vectors_in_the_driver(data_dir, ml100k_features_copy, tmp_path, ray_local,
                                                                    monkeypatch):
     """graphs.distributed: a Ray task reads each feature from the features shards and builds the
-    index; the driver (this process, where reading a feature now fails) only gets the neighbours.
-    The item kNN and both graphs equal the one-process stage's exactly (real ml-100k features)."""
+    index, query tasks search it and assembly tasks build and write the graphs; the driver (this
+    process, where reading a feature, building or writing a graph now fails) gets neither the
+    vectors nor the neighbours nor a graph. The item kNN and both graphs equal the one-process
+    stage's exactly (real ml-100k features)."""
     import blast_ray.features.artifacts as fa
+    import blast_ray.graphs.stage as gs
     from blast_ray.config import load_config
     from blast_ray.graphs.stage import load_graph, load_item_knn
     from blast_ray.store import ArtifactStore, StageOutput
@@ -228,6 +231,13 @@ def test_distributed_graphs_never_load_the_vectors_in_the_driver(data_dir, ml100
                 raise AssertionError("the driver read a feature's vectors")
             monkeypatch.setattr(fa, "load_vectors", driver_read)
             monkeypatch.setattr(fa, "load_features", driver_read)
+
+            def driver_graph(*a, **k):
+                raise AssertionError("the driver built or wrote a graph")
+            for name in ("binary_knn", "sym_normalize", "combine_graphs", "knn_edges"):
+                monkeypatch.setattr(gs, name, driver_graph)
+            for name in ("write_graph", "write_item_knn"):
+                monkeypatch.setattr(gs.artifacts, name, driver_graph)
         m = _graph_manifest(ml100k_features_copy, cfg)
         assert m["extra"]["user_graph"] == "built from user_text" and m["extra"]["item_modalities"] == ["text"]
         store = ArtifactStore(str(ml100k_features_copy))

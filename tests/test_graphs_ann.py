@@ -80,6 +80,19 @@ def test_ray_sharded_search_equals_one_process(sci_features):
     assert info["tasks"] == 3 and info["recall_at_k"] == one["recall_at_k"]
     np.testing.assert_array_equal(cols, one_cols)
     np.testing.assert_allclose(sims, one_sims)
+    # each query task declares the budget as Ray's memory resource, capped at the cluster's: a
+    # budget larger than the node still runs (uncapped, the tasks would never be scheduled)
+    big = 4 * ray_local_memory_gib()
+    cols_big, _, info_big = knn_ann_ray(sci_features, 10, include_self=False, params=params, recall_sample=300,
+                                        num_blocks=2, num_cpus=0.5, task_memory_gib=big)
+    assert info_big["tasks"] == 2
+    np.testing.assert_array_equal(cols_big, one_cols)
+
+
+def ray_local_memory_gib() -> float:
+    from blast_ray.runtime import ensure_ray
+
+    return ensure_ray().cluster_resources()["memory"] / 2**30
 
 
 def test_index_built_on_two_threads_in_a_task_keeps_the_recall(sci_features):

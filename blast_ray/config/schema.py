@@ -360,7 +360,9 @@ class GraphsConfig(ConfigModel):
     index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="auto: exact flat index up to exact_max_rows rows, HNSW above")
     exact_max_rows: Int = Field(200_000, ge=1)
-    task_memory_gib: Float = Field(2.0, gt=0, description="per-task memory budget: the index plus one query block")
+    task_memory_gib: Float = Field(4.0, gt=0, description="per-task memory budget: the index plus one query block "
+                                   "(Ray's memory resource of each query task; an HNSW index over 1.2M x 384 "
+                                   "users is 2.4 GiB with headroom)")
     recall_floor: Float = Field(0.95, ge=0, le=1, description="approximate index: sampled recall@k below this fails the stage")
     recall_sample: Int = Field(1000, ge=10)
     hnsw_m: Int = Field(32, ge=4)

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from blast_ray.graphs.knn import _to_csr, effective_k, l2_normalize, topk_block
-from blast_ray.progress import Progress, get_in_order
+from blast_ray.progress import Progress, get_in_order, wait_all
 
 log = logging.getLogger("blast_ray.graphs")
 
@@ -82,19 +82,30 @@ def _range_search_ann(index_bytes, xn, start: int, stop: int, k: int, include_se
 
 
 def _query_ann(ray, index_ref, x_ref, n: int, k: int, include_self: bool, block_rows: int, num_blocks: int,
-               num_cpus: float, index_kind: str) -> tuple[np.ndarray, np.ndarray, int]:
+               num_cpus: float, index_kind: str, fetch: bool = True, task_memory_gib: float | None = None):
     """Search rows [0, n) of the object-store rows ``x_ref`` against ``index_ref``, one Ray task per
-    row range: ``(cols, sims, tasks)``."""
+    row range: ``(cols, sims, tasks)``; ``fetch=False``: ``(refs, None, tasks)``, the tasks'
+    ``(cols, sims)`` row-range results left in the object store, in row order (this process waits
+    for them without reading them)."""
     if not num_blocks:
         # at least one task per CPU slot of the cluster: a budget that fits all rows in one block
         # would otherwise search them on one thread (each task still searches in blocks of <= block_rows)
         slots = int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1e-3))
         num_blocks = max(-(-n // block_rows), min(slots, n))
     ranges = _row_ranges(n, block_rows, num_blocks)
-    remote = ray.remote(num_cpus=num_cpus)(_range_search_ann)
+    options: dict = {"num_cpus": num_cpus}
+    if task_memory_gib:
+        # each task holds its own copy of the index plus one block: Ray runs only as many at once as
+        # the node's memory holds (capped at the cluster's total, or a large budget never schedules)
+        options["memory"] = int(min(task_memory_gib * 2**30, ray.cluster_resources().get("memory", 0) or 2**62))
+    remote = ray.remote(**options)(_range_search_ann)
     futures = [remote.remote(index_ref, x_ref, s, e, k, include_self, block_rows, int(num_cpus)) for s, e in ranges]
     log.debug("kNN top-%d over %d rows (%s index): %d Ray tasks of <= %d rows", k, n, index_kind, len(futures), block_rows)
-    parts = get_in_order(ray, futures, [e - s for s, e in ranges], Progress("graphs: kNN", n, "rows"))
+    progress = Progress("graphs: kNN", n, "rows")
+    if not fetch:
+        wait_all(ray, futures, [e - s for s, e in ranges], progress)
+        return futures, None, len(futures)
+    parts = get_in_order(ray, futures, [e - s for s, e in ranges], progress)
     return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts]), len(futures)
 
 
@@ -126,7 +137,7 @@ def knn_ann_ray(x, k: int, include_self: bool = True, params=None, task_memory_g
     ray = ensure_ray()
     index_ref, x_ref = ray.put(faiss.serialize_index(_cpu_index(faiss, p.index, params))), ray.put(p.xn)
     cols, sims, tasks = _query_ann(ray, index_ref, x_ref, len(p.xn), p.k, include_self, p.block_rows, num_blocks,
-                                   num_cpus, p.info["index"])
+                                   num_cpus, p.info["index"], task_memory_gib=task_memory_gib)
     del index_ref, x_ref
     info = dict(p.info, tasks=tasks)
     return cols, sims, info
@@ -152,7 +163,7 @@ def _prepare_loaded(load, k: int, include_self: bool, params, task_memory_gib: f
 
 def knn_ann_ray_loaded(load, k: int, include_self: bool = True, params=None, task_memory_gib: float = 2.0,
                        recall_sample: int = 1000, recall_floor: float = 0.0, num_blocks: int = 0,
-                       num_cpus: float = 1.0, seed: int = 0, build_cpus: int = 1):
+                       num_cpus: float = 1.0, seed: int = 0, build_cpus: int = 1, fetch: bool = True):
     """:func:`knn_ann_ray` where a Ray task loads the rows itself: ``(about, cols, sims, info)``.
 
     ``load``: a picklable zero-argument callable run inside the task, returning ``(x, about)``:
@@ -162,7 +173,9 @@ def knn_ann_ray_loaded(load, k: int, include_self: bool = True, params=None, tas
     them from there. The driver holds neither: its memory does not grow with N x d. With ``x``
     None, ``cols``/``sims``/``info`` are None. An error inside the task (e.g. the recall floor's
     AnnError) is raised here as itself, one line. ``build_cpus``: CPUs and FAISS threads of that
-    one task (``graphs.index_build_cpus``); each query task gets ``num_cpus``.
+    one task (``graphs.index_build_cpus``); each query task gets ``num_cpus``. ``fetch=False``:
+    ``cols`` is the list of the query tasks' refs (each ``(cols, sims)`` of a row range, in row
+    order) and ``sims`` None: the (N, k) result stays in the object store for a task to assemble.
     """
     from ray.exceptions import RayTaskError
 
@@ -188,6 +201,6 @@ def knn_ann_ray_loaded(load, k: int, include_self: bool = True, params=None, tas
     if "n" not in meta:
         return meta["about"], None, None, None
     cols, sims, tasks = _query_ann(ray, index_ref, x_ref, meta["n"], meta["k"], include_self, meta["block_rows"],
-                                   num_blocks, num_cpus, meta["info"]["index"])
+                                   num_blocks, num_cpus, meta["info"]["index"], fetch, task_memory_gib)
     del index_ref, x_ref
     return meta["about"], cols, sims, dict(meta["info"], tasks=tasks)

@@ -19,8 +19,11 @@ section 2; files and schemas in ``blast_ray.graphs.artifacts``).
   logged and written to manifest ``extra["fallbacks"][<feature>]``.
 - Where the vectors are read: with ``graphs.distributed`` (default) one Ray task per feature reads
   it from the features shards, keeps the searchable rows, runs the degenerate check and builds
-  the index (``dense_knn`` -> ``distributed.knn_ann_ray_loaded``); this process gets back only the
-  :class:`FeatureRows` and the (N, k) neighbours, never the N x d vectors.
+  the index (``dense_knn`` -> ``distributed.knn_ann_ray_loaded``), query tasks search it, and
+  assembly tasks (:class:`Assembler`) turn their (N, k) neighbours into the edge files and the
+  normalized graphs and write S_I / S_U; this process gets back only the :class:`FeatureRows` and
+  counts, never the N x d vectors, the neighbours or a graph (its memory does not grow with the
+  number of users; the item co-occurrence fallback and ``user_graph_source: cooc`` still run here).
 - User-user: the same construction over user_text; skipped (logged, manifest extra) when absent.
   With ``graphs.user_graph_source: cooc`` [choice] it is built over the users' co-occurrence rows
   instead (rows of the TRAIN R, cosine: users who bought the same items), the sparse exact path
@@ -136,10 +139,15 @@ def load_feature_rows(feat_out, name: str, drop_zero_rows: bool, cfg) -> tuple[n
 
 
 def dense_knn(feat_out, name: str, drop_zero_rows: bool, cfg):
-    """Top-k of feature ``name`` among its searchable rows: ``(about, src, cols, sims, info)``
-    (``src`` None when ``about`` says it is not usable). With ``graphs.distributed`` a Ray task
-    reads the feature and builds the index (``knn_ann_ray_loaded``): the driver never holds the
-    vectors, whatever the number of users; otherwise this process does."""
+    """Top-k of feature ``name`` among its searchable rows: ``(about, parts, info)`` (``parts``
+    None when ``about`` says it is not usable).
+
+    ``parts``: the search result as row ranges of ``(cols, sims)`` in row order, positions among
+    ``about.rows`` (:func:`knn_edges` maps them to global ids). With ``graphs.distributed`` a Ray
+    task reads the feature and builds the index (``knn_ann_ray_loaded``) and ``parts`` are the
+    query tasks' object refs: this process holds neither the vectors nor the (N, k) neighbours,
+    whatever the number of users (the assembly tasks read them); otherwise this process searches
+    and ``parts`` holds one local ``(cols, sims)``."""
     load = functools.partial(load_feature_rows, feat_out, name, drop_zero_rows, cfg)
     kwargs = dict(k=cfg.knn_k, include_self=cfg.include_self, params=ann_params(cfg),
                   task_memory_gib=cfg.task_memory_gib, recall_sample=cfg.recall_sample,
@@ -147,16 +155,97 @@ def dense_knn(feat_out, name: str, drop_zero_rows: bool, cfg):
     if cfg.distributed:
         from blast_ray.graphs.distributed import knn_ann_ray_loaded
 
-        about, cols, sims, info = knn_ann_ray_loaded(load, num_blocks=cfg.num_blocks, num_cpus=0.5,
-                                                     build_cpus=cfg.index_build_cpus, **kwargs)
-    else:
-        x, about = load()
-        cols, sims, info = knn_ann(x, **kwargs) if x is not None else (None, None, None)
-    if cols is None:
-        return about, None, None, None, None
-    if about.rows is None:
-        return about, np.arange(about.n), cols, sims, info
-    return about, about.rows, about.rows[cols], sims, info
+        about, refs, _, info = knn_ann_ray_loaded(load, num_blocks=cfg.num_blocks, num_cpus=0.5,
+                                                  build_cpus=cfg.index_build_cpus, fetch=False, **kwargs)
+        return about, refs, info
+    x, about = load()
+    if x is None:
+        return about, None, None
+    cols, sims, info = knn_ann(x, **kwargs)
+    return about, [(cols, sims)], info
+
+
+# ---- assembly: the (N, k) neighbours -> files and normalized graphs. Pure functions of their
+# arguments, run in this process or (graphs.distributed) as Ray tasks, so the driver never holds
+# the neighbours or a graph.
+def knn_edges(parts, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(src, cols, sims)`` in global ids from the row-range results ``parts`` of a search among
+    ``rows`` (None: all rows)."""
+    cols = np.concatenate([p[0] for p in parts])
+    sims = np.concatenate([p[1] for p in parts])
+    if rows is None:
+        return np.arange(len(cols)), cols, sims
+    return rows, rows[cols], sims
+
+
+def item_modality_graph(out, modality: str, n_items: int, rows: np.ndarray | None, parts):
+    """Writes one item modality's raw edges; returns its normalized binary kNN and its edge count."""
+    src, cols, sims = knn_edges(parts, rows)
+    artifacts.write_item_knn(out, modality, cols, sims, src)
+    return sym_normalize(binary_knn(src, cols, n_items)), int(cols.size)
+
+
+def user_graph(out, n_users: int, rows: np.ndarray | None, parts) -> int:
+    """Writes S_U (the normalized binary user kNN); returns its nnz."""
+    src, cols, _ = knn_edges(parts, rows)
+    s_u = sym_normalize(binary_knn(src, cols, n_users))
+    artifacts.write_graph(out, "user", s_u)
+    return int(s_u.nnz)
+
+
+def item_graph(out, normalized: dict, weights: dict[str, float], row_masks: dict[str, np.ndarray]):
+    """Writes S_I = the weighted sum of the modality graphs; returns (nnz, effective weights)."""
+    s_i, eff = combine_graphs(normalized, weights, row_masks=row_masks, log_fn=lambda _msg: None)
+    artifacts.write_graph(out, "item", s_i)
+    return int(s_i.nnz), eff
+
+
+def _resolved(ray, value):
+    """``value`` with the object refs in it (top level, list or dict values) read."""
+    if isinstance(value, ray.ObjectRef):
+        return ray.get(value)
+    if isinstance(value, list):
+        return [_resolved(ray, v) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolved(ray, v) for k, v in value.items()}
+    return value
+
+
+def _assemble_task(fn, *args):
+    import ray
+
+    return fn(*(_resolved(ray, a) for a in args))
+
+
+class Assembler:
+    """Runs the assembly functions here, or (``graphs.distributed``) as Ray tasks whose results stay
+    in the object store until :meth:`get` reads the small ones."""
+
+    def __init__(self, distributed: bool):
+        self.ray = None
+        if distributed:
+            from blast_ray.runtime import ensure_ray
+
+            self.ray = ensure_ray()
+            self._task = self.ray.remote(num_cpus=0.5)(_assemble_task)
+
+    def call(self, fn, *args, num_returns: int = 1):
+        if self.ray is None:
+            return fn(*args)
+        return self._task.options(num_returns=num_returns).remote(fn, *args)
+
+    def get(self, value):
+        if self.ray is None:
+            return value
+        from ray.exceptions import RayTaskError
+
+        try:
+            return self.ray.get(value)
+        except RayTaskError as e:  # the search or assembly task's own error, one line
+            cause = e
+            while isinstance(cause, RayTaskError) and isinstance(cause.cause, Exception):
+                cause = cause.cause
+            raise cause from None
 
 
 def run(ctx, out) -> dict:
@@ -187,14 +276,15 @@ def run(ctx, out) -> dict:
     fallbacks: dict[str, str] = {}  # feature -> why it was not used and what replaced it
     degenerate_items: dict[str, str] = {}
     item_rows: dict[str, np.ndarray] = {}  # modality -> rows that have a vector (absent: all)
-    normalized = {}
+    normalized = {}  # modality -> its normalized graph (an object ref when graphs.distributed)
+    assemble = Assembler(cfg.distributed)
     for name, modality in FEATURE_MODALITY.items():
         if name not in names:
             continue
         t1 = time.time()
         # the vectors are read (and the index built) where the search runs: not in this process
         # when graphs.distributed (the default)
-        about, src, cols, sims, search = dense_knn(feat_out, name, False, cfg)
+        about, parts, search = dense_knn(feat_out, name, False, cfg)
         if about.n != n_items:
             raise ValueError(f"features.{name} has {about.n} rows, ETL has {n_items} items")
         if about.degenerate is not None:
@@ -212,10 +302,10 @@ def run(ctx, out) -> dict:
             log.warning("%d of %d items have no %s vector: no %s edges for them", n_items - about.n_with, n_items,
                         modality, modality)
         extra.setdefault("knn_search", {})[f"item_{modality}"] = search
-        artifacts.write_item_knn(out, modality, cols, sims, src)
-        normalized[modality] = sym_normalize(binary_knn(src, cols, n_items))
+        normalized[modality], n_edges = assemble.call(item_modality_graph, out, modality, n_items, about.rows, parts,
+                                                      num_returns=2)
+        row_counts[f"item_knn_{modality}"] = assemble.get(n_edges)
         timings[f"item_knn_{modality}_s"] = round(time.time() - t1, 3)
-        row_counts[f"item_knn_{modality}"] = int(cols.size)
     for name, why in degenerate_items.items():
         then = f"dropped, S_I from {', '.join(sorted(normalized))}" if normalized else "co-occurrence"
         fallbacks[name] = f"{why} -> {then}"
@@ -229,18 +319,20 @@ def run(ctx, out) -> dict:
             log.warning("no item features: item kNN over co-occurrence (columns of train R), modality 'cooc'")
         t1 = time.time()
         cols, sims, search = cooc_knn(sp.csr_matrix(train().T), cfg)
-        rows = np.arange(n_items)
         extra.setdefault("knn_search", {})["item_cooc"] = search
-        artifacts.write_item_knn(out, "cooc", cols, sims, rows)
-        normalized["cooc"] = sym_normalize(binary_knn(rows, cols, n_items))
+        normalized["cooc"], n_edges = item_modality_graph(out, "cooc", n_items, None, [(cols, sims)])
+        del cols, sims
         timings["item_knn_cooc_s"] = round(time.time() - t1, 3)
-        row_counts["item_knn_cooc"] = int(cols.size)
-    weights = {"visual": cfg.alpha_v, "text": cfg.alpha_t, "cooc": 1.0}
-    s_i, eff = combine_graphs(normalized, {m: w for m, w in weights.items() if m != "cooc" or "cooc" in normalized},
-                              row_masks=item_rows)
-    artifacts.write_graph(out, "item", s_i)
-    row_counts["item_graph"] = int(s_i.nnz)
+        row_counts["item_knn_cooc"] = n_edges
+    weights = {m: w for m, w in {"visual": cfg.alpha_v, "text": cfg.alpha_t, "cooc": 1.0}.items()
+               if m != "cooc" or "cooc" in normalized}
+    dropped = [m for m in weights if m not in normalized]
+    if dropped:
+        log.info("modalities %s absent: dropped, remaining weights renormalized", dropped)
+    s_i_nnz, eff = assemble.get(assemble.call(item_graph, out, normalized, weights, item_rows))
+    row_counts["item_graph"] = s_i_nnz
     extra["item_modalities"] = sorted(normalized)
+    normalized.clear()  # the modality graphs (here or in the object store) are written into S_I
     extra["item_weights"] = eff
 
     if not cfg.user_graph:
@@ -248,12 +340,11 @@ def run(ctx, out) -> dict:
         log.info("user-user graph disabled by config")
     elif cfg.user_graph_source == "cooc":
         t1 = time.time()
-        cols, _, search = cooc_knn(train(), cfg)
+        cols, sims, search = cooc_knn(train(), cfg)
         extra.setdefault("knn_search", {})["user_cooc"] = search
-        s_u = sym_normalize(binary_knn(np.arange(n_users), cols, n_users))
-        artifacts.write_graph(out, "user", s_u)
+        row_counts["user_graph"] = user_graph(out, n_users, None, [(cols, sims)])
+        del cols, sims
         timings["user_graph_s"] = round(time.time() - t1, 3)
-        row_counts["user_graph"] = int(s_u.nnz)
         extra["user_graph"] = "built from co-occurrence (rows of train R; graphs.user_graph_source=cooc)"
     elif "user_text" not in names:
         extra["user_graph"] = "skipped: no user_text feature"
@@ -262,7 +353,7 @@ def run(ctx, out) -> dict:
         t1 = time.time()
         # users without a profile have a zero user_text vector (features stage): a zero row's
         # neighbours would be arbitrary (lowest indices), so they get no user-user edges instead
-        about, src, cols, _, search = dense_knn(feat_out, "user_text", True, cfg)
+        about, parts, search = dense_knn(feat_out, "user_text", True, cfg)
         if about.n != n_users:
             raise ValueError(f"features.user_text has {about.n} rows, ETL has {n_users} users")
         if about.n_with < 2:
@@ -279,10 +370,8 @@ def run(ctx, out) -> dict:
                 log.warning("%d of %d users have a zero user_text vector (no profile): no user-user edges for them",
                             n_users - about.n_with, n_users)
             extra.setdefault("knn_search", {})["user_text"] = search
-            s_u = sym_normalize(binary_knn(src, cols, n_users))
-            artifacts.write_graph(out, "user", s_u)
+            row_counts["user_graph"] = assemble.get(assemble.call(user_graph, out, n_users, about.rows, parts))
             timings["user_graph_s"] = round(time.time() - t1, 3)
-            row_counts["user_graph"] = int(s_u.nnz)
             extra["user_graph"] = "built from user_text"
     if fallbacks:
         extra["fallbacks"] = fallbacks
