@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any
 
 import pandas as pd
@@ -46,15 +45,16 @@ PROFILE_DDL = ("kind string, idx long, text string, reasoning string, engine str
 
 def local_copies(fs: Any, paths: list[str], is_s3: bool, dest: str) -> list[str]:
     """Paths Spark can read: ``paths`` themselves on a local store; else each file streamed
-    (1 MiB chunks) from ``fs`` into the local folder ``dest``."""
+    (``copy_to_local``) from ``fs`` into the local folder ``dest``."""
+    from blast_ray.store.artifact_store import copy_to_local
+
     if not is_s3:
         return list(paths)
     os.makedirs(dest, exist_ok=True)
     out = []
     for n, p in enumerate(paths):
         local = os.path.join(dest, f"{n:06d}-{os.path.basename(p)}")
-        with fs.open_input_stream(p) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        copy_to_local(fs, p, local)
         out.append(local)
     return out
 

@@ -33,6 +33,16 @@ import pyarrow.parquet as pq
 from blast_ray.store.layout import check_parts, rel_parts
 
 
+COPY_CHUNK = 8 << 20  # bytes per read when a store file is streamed to local disk
+
+
+def copy_to_local(fs: pafs.FileSystem, path: str, local: str) -> None:
+    """Stream the file ``path`` of ``fs`` (local or S3) into the local file ``local``, chunk by
+    chunk (memory: one chunk, whatever the file's size)."""
+    with fs.open_input_stream(path) as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, COPY_CHUNK)
+
+
 def _s3_filesystem() -> pafs.S3FileSystem:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     kwargs: dict[str, Any] = {}
@@ -277,7 +287,6 @@ class ArtifactStore:
         for rel in self.list_files(*parts):
             dst = os.path.join(local_dir, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            with self.fs.open_input_stream(self.path(*parts, *rel_parts(rel))) as src, open(dst, "wb") as f:
-                shutil.copyfileobj(src, f, 8 << 20)
+            copy_to_local(self.fs, self.path(*parts, *rel_parts(rel)), dst)
             n += 1
         return n
