@@ -442,3 +442,35 @@ def test_cache_reader_skips_unfinished_files(tmp_path, caplog):
         got = load_reusable(store, "ds", None)
     assert list(got) == ["k3"] and got["k3"]["_src"] == "cache"
     assert any("skipped 1 unfinished" in r.message for r in caplog.records)
+
+
+def test_vllm_parse_tasks_write_the_rows_to_retry_to_files_not_to_the_driver(tmp_path):
+    """The vllm engine's parse step (a Ray Data task after the LLM processor): answers that parse go
+    to the output; the others are written, as strict request rows with their fields, to a part
+    file under the attempt's retry folder, which the next pass reads. What comes back to the driver
+    is kind, idx, fallback, ok: no fields, no text. On the last attempt every row is final
+    (unparseable ones as counted fallbacks) and nothing is left to retry."""
+    from blast_ray.config import ProfilesConfig
+    from blast_ray.profiles.pipeline import RETRY_SCHEMA, ParseWorker, retry_parts
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    out_parts = ("ds", "stages", "profiles", "fp0")
+    fields = [json.dumps({"title": t, "categories": ["Toys"], "reviews": []}, sort_keys=True) for t in ("A", "B", "C")]
+    batch = pd.DataFrame({"kind": ["item"] * 3, "idx": [0, 1, 2], "key": ["k0", "k1", "k2"], "fields": fields,
+                          "strict": [False] * 3,
+                          "generated_text": ['{"summarization": "Kids.", "reasoning": "Toys."}', "no json here", ""]})
+    cfg = ProfilesConfig(engine="vllm", max_retries=1).model_dump()
+    first = ParseWorker(cfg, "toys", store.root, "ds", 0, out_parts, retry_parts(out_parts, "item", 0))(batch)
+    assert list(first.columns) == ["kind", "idx", "fallback", "ok"]
+    assert first["ok"].tolist() == [True, False, False]
+    files = store.list_files(*retry_parts(out_parts, "item", 0))
+    assert len(files) == 1
+    retry = store.read_table(*retry_parts(out_parts, "item", 0), files[0])
+    assert retry.schema.equals(RETRY_SCHEMA)
+    assert retry["idx"].to_pylist() == [1, 2] and all(retry["strict"].to_pylist())
+    assert retry["fields"].to_pylist() == fields[1:] and retry["key"].to_pylist() == ["k1", "k2"]
+    # the last attempt: every row final, the unparseable ones as fallbacks; no retry file
+    last = ParseWorker(cfg, "toys", store.root, "ds", 1, out_parts, retry_parts(out_parts, "item", 1))(
+        batch.iloc[1:].assign(strict=True))
+    assert last["ok"].all() and last["fallback"].tolist() == [True, True]
+    assert store.list_files(*retry_parts(out_parts, "item", 1)) == []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,13 +178,24 @@ class ProfileWorker:
         return frame[["kind", "idx", "fallback"]]
 
 
+RETRY_SCHEMA = pa.schema([("kind", pa.string()), ("idx", pa.int64()), ("key", pa.string()),
+                          ("fields", pa.string()), ("strict", pa.bool_())])
+
+
+def retry_parts(out_parts: tuple[str, ...], kind: str, attempt: int) -> tuple[str, ...]:
+    """Where the parse tasks of ``attempt`` write the request rows to retry (under the output's
+    own folder; deleted before the stage commits)."""
+    return (*out_parts, "_retry", kind, f"attempt-{attempt}")
+
+
 class ParseWorker:
     """vllm engine, after the LLM processor: parse answers; successes (and, on the last attempt,
-    fallbacks) go to the cache and the output; failures come back with ``ok=False`` and their
-    fields for a stricter pass (successes come back without their fields)."""
+    fallbacks) go to the cache and the output; failures are written, as request rows with the
+    strict flag, to a part file under ``retry_parts`` for a stricter pass. Only ``kind, idx,
+    fallback, ok`` come back (no fields, no text): the driver never holds the rows to retry."""
 
     def __init__(self, cfg: dict, category: str, store_root: str, dataset: str, attempt: int,
-                 out_parts: tuple[str, ...]):
+                 out_parts: tuple[str, ...], retry_to: tuple[str, ...] = ()):
         self.cfg = ProfilesConfig(**cfg)
         self.category = category
         self.store = ArtifactStore(store_root)
@@ -191,6 +203,7 @@ class ParseWorker:
         self.attempt = attempt
         self.final = attempt >= self.cfg.max_retries
         self.out_parts = tuple(out_parts)
+        self.retry_to = tuple(retry_to)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         results, ok = [], []
@@ -211,9 +224,16 @@ class ParseWorker:
         if len(done):
             write_cache_batch(self.store, self.dataset, done)
             write_output_batch(self.store, self.out_parts, done)
-        return pd.DataFrame({"kind": frame["kind"], "idx": frame["idx"], "key": frame["key"],
-                             "fields": np.where(ok_mask, "", batch["fields"].astype(str).to_numpy()),
-                             "fallback": frame["fallback"], "ok": ok_mask})
+        if (~ok_mask).any():
+            if not self.retry_to:
+                raise ValueError("ParseWorker: rows to retry but no retry_to folder")
+            todo = batch.loc[~ok_mask]
+            table = pa.table({"kind": todo["kind"].astype(str).to_numpy(), "idx": todo["idx"].to_numpy(np.int64),
+                              "key": todo["key"].astype(str).to_numpy(), "fields": todo["fields"].astype(str).to_numpy(),
+                              "strict": np.ones(len(todo), dtype=bool)}, schema=RETRY_SCHEMA)
+            self.store.write_table(table, *self.retry_to, f"part-{uuid.uuid4().hex}.parquet")
+        return pd.DataFrame({"kind": frame["kind"].to_numpy(), "idx": frame["idx"].to_numpy(),
+                             "fallback": frame["fallback"].to_numpy(), "ok": ok_mask})
 
 
 def _parse_batch(batch: pd.DataFrame, **kw) -> pd.DataFrame:
@@ -261,7 +281,7 @@ def generate(
     small = dict(num_cpus=min(0.1, cfg.num_cpus_per_actor), batch_format="pandas")
     progress = Progress(f"profiles: {kind}", n_requests, "rows")
     if cfg.engine == "vllm":
-        n = _run_vllm(request_paths, cfg, cfg_d, category, store, dataset, out_parts, ray, small, progress)
+        n = _run_vllm(kind, request_paths, cfg, cfg_d, category, store, dataset, out_parts, ray, small, progress)
     else:
         # Fractional CPUs for the read: a whole-CPU read task next to an engine's CPU bundle starves
         # a 2-CPU node.
@@ -301,17 +321,36 @@ def _requests_dataset(ray, request_paths: list[str], fs):
     return ray.data.from_arrow_refs(refs)
 
 
-def _run_vllm(request_paths: list[str], cfg: ProfilesConfig, cfg_d: dict, category: str, store: ArtifactStore,
-              dataset: str, out_parts: tuple[str, ...], ray, small: dict, progress: Progress) -> int:
+def _run_vllm(kind: str, request_paths: list[str], cfg: ProfilesConfig, cfg_d: dict, category: str,
+              store: ArtifactStore, dataset: str, out_parts: tuple[str, ...], ray, small: dict,
+              progress: Progress) -> int:
     """The vllm engine through ``ray.data.llm``; rows whose answer does not parse are retried with
-    the strict prompt (only they come back to the driver, with their fields). Returns rows written."""
+    the strict prompt: the parse tasks write them to part files (``retry_parts``) that the next
+    pass reads, so the driver holds counts only. Returns rows written."""
     from blast_ray.profiles.engines.transformers import resolve_model_source
-    from blast_ray.profiles.engines.vllm import build_vllm_processor, wants_chat_template
+    from blast_ray.profiles.engines.vllm import wants_chat_template
 
     source = resolve_model_source(cfg.model)
     chat = wants_chat_template(cfg.chat_template, source)
     keep = ["kind", "idx", "key", "fields", "strict"]
     ds = _requests_dataset(ray, request_paths, store.fs)
+    written = 0
+    try:
+        written = _vllm_passes(kind, ds, cfg, cfg_d, category, store, dataset, out_parts, ray, small, progress,
+                               source, chat, keep)
+    finally:
+        store.delete_dir(*out_parts, "_retry")
+    progress.close()
+    return written
+
+
+def _vllm_passes(kind: str, ds, cfg: ProfilesConfig, cfg_d: dict, category: str, store: ArtifactStore, dataset: str,
+                 out_parts: tuple[str, ...], ray, small: dict, progress: Progress, source: str, chat: bool,
+                 keep: list[str]) -> int:
+    """The generate -> parse passes of :func:`_run_vllm` (attempt 0, then the strict retries of
+    the rows that did not parse, read back from the parse tasks' retry files)."""
+    from blast_ray.profiles.engines.vllm import build_vllm_processor
+
     written = 0
     for attempt in range(cfg.max_retries + 1):
         ds = ds.map_batches(build_prompts, fn_kwargs=dict(category=category, prompt_version=cfg.prompt_version),
@@ -322,22 +361,23 @@ def _run_vllm(request_paths: list[str], cfg: ProfilesConfig, cfg_d: dict, catego
         ds = ds.map_batches(
             _parse_batch,
             fn_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset, attempt=attempt,
-                           out_parts=tuple(out_parts)),
+                           out_parts=tuple(out_parts), retry_to=retry_parts(out_parts, kind, attempt)),
             batch_size=cfg.batch_size, **small,
         )
-        failed = []
+        failed = 0
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             ok = batch["ok"].to_numpy(bool)
             written += int(ok.sum())
             progress.update(int(ok.sum()))
-            if (~ok).any():
-                failed.append(batch.loc[~ok, ["kind", "idx", "key", "fields"]])
+            failed += int((~ok).sum())
         if not failed:
             break
-        retry = pd.concat(failed, ignore_index=True)
         log.info("vllm engine: %d answers unparseable on attempt %d; retrying with the strict prompt",
-                 len(retry), attempt + 1)
-        retry["strict"] = True
-        ds = ray.data.from_pandas(retry)
-    progress.close()
+                 failed, attempt + 1)
+        folder = retry_parts(out_parts, kind, attempt)
+        paths = [store.path(*folder, f) for f in sorted(store.list_files(*folder)) if f.endswith(".parquet")]
+        n_files = sum(pq.ParquetFile(p, filesystem=store.fs).metadata.num_rows for p in paths)
+        if n_files != failed:
+            raise RuntimeError(f"vllm engine: {failed} rows to retry, {n_files} in the retry files of {store.path(*folder)}")
+        ds = _requests_dataset(ray, paths, store.fs)
     return written
