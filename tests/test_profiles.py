@@ -451,7 +451,8 @@ def test_vllm_parse_tasks_write_the_rows_to_retry_to_files_not_to_the_driver(tmp
     is kind, idx, fallback, ok: no fields, no text. On the last attempt every row is final
     (unparseable ones as counted fallbacks) and nothing is left to retry."""
     from blast_ray.config import ProfilesConfig
-    from blast_ray.profiles.pipeline import RETRY_SCHEMA, ParseWorker, retry_parts
+    from blast_ray.profiles.artifacts import RETRY_SCHEMA, retry_parts
+    from blast_ray.profiles.pipeline import ParseWorker
 
     store = ArtifactStore(str(tmp_path / "store"))
     out_parts = ("ds", "stages", "profiles", "fp0")

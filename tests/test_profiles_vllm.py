@@ -46,6 +46,8 @@ def _check_rows(df, engine: str, n: int):
 def test_vllm_engine_stage_on_cpu(tmp_path, data_dir, ray_local, gemma_dir):
     import vllm  # noqa: F401  - fails loudly outside the vLLM venv
 
+    from blast_ray.profiles.artifacts import RETRY
+
     store = ArtifactStore(str(tmp_path / "store"))
     etl = write_etl(store, "ml-100k", movielens_tables(data_dir))
     # max_retries=1: the rows whose answer does not parse (the 270M base model's are many) go
@@ -63,7 +65,7 @@ def test_vllm_engine_stage_on_cpu(tmp_path, data_dir, ray_local, gemma_dir):
     assert abs(m["extra"]["fallback_rate"] - df["fallback"].mean()) < 1e-3
     # a fallback is given only after the strict retry; the retry files are gone before the commit
     assert (df.loc[df["fallback"], "attempts"] == 2).all() and df["attempts"].isin([1, 2]).all()
-    assert not store.list_files(*out.parts, "_retry")
+    assert not store.list_files(*out.parts, RETRY)
     print(f"vllm stage: 9 profiles in {time.time() - t0:.1f}s, fallback rate {df['fallback'].mean():.2f}")
     print(df[["kind", "idx", "fallback", "attempts", "text"]].to_string(max_colwidth=80))
 

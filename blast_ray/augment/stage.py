@@ -109,9 +109,8 @@ def run(ctx, out) -> dict:
                            fixed_task_bytes(N, k_union))
     a, b = marginals_of(nnz, M, N, cfg.row_target, cfg.col_target, deg_users=deg_u, deg_items=deg_i)
     q = int(round(cfg.ratio * nnz))
-    res, (users, items, logv, in_g), block_stats, t_marks = solve_blocks(
-        plan, etl, knn_parts, out, cfg, a, b, q, N, in_process=(cfg.num_blocks == 1))
-    values = np.exp(logv)
+    res, selected, block_stats, t_marks = solve_blocks(
+        plan, etl, knn_parts, out, cfg, a, b, q, N, deg_u, deg_i, in_process=(cfg.num_blocks == 1))
     n_g = int(sum(s["false_negatives"] for s in block_stats))
     extra = {
         "enabled": True,
@@ -121,26 +120,50 @@ def run(ctx, out) -> dict:
                    "peak_cells_per_block": int(max(s["cells"] for s in block_stats)),
                    "in_process": cfg.num_blocks == 1},
         "q": q,
-        "h_in_g": int(in_g.sum()),
-        "spread": spread_from_degrees(users, items, deg_u, deg_i),
+        "h_in_g": selected["h_in_g"],
+        "spread": selected["spread"],
         "timings_detail": {"build_s": round(t_marks[0] - t0, 3), "sinkhorn_s": round(t_marks[1] - t_marks[0], 3),
                            "topq_s": round(t_marks[2] - t_marks[1], 3)},
         "shape": {"users": M, "items": N},
     }
-    artifacts.write_pairs(out, users, items, values)
     metrics = {"sinkhorn.iterations": extra["sinkhorn"]["iterations"],
                "sinkhorn.final_error": extra["sinkhorn"]["final_error"]}
-    return {"row_counts": {"augmented_pairs": int(users.size), "false_negatives": n_g},
+    return {"row_counts": {"augmented_pairs": selected["pairs"], "false_negatives": n_g},
             "timings": {"total_s": round(time.time() - t0, 3)}, "extra": extra, "metrics": metrics}
 
 
-def solve_blocks(plan: BlockPlan, etl, knn_parts, out, cfg, a: np.ndarray, b: np.ndarray, q: int, N: int,
-                 in_process: bool = False):
-    """Build, solve and select on the planned row blocks; the blocks write their rows of G.
+def write_selection(out, parts, q: int, deg_u: np.ndarray, deg_i: np.ndarray) -> dict:
+    """Merge the blocks' candidates ``parts`` (an iterable of ``(users, items, log values, in G)``)
+    into the global top q, write them as H, and return what the manifest reports: ``pairs``,
+    ``h_in_g`` and the activity/popularity ``spread``."""
+    users, items, logv, in_g = merge_top_q(parts, q)
+    artifacts.write_pairs(out, users, items, np.exp(logv))
+    return {"pairs": int(users.size), "h_in_g": int(in_g.sum()), "spread": spread_from_degrees(users, items, deg_u, deg_i)}
 
-    ``in_process``: the blocks live in this process (``augment.num_blocks: 1``); otherwise one Ray
-    actor per block (0.5 CPU each, fewer when the cluster has fewer CPUs than blocks need).
-    Returns (SinkhornResult, merged top q (users, items, log values, in G), per-block counts,
+
+def _select_task(refs: list, q: int, out, deg_u: np.ndarray, deg_i: np.ndarray) -> dict:
+    """Ray task: :func:`write_selection` over the blocks' top-q refs, merged as they arrive (the
+    driver never holds the candidates or H: they grow with the interactions)."""
+    import ray
+
+    def arrivals():
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+
+    return write_selection(out, arrivals(), q, deg_u, deg_i)
+
+
+def solve_blocks(plan: BlockPlan, etl, knn_parts, out, cfg, a: np.ndarray, b: np.ndarray, q: int, N: int,
+                 deg_u: np.ndarray, deg_i: np.ndarray, in_process: bool = False):
+    """Build, solve and select on the planned row blocks; the blocks write their rows of G, the
+    selection (:func:`write_selection`) writes H.
+
+    ``in_process``: the blocks and the selection live in this process (``augment.num_blocks: 1``);
+    otherwise one Ray actor per block (0.5 CPU each, fewer when the cluster has fewer CPUs than
+    blocks need) and one Ray task that merges their candidates and writes H. Returns
+    (SinkhornResult, the selection's counts {pairs, h_in_g, spread}, per-block counts,
     (t_built, t_solved, t_selected)).
     """
     fn_parts = artifacts.false_negatives_parts(out)
@@ -188,20 +211,14 @@ def solve_blocks(plan: BlockPlan, etl, knn_parts, out, cfg, a: np.ndarray, b: np
         t_solved = time.time()
         g_ref = put(g)
         if in_process:
-            merged = merge_top_q((w.top_q(g, q) for w in workers), q)
+            selected = write_selection(out, (w.top_q(g, q) for w in workers), q, deg_u, deg_i)
         else:
             refs = [w.top_q.remote(g_ref, q) for w in workers]
-
-            def arrivals():
-                pending = list(refs)
-                while pending:
-                    done, pending = ray.wait(pending, num_returns=1)
-                    yield ray.get(done[0])
-
-            merged = merge_top_q(arrivals(), q)
+            select = ray.remote(**options)(_select_task)
+            selected = ray.get(select.remote(refs, q, out, deg_u, deg_i))
         t_selected = time.time()
         get([call(w, "write_false_negatives", store_ref, fn_parts) for w in workers])
     finally:
         for w in workers:
             kill(w)
-    return res, merged, stats, (t_built, t_solved, t_selected)
+    return res, selected, stats, (t_built, t_solved, t_selected)

@@ -10,6 +10,9 @@ Stage output::
                 ``<kind>-gen-<hash>.parquet`` (one finished batch, written by its Ray Data worker);
                 older outputs hold one ``part-00000.parquet``. Read with ``profiles_files`` (streaming)
                 or ``load_profiles`` (the whole table, sorted).
+    _retry/<kind>/attempt-<n>/part-<uuid>.parquet   while the vllm engine runs: the rows whose
+                answer did not parse (``RETRY_SCHEMA``), written by the parse tasks and read by the
+                strict pass; deleted before the commit (``drop_retry_files``)
 
 Cache (outside the stage prefix, ``layout.cache_parts(dataset, "profiles")``, deleted once the
 output is committed)::
@@ -123,6 +126,31 @@ def requests_parts(dataset: str, kind: str) -> tuple[str, ...]:
 
 
 # where a reused profile row came from (the ``_src`` label of the reuse join; a cache row wins)
+RETRY = "_retry"  # the vllm engine's rows to retry, under the output's folder until the commit
+RETRY_SCHEMA = pa.schema([("kind", pa.string()), ("idx", pa.int64()), ("key", pa.string()),
+                          ("fields", pa.string()), ("strict", pa.bool_())])
+
+
+def retry_parts(out_parts: tuple[str, ...], kind: str, attempt: int) -> tuple[str, ...]:
+    """Where the vllm parse tasks of ``attempt`` write the request rows to retry (under the
+    output's own folder; :func:`drop_retry_files` deletes them before the stage commits)."""
+    return (*out_parts, RETRY, kind, f"attempt-{attempt}")
+
+
+def write_retry_part(store: Any, folder: tuple[str, ...], table: pa.Table) -> None:
+    """One parse task's rows to retry (``RETRY_SCHEMA``) as a new part file under ``folder``."""
+    store.write_table(table.cast(RETRY_SCHEMA), *folder, f"part-{uuid.uuid4().hex}.parquet")
+
+
+def retry_files(store: Any, folder: tuple[str, ...]) -> list[str]:
+    """The store paths of the retry part files under ``folder``."""
+    return [store.path(*folder, f) for f in sorted(store.list_files(*folder)) if f.endswith(".parquet")]
+
+
+def drop_retry_files(store: Any, out_parts: tuple[str, ...]) -> None:
+    store.delete_dir(*out_parts, RETRY)
+
+
 REUSE_SOURCES = ("committed", "cache")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,16 +177,6 @@ class ProfileWorker:
         return frame[["kind", "idx", "fallback"]]
 
 
-RETRY_SCHEMA = pa.schema([("kind", pa.string()), ("idx", pa.int64()), ("key", pa.string()),
-                          ("fields", pa.string()), ("strict", pa.bool_())])
-
-
-def retry_parts(out_parts: tuple[str, ...], kind: str, attempt: int) -> tuple[str, ...]:
-    """Where the parse tasks of ``attempt`` write the request rows to retry (under the output's
-    own folder; deleted before the stage commits)."""
-    return (*out_parts, "_retry", kind, f"attempt-{attempt}")
-
-
 class ParseWorker:
     """vllm engine, after the LLM processor: parse answers; successes (and, on the last attempt,
     fallbacks) go to the cache and the output; failures are written, as request rows with the
@@ -228,10 +217,10 @@ class ParseWorker:
             if not self.retry_to:
                 raise ValueError("ParseWorker: rows to retry but no retry_to folder")
             todo = batch.loc[~ok_mask]
-            table = pa.table({"kind": todo["kind"].astype(str).to_numpy(), "idx": todo["idx"].to_numpy(np.int64),
-                              "key": todo["key"].astype(str).to_numpy(), "fields": todo["fields"].astype(str).to_numpy(),
-                              "strict": np.ones(len(todo), dtype=bool)}, schema=RETRY_SCHEMA)
-            self.store.write_table(table, *self.retry_to, f"part-{uuid.uuid4().hex}.parquet")
+            artifacts.write_retry_part(self.store, self.retry_to, pa.table({
+                "kind": todo["kind"].astype(str).to_numpy(), "idx": todo["idx"].to_numpy(np.int64),
+                "key": todo["key"].astype(str).to_numpy(), "fields": todo["fields"].astype(str).to_numpy(),
+                "strict": np.ones(len(todo), dtype=bool)}))
         return pd.DataFrame({"kind": frame["kind"].to_numpy(), "idx": frame["idx"].to_numpy(),
                              "fallback": frame["fallback"].to_numpy(), "ok": ok_mask})
 
@@ -339,7 +328,7 @@ def _run_vllm(kind: str, request_paths: list[str], cfg: ProfilesConfig, cfg_d: d
         written = _vllm_passes(kind, ds, cfg, cfg_d, category, store, dataset, out_parts, ray, small, progress,
                                source, chat, keep)
     finally:
-        store.delete_dir(*out_parts, "_retry")
+        artifacts.drop_retry_files(store, out_parts)
     progress.close()
     return written
 
@@ -361,7 +350,7 @@ def _vllm_passes(kind: str, ds, cfg: ProfilesConfig, cfg_d: dict, category: str,
         ds = ds.map_batches(
             _parse_batch,
             fn_kwargs=dict(cfg=cfg_d, category=category, store_root=store.root, dataset=dataset, attempt=attempt,
-                           out_parts=tuple(out_parts), retry_to=retry_parts(out_parts, kind, attempt)),
+                           out_parts=tuple(out_parts), retry_to=artifacts.retry_parts(out_parts, kind, attempt)),
             batch_size=cfg.batch_size, **small,
         )
         failed = 0
@@ -374,8 +363,8 @@ def _vllm_passes(kind: str, ds, cfg: ProfilesConfig, cfg_d: dict, category: str,
             break
         log.info("vllm engine: %d answers unparseable on attempt %d; retrying with the strict prompt",
                  failed, attempt + 1)
-        folder = retry_parts(out_parts, kind, attempt)
-        paths = [store.path(*folder, f) for f in sorted(store.list_files(*folder)) if f.endswith(".parquet")]
+        folder = artifacts.retry_parts(out_parts, kind, attempt)
+        paths = artifacts.retry_files(store, folder)
         n_files = sum(pq.ParquetFile(p, filesystem=store.fs).metadata.num_rows for p in paths)
         if n_files != failed:
             raise RuntimeError(f"vllm engine: {failed} rows to retry, {n_files} in the retry files of {store.path(*folder)}")
