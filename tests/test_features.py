@@ -536,7 +536,7 @@ def test_user_graph_leaves_out_users_without_profile(dataset, monkeypatch):
 
     from blast_ray.features import artifacts as feat_artifacts
     from blast_ray.graphs import knn_topk
-    from blast_ray.graphs.stage import binary_knn, dense_knn
+    from blast_ray.graphs.stage import binary_knn, dense_knn, knn_edges
 
     titles = pd.read_csv(dataset("movielens-100k") / "ml-100k.item", sep="\t").iloc[:60, 1].tolist()
     from blast_ray.features import TextEncoder
@@ -549,7 +549,8 @@ def test_user_graph_leaves_out_users_without_profile(dataset, monkeypatch):
     # the features output is the stage's only reader of vectors: hand it these rows, all "seen"
     monkeypatch.setattr(feat_artifacts, "load_vectors", lambda out, name: (y.copy(), np.ones(len(y), bool)))
     cfg = GraphsConfig(distributed=False, knn_k=5, include_self=True, block_rows=16)
-    about, src, cols, _, search = dense_knn(None, "user_text", True, cfg)
+    about, parts, search = dense_knn(None, "user_text", True, cfg)
+    src, cols, _ = knn_edges(parts, about.rows)
     assert about.n_with == int(has.sum()) and about.usable
     assert search["index"] == "flat"
     g = binary_knn(src, cols, len(y))

@@ -36,8 +36,11 @@ def _run_record(store: Path, since: float) -> dict | None:
 # in-flight RPC: a RAY_CHECK in NodeResourceInfoAccessor::AsyncGetDrainingNodes ("RPC error:
 # CANCELLED") ends the driver with status 1 before or while its handler records the run (seen once
 # in a full `make test`, never in isolation). An upstream race, not the handling under test: that
-# exact signature is tried once more on a fresh store; anything else fails at once.
-RAY_SHUTDOWN_RACE = "AsyncGetDrainingNodes"
+# exact signature is tried once more on a fresh store; anything else fails at once. A second
+# signature of the same race (seen once, in a full `make test` on a machine also running a
+# benchmark): the handler printed its line, then the core worker, retrying a task's error push to
+# the dead GCS ("Failed to push error to driver"), ended the process with status 1.
+RAY_SHUTDOWN_RACES = ("AsyncGetDrainingNodes", "Failed to push error to driver")
 
 
 def _interrupt_profiles(data_dir, store: Path, cfg_path: Path):
@@ -86,7 +89,7 @@ def test_group_sigterm_during_a_ray_stage_records_failed(ml100k_store, data_dir,
     pristine = tmp_path / "pristine"
     shutil.copytree(ml100k_store, pristine)  # the committed ETL only: a second try starts as the first
     proc, err, ray_pids, t0 = _interrupt_profiles(data_dir, ml100k_store, tmp_path / "cfg.yaml")
-    if proc.returncode != 143 and RAY_SHUTDOWN_RACE in err:
+    if proc.returncode != 143 and any(race in err for race in RAY_SHUTDOWN_RACES):
         ml100k_store = tmp_path / "second-try"
         shutil.copytree(pristine, ml100k_store)
         proc, err, ray_pids, t0 = _interrupt_profiles(data_dir, ml100k_store, tmp_path / "cfg2.yaml")
