@@ -31,16 +31,9 @@ run: install
 	$(VENV)/bin/blast datasets get ml-100k
 	$(VENV)/bin/blast run --config $(CONFIG)
 
-# The vLLM and DGL environments (downloads, most of a fresh machine's install time) are built in
-# the background while the main suite runs; their tests run after it. A failed build fails the
-# target with the tail of its log (.side-envs.log).
-test: install browser
-	@envs_log=.side-envs.log; \
-	( $(MAKE) --no-print-directory vllm-env dgl-env > $$envs_log 2>&1 ) & envs=$$!; \
-	main=0; $(PYTHON) -m pytest -ra --durations=15 -m "not vllm and not dgl" $(PYTEST_ARGS) || main=$$?; \
-	if ! wait $$envs; then echo "building the vLLM / DGL environments failed ($$envs_log):"; tail -40 $$envs_log; exit 1; fi; \
-	[ $$main -eq 0 ] || exit $$main; \
-	.venv-vllm/bin/python -m pytest -ra --durations=15 -m vllm -p no:cacheprovider tests/test_profiles_vllm.py && \
+test: install vllm-env dgl-env browser
+	$(PYTHON) -m pytest -ra --durations=15 -m "not vllm and not dgl" $(PYTEST_ARGS)
+	.venv-vllm/bin/python -m pytest -ra --durations=15 -m vllm -p no:cacheprovider tests/test_profiles_vllm.py
 	DGLBACKEND=pytorch $(VENV_DGL)/bin/python -m pytest -ra --durations=15 -m dgl -p no:cacheprovider tests/test_graph_backend_parity.py
 
 # Faults injected from outside the process under test (tests/faults, marker `faults`). `make test`
