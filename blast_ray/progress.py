@@ -140,26 +140,22 @@ def collect_pandas(ds, progress: Progress):
     return BlockAccessor.for_block(builder.build()).to_pandas()
 
 
-def wait_all(ray, futures: list, sizes: Iterable[int], progress: Progress) -> None:
-    """Wait until every future is done, ``progress`` advanced by ``sizes[i]`` when task i finishes;
-    the results stay in the object store (``fetch_local=False``: not copied to this node)."""
-    size_of = dict(zip((f.hex() for f in futures), sizes))
+def wait_all(ray, futures: list, sizes: Iterable[int], progress: Progress, fetch_local: bool = False) -> None:
+    """Wait until every future is done, ``progress`` advanced by ``sizes[i]`` when task i finishes,
+    whatever the order they finish in. ``fetch_local`` False: the results stay in the object store
+    (not copied to this node)."""
+    key = lambda f: f.hex() if hasattr(f, "hex") else id(f)  # noqa: E731
+    size_of = dict(zip((key(f) for f in futures), sizes))
     pending = list(futures)
     while pending:
-        ready, pending = ray.wait(pending, num_returns=1, fetch_local=False)
+        ready, pending = ray.wait(pending, num_returns=1, fetch_local=fetch_local)
         for f in ready:
-            progress.update(size_of.get(f.hex(), 1))
+            progress.update(size_of.get(key(f), 1))
     progress.close()
 
 
 def get_in_order(ray, futures: list, sizes: Iterable[int], progress: Progress) -> list:
-    """``ray.get(futures)`` (results in the futures' order) with ``progress`` advanced by
-    ``sizes[i]`` when task i finishes, whatever the order they finish in."""
-    size_of = dict(zip((f.hex() if hasattr(f, "hex") else id(f) for f in futures), sizes))
-    pending = list(futures)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        for f in ready:
-            progress.update(size_of.get(f.hex() if hasattr(f, "hex") else id(f), 1))
-    progress.close()
+    """``ray.get(futures)`` (results in the futures' order) with ``progress`` advanced as
+    :func:`wait_all` does."""
+    wait_all(ray, futures, sizes, progress, fetch_local=True)
     return ray.get(futures)
