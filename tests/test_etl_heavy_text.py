@@ -95,7 +95,7 @@ def test_gzip_lines_numbered_in_file_order_then_spread(spark, dataset):
 
     path = dataset("amazon-raw-2018") / "AMAZON_FASHION_5.json.gz"
     df = read_lines(spark, str(path), "reviews")
-    assert df.rdd.getNumPartitions() == gzip_partitions(spark) >= 2
+    assert df.rdd.getNumPartitions() == gzip_partitions(spark, str(path)) >= 2
     with gzip.open(path, "rt", encoding="utf-8") as f:
         expect = [x.rstrip("\n") for x in f]
     got = df.orderBy("line").select("line", "raw").collect()
@@ -103,6 +103,26 @@ def test_gzip_lines_numbered_in_file_order_then_spread(spark, dataset):
     assert hashlib.sha256("\n".join(r["raw"] for r in got).encode()).digest() == \
         hashlib.sha256("\n".join(expect).encode()).digest()
     assert df.withColumn("_p", F.spark_partition_id()).groupBy("_p").count().count() >= 2
+
+
+def test_gzip_partitions_follow_the_compressed_size(spark, dataset, monkeypatch):
+    """A bigger .gz gets more partitions (a task's share stays bounded, not 1/cores of the dump),
+    and the lines keep their file-order numbers whatever the partition count."""
+    from blast_ray.etl import sparkio
+
+    path = dataset("amazon-raw-2018") / "AMAZON_FASHION_5.json.gz"
+    floor = max(2, spark.sparkContext.defaultParallelism)
+    assert sparkio.gzip_partitions(spark) == floor
+    size = path.stat().st_size
+    monkeypatch.setattr(sparkio, "GZIP_PARTITION_BYTES", size // 6)
+    assert sparkio.gzip_partitions(spark, str(path)) == max(floor, -(-size // (size // 6))) >= 6
+    df = sparkio.read_lines(spark, str(path), "reviews")
+    assert df.rdd.getNumPartitions() >= 6
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        expect = [x.rstrip("\n") for x in f]
+    got = df.orderBy("line").select("line", "raw").collect()
+    assert [r["line"] for r in got] == list(range(1, len(expect) + 1))
+    assert [r["raw"] for r in got] == expect
 
 
 def test_nightly_combine_streams(dataset, tmp_path):

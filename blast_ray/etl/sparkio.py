@@ -125,7 +125,7 @@ def read_lines(spark, path: str, role: str, encoding: str | None = None):
     if is_gzip(path):
         # gzip is not splittable: Spark reads the whole file in one partition (one task). Once the
         # lines are numbered in file order, spread them so parsing, dedup and k-core run in parallel.
-        df = df.repartition(gzip_partitions(spark))
+        df = df.repartition(gzip_partitions(spark, path))
     return df.select(F.lit(os.path.basename(path)).alias("source"), "line", "raw")
 
 
@@ -137,6 +137,21 @@ def is_gzip(path: str) -> bool:
     return path.endswith(".gz")
 
 
-def gzip_partitions(spark) -> int:
-    """Partitions for lines read from gzip: the cluster's default parallelism (at least 2)."""
-    return max(2, int(spark.sparkContext.defaultParallelism))
+# compressed bytes per partition of lines read from gzip: review JSON inflates about 4-5x, so a
+# task holds ~150 MB of text. Sized from the input, not the core count: with 2 partitions on a
+# 2-core machine each task of a 10M-review dump (1.35 GB .gz) held ~3 GB of lines and its sort
+# spills ran the 4g heap out of memory
+GZIP_PARTITION_BYTES = 32 * 2**20
+
+
+def gzip_partitions(spark, path: str | None = None) -> int:
+    """Partitions for lines read from gzip: one per ``GZIP_PARTITION_BYTES`` of compressed input,
+    at least the cluster's default parallelism (and at least 2). ``path`` is measured through
+    Hadoop's file system (local, ``hdfs://``, ``s3a://`` alike); without it, the parallelism."""
+    floor = max(2, int(spark.sparkContext.defaultParallelism))
+    if path is None:
+        return floor
+    jvm = spark.sparkContext._jvm
+    jpath = jvm.org.apache.hadoop.fs.Path(path)
+    size = jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getContentSummary(jpath).getLength()
+    return max(floor, -(-int(size) // GZIP_PARTITION_BYTES))
