@@ -144,13 +144,11 @@ def is_gzip(path: str) -> bool:
 GZIP_PARTITION_BYTES = 32 * 2**20
 
 
-def gzip_partitions(spark, path: str | None = None) -> int:
+def gzip_partitions(spark, path: str) -> int:
     """Partitions for lines read from gzip: one per ``GZIP_PARTITION_BYTES`` of compressed input,
-    at least the cluster's default parallelism (and at least 2). ``path`` is measured through
-    Hadoop's file system (local, ``hdfs://``, ``s3a://`` alike); without it, the parallelism."""
+    at least the cluster's default parallelism (and at least 2). ``path`` (a file or a folder) is
+    measured through Hadoop's file system (local, ``hdfs://``, ``s3a://`` alike)."""
     floor = max(2, int(spark.sparkContext.defaultParallelism))
-    if path is None:
-        return floor
     jvm = spark.sparkContext._jvm
     jpath = jvm.org.apache.hadoop.fs.Path(path)
     size = jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getContentSummary(jpath).getLength()
