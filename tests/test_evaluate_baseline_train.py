@@ -64,8 +64,11 @@ def test_freedom_baseline_trains_what_the_train_stage_trains(data_dir, ml100k_st
     ev = res.manifests["evaluate"]["extra"]
     assert ev["baseline_training"]["overrides"]["freedom"]["n_layers_ii"] == 1
     got = ev["baselines"]["freedom"]
+    # Same training, so the same metrics up to float32 summation order: the train stage and the
+    # evaluate stage may run torch with different thread counts, which moves scores by ~1e-7 and can
+    # swap two near-tied items for one user (CI saw 3e-6 on ndcg). A different model differs by >1e-2.
     for key in ("valid.recall@20", "test.recall@20", "test.ndcg@20"):
-        assert abs(got[key] - ref[key]) < 1e-6, (key, got[key], ref[key])
+        assert abs(got[key] - ref[key]) < 1e-4, (key, got[key], ref[key])
     assert got["test.recall@20"] > 0.05  # and it learned something (pop on ml-100k: ~0.19 at 60 epochs)
 
 
