@@ -1,7 +1,7 @@
 """Smoke-run helpers shared by the job tests and the docs: a small real config and the runnable stages.
 
 ``smoke_config(data_dir, store)`` is MovieLens-100k (the real shared files) with a short training
-budget; ``runnable_stages()`` is the longest prefix of the DAG whose stages are implemented in this
+budget and short user profiles; ``runnable_stages()`` is the longest prefix of the DAG whose stages are implemented in this
 checkout, plus ``report`` (which runs with whatever exists and marks the rest "not run").
 """
 
@@ -40,6 +40,11 @@ def smoke_config(data_dir: str | Path, store: str, path: str | Path, epochs: int
     cfg["dataset"]["paths"] = {k: str(ml / f"ml-100k.{k}") for k in ("inter", "item", "user")}
     cfg["store"] = store
     cfg["train"].update({"epochs": epochs, "patience": epochs})
+    # The text encoder is the costliest stage of a smoke run (its time grows with the profile
+    # length): 3 titles per user profile instead of 10, and a 2-thread encoder actor (1.5 CPUs:
+    # fractional, so the pool leaves room for the read tasks on a 2-CPU node).
+    cfg.setdefault("profiles", {})["max_items_per_user"] = 3
+    cfg.setdefault("features", {})["num_cpus_per_actor"] = 1.5
     for sec, values in sections.items():
         cfg.setdefault(sec, {}).update(values)
     Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

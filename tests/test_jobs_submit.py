@@ -107,12 +107,10 @@ def test_ray_job_submit_pipeline_succeeds(ray_head, data_dir, tmp_path, s3_bucke
     from blast_ray.train.warm_start import read_model_file
 
     root = s3_bucket + "/blast"
-    # ml-100k, 2 epochs; evaluate's extra trained baselines off (the evaluate tests cover them); a
-    # 2-thread text encoder actor (1.5 CPUs of the head's 2) and 3 titles per user profile (the
-    # text encoder is the costliest stage here: its time grows with the profile length)
+    # ml-100k, 2 epochs; evaluate's extra trained baselines off (the evaluate tests cover them); the
+    # smoke config's 2-thread text encoder and 3 titles per user profile
     cfg = smoke_config(data_dir, str(tmp_path / "unused-local-store"), tmp_path / "cfg.yaml", epochs=2,
-                       etl={"shuffle_partitions": 2}, profiles={"max_items_per_user": 3},
-                       evaluate={"baselines": ["pop"]}, features={"num_cpus_per_actor": 1.5}, recommend={"top_k": 10})
+                       etl={"shuffle_partitions": 2}, evaluate={"baselines": ["pop"]}, recommend={"top_k": 10})
     runtime_env = {"excludes": [".venv*", "blast-data", "models-cache", ".git", "spark-warehouse", "*.parquet"],
                    "env_vars": {"BLAST_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
                                 **{k: os.environ[k] for k in AWS_ENV}}}  # set by the s3_server fixture

@@ -50,11 +50,13 @@ def test_vllm_engine_stage_on_cpu(tmp_path, data_dir, ray_local, gemma_dir):
 
     store = ArtifactStore(str(tmp_path / "store"))
     etl = write_etl(store, "ml-100k", movielens_tables(data_dir))
-    # max_retries=1: the rows whose answer does not parse (the 270M base model's are many) go
-    # through the strict retry pass, read back from the parse tasks' retry files (one more engine
-    # start per kind that has any, ~60 s each on CPU)
+    # max_retries=0: one engine start per kind. Each strict retry pass is one more engine start per
+    # kind that has unparseable rows (the 270M base model's are many): on the 2-core CI machine an
+    # engine start is 2.5-3 min, and with retries this test alone took 14 min. The retry rows'
+    # round trip through files is tested in tests/test_profiles.py
+    # (test_vllm_parse_tasks_write_the_rows_to_retry_to_files_not_to_the_driver).
     cfg = make_cfg(store.root, "ml-100k", "movies", engine="vllm", model="gemma3-270m-gguf", sample_items=6,
-                   sample_users=3, batch_size=8, max_new_tokens=64, max_retries=1, max_items_per_user=3,
+                   sample_users=3, batch_size=8, max_new_tokens=64, max_retries=0, max_items_per_user=3,
                    max_model_len=2048)
     t0 = time.time()
     out, m = run_stage(cfg, store, etl)
@@ -63,8 +65,8 @@ def test_vllm_engine_stage_on_cpu(tmp_path, data_dir, ray_local, gemma_dir):
     assert set(df["model"]) == {"gemma3-270m-gguf"}
     assert m["extra"]["generated"] == {"item": 6, "user": 3}
     assert abs(m["extra"]["fallback_rate"] - df["fallback"].mean()) < 1e-3
-    # a fallback is given only after the strict retry; the retry files are gone before the commit
-    assert (df.loc[df["fallback"], "attempts"] == 2).all() and df["attempts"].isin([1, 2]).all()
+    # one attempt each (no retry pass): an unparseable answer falls back at once; no retry files left
+    assert (df["attempts"] == 1).all()
     assert not store.list_files(*out.parts, RETRY)
     print(f"vllm stage: 9 profiles in {time.time() - t0:.1f}s, fallback rate {df['fallback'].mean():.2f}")
     print(df[["kind", "idx", "fallback", "attempts", "text"]].to_string(max_colwidth=80))

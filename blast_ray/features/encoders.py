@@ -64,13 +64,25 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """(len(texts), dim) float32 embeddings."""
+        """(len(texts), dim) float32 embeddings, in the order of ``texts``.
+
+        Each distinct text is encoded once: template profiles of data without item text are one
+        sentence for every item (Amazon Baby: 7,050 copies), and a dump has millions of them.
+        Batches are formed over the distinct texts sorted by length (as sentence-transformers
+        does): a batch is padded to its longest text, and profile lengths vary several-fold
+        (MovieLens user profiles: 55 to 490 characters). Masked pooling keeps each vector
+        independent of its batch-mates (up to float32 summation order).
+        """
         import torch
 
+        first: dict[str, int] = {}
+        slot = np.fromiter((first.setdefault(t, len(first)) for t in texts), dtype=np.int64, count=len(texts))
+        distinct = list(first)
+        order = np.argsort(np.fromiter((len(t) for t in distinct), dtype=np.int64, count=len(distinct)), kind="stable")
         out = []
-        for s in range(0, len(texts), batch_size):
+        for s in range(0, len(distinct), batch_size):
             enc = self.tokenizer(
-                list(texts[s : s + batch_size]), padding=True, truncation=True,
+                [distinct[i] for i in order[s : s + batch_size]], padding=True, truncation=True,
                 max_length=self.max_length, return_tensors="pt",
             )
             with torch.inference_mode():
@@ -83,7 +95,9 @@ class TextEncoder:
             out.append(v.float().numpy())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.concatenate(out).astype(np.float32)
+        vecs = np.empty((len(distinct), self.dim), dtype=np.float32)
+        vecs[order] = np.concatenate(out)
+        return vecs[slot]
 
 
 MODALITY_OF_KIND = {"item": "item_text", "user": "user_text"}

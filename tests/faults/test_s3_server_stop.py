@@ -88,11 +88,11 @@ def test_s3_server_stopped_mid_stage_one_line_then_rerun_completes(ml100k_etl_st
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     store = f"s3://{BUCKET}/{PREFIX}"
     cfg = smoke_config(data_dir, store, tmp_path / "cfg.yaml")
-    # one profile a batch (one S3 object each) for the first 300 items and 200 users: written for
+    # one profile a batch (one S3 object each) for the first 120 items and 80 users: written for
     # seconds, so the server is stopped mid-stage
     cmd = [sys.executable, "-m", "blast_ray.cli", "run", "--config", str(cfg), "--store", store,
-           "--stages", "etl,profiles", "--set", "profiles.batch_size=1", "--set", "profiles.sample_items=300",
-           "--set", "profiles.sample_users=200",
+           "--stages", "etl,profiles", "--set", "profiles.batch_size=1", "--set", "profiles.sample_items=120",
+           "--set", "profiles.sample_users=80",
            "--set", "profiles.request_builder=spark"]  # the S3 staging path of the Spark builder
     moto = _start_moto(port)
     try:
@@ -134,7 +134,7 @@ def test_s3_server_stopped_mid_stage_one_line_then_rerun_completes(ml100k_etl_st
         manifests = [k for k in _keys(s3, "ml-100k/stages/profiles/") if k.endswith("_MANIFEST.json")]
         assert len(manifests) == 1
         rows = json.loads(s3.get_object(Bucket=BUCKET, Key=manifests[0])["Body"].read())["row_counts"]
-        assert rows == {"profiles": 500, "item_profiles": 300, "user_profiles": 200}
+        assert rows == {"profiles": 200, "item_profiles": 120, "user_profiles": 80}
     finally:
         _stop(moto)
 
