@@ -26,8 +26,7 @@ def test_transformers_fallback_rate_is_bounded_and_reported(ml100k_store, data_d
     cfg = load_config(smoke_config(
         data_dir, str(ml100k_store), tmp_path / "cfg.yaml",
         profiles={"engine": "transformers", "model": "gemma3-270m-gguf", **SLICE, "batch_size": 3,
-                  "max_new_tokens": 64, "max_retries": 1,
-                  "num_cpus_per_actor": 1.5}))  # a 2-thread generator; fractional: the pool must not hold both CPUs
+                  "max_new_tokens": 64, "max_retries": 1, "num_cpus_per_actor": 1.0}))
     res = run_pipeline(cfg, stages=("profiles", "report"), use_committed_upstream=True)
     assert res.ok, res.error
     assert res.status["etl"] == "not-selected" and res.status["profiles"] == "ran"
