@@ -48,7 +48,7 @@ test-all: test test-vllm
 
 # Faults injected from outside the process under test (tests/faults, marker `faults`). `make test`
 # runs them too: its "not vllm and not dgl" selection over testpaths=tests collects tests/faults once.
-faults: install
+faults: install gemma
 	$(PYTHON) -m pytest -ra --durations=10 -m faults tests/faults $(PYTEST_ARGS)
 
 # Debian's Chromium for the report's headless-browser test (tests/test_report_browser.py): installed
