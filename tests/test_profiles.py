@@ -394,7 +394,7 @@ from test_profiles import make_cfg, run_stage
 store = ArtifactStore({str(store_root)!r})
 etl = latest_output(store, "ml-100k", "etl")
 cfg = make_cfg(store.root, "ml-100k", "movies", engine="transformers", model="gemma3-270m-gguf", sample_items=6,
-               sample_users=2, batch_size=2, max_new_tokens=40, max_retries=1, max_items_per_user=3,
+               sample_users=2, batch_size=2, max_new_tokens=24, max_retries=1, max_items_per_user=3,
                num_cpus_per_actor=1.0)
 out, m = run_stage(cfg, store, etl)
 import json; print("MANIFEST", json.dumps(m["extra"]))
