@@ -375,6 +375,33 @@ def _cache_files(root: Path, dataset: str) -> list[Path]:
     return [p for p in (root / dataset / "cache" / "profiles").rglob("part-*.parquet") if "requests" not in p.parts]
 
 
+def test_actor_pool_that_starves_the_read_is_refused():
+    """The pool may take every CPU but one (the request read's ListFiles task needs a whole one)."""
+    from blast_ray.profiles.pipeline import check_read_fits
+
+    check_read_fits(2.0, 1, 1.0)
+    check_read_fits(8.0, 4, 1.5)
+    check_read_fits(0.0, 1, 1.5)  # no CPU reported yet (autoscaler): not judged
+    with pytest.raises(ValueError, match=r"profiles.num_cpus_per_actor to at most 1\b"):
+        check_read_fits(2.0, 1, 1.5)
+    with pytest.raises(ValueError, match=r"at most 1.75"):
+        check_read_fits(8.0, 4, 1.9)
+
+
+def test_template_stage_with_a_pool_of_every_cpu_fails_in_one_line(tmp_path, data_dir, ray_local):
+    """On the 2-CPU local cluster, 1.5 CPUs per engine actor used to hang the pass; now one line says
+    which setting to change, before any row is generated."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    etl = write_etl(store, "ml-100k", movielens_tables(data_dir))
+    cfg = make_cfg(store.root, "ml-100k", "movies", engine="template", num_cpus_per_actor=1.5, sample_items=20,
+                   sample_users=10)
+    with pytest.raises(ValueError, match=r"^profiles.num_cpus_per_actor x profiles.concurrency = 1.5 of the "
+                                         r"cluster's 2 CPUs") as err:
+        run_stage(cfg, store, etl)
+    assert "\n" not in str(err.value)
+    assert not _cache_files(tmp_path / "store", "ml-100k")
+
+
 def test_transformers_gemma_killed_run_resumes(tmp_path, data_dir):
     """The transformers engine with the offline Gemma-3-270M GGUF on real MovieLens rows, run in a
     subprocess that is KILLED after its first finished batch; the re-run reuses the cached rows,

@@ -272,6 +272,7 @@ def generate(
     if cfg.engine == "vllm":
         n = _run_vllm(kind, request_paths, cfg, cfg_d, category, store, dataset, out_parts, ray, small, progress)
     else:
+        check_read_fits(ray.cluster_resources().get("CPU", 0.0), cfg.concurrency, cfg.num_cpus_per_actor)
         # Fractional CPUs for the read: a whole-CPU read task next to an engine's CPU bundle starves
         # a 2-CPU node.
         ds = ray.data.read_parquet(request_paths, filesystem=store.fs, num_cpus=0.1)
@@ -295,6 +296,22 @@ def generate(
     if n != n_requests:
         raise RuntimeError(f"profiles {kind} pass: {n} rows generated for {n_requests} requests")
     return n
+
+
+def check_read_fits(cluster_cpus: float, concurrency: int, num_cpus_per_actor: float) -> None:
+    """Fail fast where the engine actor pool would leave under one CPU for the request read.
+
+    ``ray.data.read_parquet`` plans a ListFiles task that takes a whole CPU whatever ``num_cpus``
+    says (Ray 2.60); an actor pool of ``concurrency`` x ``num_cpus_per_actor`` that leaves less than
+    one of the cluster's ``cluster_cpus`` never lets it run: the pass hangs (seen with 1.5 on a
+    2-CPU node). A cluster that reports no CPU yet (an autoscaler still adding nodes) is not judged.
+    """
+    pool = concurrency * num_cpus_per_actor
+    if cluster_cpus >= pool and cluster_cpus - pool < 1.0:
+        raise ValueError(
+            f"profiles.num_cpus_per_actor x profiles.concurrency = {pool:g} of the cluster's {cluster_cpus:g} "
+            f"CPUs leaves under 1 CPU for the request read (the pass would hang): set "
+            f"profiles.num_cpus_per_actor to at most {max(cluster_cpus - 1.0, 0.0) / concurrency:g} or add CPUs")
 
 
 def _cfg_dict(cfg: ProfilesConfig) -> dict:
