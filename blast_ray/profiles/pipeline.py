@@ -304,7 +304,8 @@ def check_read_fits(cluster_cpus: float, concurrency: int, num_cpus_per_actor: f
     ``ray.data.read_parquet`` plans a ListFiles task that takes a whole CPU whatever ``num_cpus``
     says (Ray 2.60); an actor pool of ``concurrency`` x ``num_cpus_per_actor`` that leaves less than
     one of the cluster's ``cluster_cpus`` never lets it run: the pass hangs (seen with 1.5 on a
-    2-CPU node). A cluster that reports no CPU yet (an autoscaler still adding nodes) is not judged.
+    2-CPU node). A cluster smaller than the pool (no CPU reported yet, or an autoscaler still adding
+    nodes) is not judged.
     """
     pool = concurrency * num_cpus_per_actor
     if cluster_cpus >= pool and cluster_cpus - pool < 1.0:
