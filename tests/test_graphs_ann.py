@@ -111,3 +111,25 @@ def test_index_built_on_two_threads_in_a_task_keeps_the_recall(sci_features):
     _, cols2, _, _ = knn_ann_ray_loaded(lambda: (x.copy(), None), 10, include_self=False,
                                         params=AnnParams(index="flat"), num_cpus=0.5, build_cpus=2)
     np.testing.assert_array_equal(cols2, flat_cols)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_chunked_index_read_equals_faiss_deserialize(sci_features, kind):
+    """The query tasks read the index through ``read_index_chunked`` (no whole-blob copy): the same
+    index as ``faiss.deserialize_index``, for every kind, with chunks that split its records (a
+    prime size) and from a read-only array, as the object store hands it over."""
+    import faiss
+
+    from blast_ray.graphs.ann import prepare_search
+    from blast_ray.graphs.distributed import read_index_chunked, with_direct_map
+
+    p = prepare_search(sci_features, 10, False, AnnParams(index=kind, ivf_nlist=40), 2.0, 0, 0.0, 0)
+    blob = faiss.serialize_index(with_direct_map(faiss, p.index))
+    blob.setflags(write=False)
+    mine, theirs = read_index_chunked(faiss, blob, chunk_bytes=4099), faiss.deserialize_index(blob)
+    assert mine.ntotal == theirs.ntotal == len(sci_features) and type(mine) is type(theirs)
+    np.testing.assert_array_equal(faiss.serialize_index(mine), blob)
+    q = np.ascontiguousarray(sci_features[:50], dtype=np.float32)
+    faiss.normalize_L2(q)
+    np.testing.assert_array_equal(mine.search(q, 10)[1], theirs.search(q, 10)[1])
+    np.testing.assert_array_equal(mine.reconstruct_n(0, 50), theirs.reconstruct_n(0, 50))
