@@ -275,7 +275,7 @@ class ProfilesConfig(ConfigModel):
     temperature: Float = Field(0.0, ge=0)
     max_retries: Int = Field(1, ge=0)
     batch_size: Int = Field(16, ge=1)
-    concurrency: Int = Field(1, ge=1)  # number of engine actors (vllm / transformers)
+    concurrency: Int = Field(1, ge=1)  # engine actors (replicas) of every engine: template, transformers, http, vllm
     # x concurrency must leave a whole CPU for Ray Data's request read (checked when the pass
     # starts: a pool of every CPU hangs a small node); vllm's path reads without that task
     num_cpus_per_actor: Float = Field(0.5, gt=0, description="fractions are fine")
