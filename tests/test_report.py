@@ -225,3 +225,25 @@ def test_baseline_verdict_wins_ties_and_losses():
     assert v("blast", {"test.recall@20": 0.3783}, b).startswith("blast ties the best baseline")
     assert v("blast", {"test.recall@20": 0.3790}, b).startswith("blast beats every baseline")
     assert v("blast", {"test.recall@20": 0.3700}, b).startswith("a baseline wins: lightgcn")
+
+
+def test_console_baseline_columns_follow_the_config_order_fresh_or_reused(capsys):
+    """A fresh evaluate output lists its baselines as trained, a reused one as stored (sorted keys):
+    the console table shows them in evaluate.baselines' order either way (seen: ``make run`` from
+    an empty store printed pop, bpr, lightgcn, freedom; the same run reused, bpr, freedom, lightgcn, pop)."""
+    from blast_ray.config import config_from_dict
+    from blast_ray.pipeline import PipelineResult
+    from blast_ray.report.console import print_summary
+
+    cfg = config_from_dict({"dataset": {"name": "ml-100k", "format": "movielens_atomic", "paths": {"inter": "x"}},
+                            "store": "/nowhere", "evaluate": {"baselines": ["pop", "bpr", "lightgcn", "freedom"]}})
+    scores = {"pop": 0.19, "bpr": 0.36, "lightgcn": 0.378, "freedom": 0.3786}
+    heads = []
+    for names in (["pop", "bpr", "lightgcn", "freedom"], sorted(scores)):
+        ev = {"extra": {"metrics": {"valid.recall@20": 0.35, "test.recall@20": 0.3786},
+                        "baselines": {n: {"test.recall@20": scores[n]} for n in names}}}
+        print_summary(cfg, PipelineResult("r1", {"evaluate": "ran"}, {"evaluate": ev}))
+        out = capsys.readouterr().out
+        heads.append(next(line for line in out.splitlines() if line.startswith("metric ")).split())
+    assert heads[0] == heads[1] == ["metric", "blast", "valid", "blast", "test", "pop", "test", "bpr", "test",
+                                     "lightgcn", "test", "freedom", "test"]

@@ -86,6 +86,18 @@ def baseline_verdict(model: str, metrics: dict[str, Any], baselines: dict[str, d
     return f"a baseline wins: {best} has test {metric} {scored[best]:.4f}, {model} {own:.4f} ({rel:+.1%})"
 
 
+def in_config_order(baselines: dict[str, Any], order: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """``baselines`` keyed in the order of ``order`` (``evaluate.baselines``), any others after it
+    alphabetically: a fresh evaluate output lists them as trained, a reused one as stored (sorted),
+    and the console and the report must show the same columns in the same place either way.
+
+    >>> list(in_config_order({"bpr": 1, "pop": 2, "freedom": 3}, ("pop", "bpr", "lightgcn", "freedom")))
+    ['pop', 'bpr', 'freedom']
+    """
+    rank = {name: i for i, name in enumerate(order)}
+    return {k: baselines[k] for k in sorted(baselines, key=lambda k: (rank.get(k, len(rank)), k))}
+
+
 def summary_columns(model: str, metrics: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The run's model (valid and test) followed by each baseline's test column."""
     cols: dict[str, dict[str, Any]] = {}
@@ -130,7 +142,7 @@ def print_summary(cfg: PipelineConfig, result) -> None:
     if metrics:
         ev = result.manifests.get("evaluate", {}).get("extra", {})
         print()
-        baselines = ev.get("baselines") or {}
+        baselines = in_config_order(ev.get("baselines") or {}, cfg.evaluate.baselines)
         tuned = sorted((ev.get("baseline_training") or {}).get("overrides") or {})
         print("metrics (full ranking; test at the best valid epoch; baselines on the same split, evaluate.baselines"
               f"{'; own hyperparameters (evaluate.baseline_train): ' + ', '.join(tuned) if tuned else ''}"

@@ -20,7 +20,7 @@ from blast_ray.config import STAGES
 from blast_ray.etl import artifacts as etl_artifacts
 from blast_ray.report import analysis, artifacts
 from blast_ray.report import html as H
-from blast_ray.report.console import epoch_cap_warning, metric_order
+from blast_ray.report.console import epoch_cap_warning, in_config_order, metric_order
 from blast_ray.store import ArtifactStore, StageOutput, layout
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,8 @@ def _metrics_section(ctx, inp=None) -> str:
         main = f"{model} (this run)"
         cols[main] = (ev.get("extra") or {}).get("metrics") or ev.get("metrics")
     baselines = []
-    for name, flat in ((ev.get("extra") or {}).get("baselines") or {}).items():
+    order = tuple(getattr(getattr(ctx.cfg, "evaluate", None), "baselines", ()) or ())
+    for name, flat in in_config_order((ev.get("extra") or {}).get("baselines") or {}, order).items():
         baselines.append(f"{name} (baseline)")
         cols[baselines[-1]] = flat
     for m in find_baselines(ctx.store, ctx.dataset, ctx.outputs["etl"].fingerprint):
