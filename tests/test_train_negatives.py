@@ -30,3 +30,23 @@ def test_small_allowed_set_is_exact_and_uniform():
 def test_user_with_nothing_allowed_fails_clearly():
     with pytest.raises(ValueError, match="user 1 has no allowed negative"):
         sample_negatives(np.array([0, 1]), sp.csr_matrix(np.array([[1, 0], [1, 1]])), np.random.default_rng(0))
+
+
+def test_membership_by_sorted_queries_equals_the_matrix(dataset):
+    """``_is_excluded`` searches its queries in sorted order (for the cache) and puts the answers
+    back in query order: on real Baby train data, every answer equals the matrix's own entry, for
+    stored pairs, random pairs and repeated pairs in shuffled order; an empty matrix excludes nothing."""
+    from blast_ray.train.negatives import _entry_keys, _is_excluded
+
+    d = read_lattice_split(dataset("amazon-baby-5core"))
+    rng = np.random.default_rng(3)
+    u, i = d.train_pairs()
+    users = np.concatenate([u[:5000], rng.integers(0, d.n_users, 20000), u[:5000]])
+    items = np.concatenate([i[:5000], rng.integers(0, d.n_items, 20000), i[:5000]])
+    perm = rng.permutation(len(users))
+    users, items = users[perm], items[perm]
+    got = _is_excluded(_entry_keys(d.train), d.n_items, users, items)
+    expected = np.asarray(d.train[users, items]).ravel() != 0
+    assert got.sum() >= 10000 and (got == expected).all()
+    empty = sp.csr_matrix((3, 4))
+    assert not _is_excluded(_entry_keys(empty), 4, np.array([0, 2]), np.array([1, 3])).any()
