@@ -33,10 +33,10 @@ def test_user_with_nothing_allowed_fails_clearly():
 
 
 def test_membership_by_sorted_queries_equals_the_matrix(dataset):
-    """``_is_excluded`` searches its queries in sorted order (for the cache) and puts the answers
-    back in query order: on real Baby train data, every answer equals the matrix's own entry, for
+    """``keys_contain`` (the sampler's membership test, shared with the metrics' hit matrix) searches
+    its queries in sorted order (for the cache) and puts the answers back in query order: on real Baby train data, every answer equals the matrix's own entry, for
     stored pairs, random pairs and repeated pairs in shuffled order; an empty matrix excludes nothing."""
-    from blast_ray.train.negatives import _entry_keys, _is_excluded
+    from blast_ray.ranking.metrics import csr_keys, keys_contain
 
     d = read_lattice_split(dataset("amazon-baby-5core"))
     rng = np.random.default_rng(3)
@@ -45,8 +45,8 @@ def test_membership_by_sorted_queries_equals_the_matrix(dataset):
     items = np.concatenate([i[:5000], rng.integers(0, d.n_items, 20000), i[:5000]])
     perm = rng.permutation(len(users))
     users, items = users[perm], items[perm]
-    got = _is_excluded(_entry_keys(d.train), d.n_items, users, items)
+    got = keys_contain(csr_keys(d.train), users * d.n_items + items)
     expected = np.asarray(d.train[users, items]).ravel() != 0
     assert got.sum() >= 10000 and (got == expected).all()
     empty = sp.csr_matrix((3, 4))
-    assert not _is_excluded(_entry_keys(empty), 4, np.array([0, 2]), np.array([1, 3])).any()
+    assert not keys_contain(csr_keys(empty), np.array([0 * 4 + 1, 2 * 4 + 3])).any()

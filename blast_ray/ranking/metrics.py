@@ -31,21 +31,38 @@ def topk_items(
     return torch.topk(scores, k, dim=1)
 
 
+def csr_keys(m: sp.csr_matrix) -> np.ndarray:
+    """The stored entries of ``m`` as sorted int64 keys ``row * n_cols + col`` (what
+    :func:`keys_contain` searches: membership in a sparse matrix without densifying it)."""
+    if not m.has_sorted_indices:
+        m = m.sorted_indices()
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    return rows * m.shape[1] + m.indices.astype(np.int64)
+
+
+def keys_contain(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Boolean (len(q),): whether each of ``q`` is among the sorted ``keys`` (:func:`csr_keys`).
+
+    The queries are searched in sorted order: each binary search then starts near the previous
+    one's answer in cache, where random queries miss at every level once the keys outgrow the
+    cache (the negative sampler's 8M train pairs: 10.7 -> 1.9 s per call; the answers are the same).
+    """
+    q = np.asarray(q, dtype=np.int64)
+    if not len(keys):
+        return np.zeros(len(q), bool)
+    order = np.argsort(q, kind="stable")
+    q_sorted = q[order]
+    pos = np.searchsorted(keys, q_sorted)
+    hit = np.empty(len(q), bool)
+    hit[order] = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == q_sorted)
+    return hit
+
+
 def hit_matrix(topk: torch.Tensor, users: np.ndarray, target: sp.csr_matrix) -> torch.Tensor:
     """(B, K) bool: whether the k-th ranked item of each user is in its target set."""
-    sub = target[users]
     b, k = topk.shape
-    # Membership test by composite key search (vectorised, no dense B x N).
-    rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(sub.indptr))
-    keys = rows * target.shape[1] + sub.indices.astype(np.int64)
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
     q = (np.arange(b, dtype=np.int64)[:, None] * target.shape[1] + topk.cpu().numpy()).ravel()
-    if keys.size == 0:
-        return torch.zeros(b, k, dtype=torch.bool)
-    pos = np.searchsorted(keys, q)
-    hit = keys[np.minimum(pos, keys.size - 1)] == q
-    return torch.from_numpy(hit.reshape(b, k))
+    return torch.from_numpy(keys_contain(csr_keys(target[users]), q).reshape(b, k))
 
 
 def metrics_from_hits(hits: torch.Tensor, n_targets: torch.Tensor, ks: tuple[int, ...]) -> dict[str, torch.Tensor]:

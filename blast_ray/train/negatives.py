@@ -7,33 +7,9 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
+from blast_ray.ranking.metrics import csr_keys, keys_contain
+
 log = logging.getLogger(__name__)
-
-
-def _entry_keys(exclude: sp.csr_matrix) -> np.ndarray:
-    """The stored entries of a canonical CSR as sorted int64 keys ``row * n_cols + col``."""
-    rows = np.repeat(np.arange(exclude.shape[0], dtype=np.int64), np.diff(exclude.indptr))
-    return rows * exclude.shape[1] + exclude.indices.astype(np.int64)
-
-
-def _is_excluded(keys: np.ndarray, n_cols: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Boolean (len(users),): whether (users[k], items[k]) is among ``keys`` (``_entry_keys``),
-    without densifying.
-
-    The queries are searched in sorted order: each binary search then starts near the previous
-    one's answer in cache, where random queries miss at every level once the keys outgrow the
-    cache (8M train pairs: 10.7 -> 1.9 s per call; the answers are the same).
-    """
-    q = users.astype(np.int64) * n_cols + items.astype(np.int64)
-    if not len(keys):
-        return np.zeros(len(q), bool)
-    order = np.argsort(q, kind="stable")
-    q_sorted = q[order]
-    pos = np.searchsorted(keys, q_sorted)
-    hit_sorted = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == q_sorted)
-    hit = np.empty(len(q), bool)
-    hit[order] = hit_sorted
-    return hit
 
 
 def sample_negatives(
@@ -84,12 +60,12 @@ def sample_negatives(
         u = int(users[np.argmax(full)])
         raise ValueError(f"sample_negatives: user {u} has no allowed negative item (all {n_items} items excluded)")
     out = rng.integers(0, n_items, size=users.size, dtype=np.int64)
-    keys = _entry_keys(exclude)  # once per call, not once per rejection round
-    todo = np.flatnonzero(_is_excluded(keys, n_items, users, out))
+    keys = csr_keys(exclude)  # once per call, not once per rejection round
+    todo = np.flatnonzero(keys_contain(keys, users * n_items + out))
     rounds = 0
     while todo.size and rounds < max_rounds:
         out[todo] = rng.integers(0, n_items, size=todo.size, dtype=np.int64)
-        todo = todo[_is_excluded(keys, n_items, users[todo], out[todo])]
+        todo = todo[keys_contain(keys, users[todo] * n_items + out[todo])]
         rounds += 1
     if todo.size:
         log.debug("sample_negatives: %d draws resolved exactly after %d rounds", todo.size, rounds)
