@@ -32,6 +32,7 @@ from typing import Callable
 
 from blast_ray.config import ConfigError, PipelineConfig, load_config
 from blast_ray.runs.record import DATE_FORMAT, FILE_FORMAT  # run.log's format
+from blast_ray.signals import Terminated, install_handlers, interrupt_behind
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +56,9 @@ class UsageError(ValueError):
     """A bad command-line argument (exit code 2), said in one line."""
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, ``kill``, Kubernetes) as an exception, so the run is recorded as failed
-    with the signal named and the process ends with 128 + signal, without a traceback."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_terminated(signum, frame):  # noqa: ARG001 - the signal module's handler signature
-    signal.signal(signum, signal.SIG_IGN)  # a second SIGTERM while we record must not cut it short
-    raise Terminated(signum)
-
-
 def install_signal_handlers():
-    """SIGTERM raises :class:`Terminated` in the main thread (SIGINT is Python's KeyboardInterrupt).
-    Only from the main thread (signal's rule; elsewhere a no-op). Returns the previous handler
-    (None when nothing was installed) so an in-process caller (tests) gets it back."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_terminated)
+    """SIGTERM raises :class:`Terminated` in the main thread (``blast_ray.signals``)."""
+    return install_handlers()
 
 
 def _record_interrupt(e: KeyboardInterrupt) -> str:
@@ -234,27 +215,45 @@ def main_wrapper(body: Callable[[argparse.Namespace], int], parser: argparse.Arg
 def _run_body(body: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str, level: int) -> int:
     """``body(args)`` with every outcome mapped to an exit code and one line (see main_wrapper)."""
     try:
-        return int(body(args) or 0)
+        rc = int(body(args) or 0)
+        interrupt = interrupt_behind(None) if rc else None
+        if interrupt is not None:  # a SIGTERM a library swallowed (blast_ray.signals): not the body's failure
+            raise interrupt
+        return rc
     except BrokenPipeError:
         _silence_stdout()
         return 0
     except KeyboardInterrupt as e:
-        reason = _record_interrupt(e)
-        _print_error(prog, reason)
-        return 128 + e.signum if isinstance(e, Terminated) else 130
-    except (ConfigError, UsageError, FileNotFoundError, ValueError) as e:
-        log.debug("%s", traceback.format_exc())
+        return _interrupted(prog, e)
+    except Exception as e:  # noqa: BLE001 - an interrupt a library turned into an error is still the interrupt
+        interrupt = interrupt_behind(e)
+        if interrupt is not None:
+            log.debug("%s", "".join(traceback.format_exception(e)))
+            return _interrupted(prog, interrupt)
+        return _failed(prog, e, level)
+
+
+def _interrupted(prog: str, e: KeyboardInterrupt) -> int:
+    reason = _record_interrupt(e)
+    _print_error(prog, reason)
+    return 128 + e.signum if isinstance(e, Terminated) else 130
+
+
+def _failed(prog: str, e: Exception, level: int) -> int:
+    """The exit code and one line for an error of the body's own: 2 for a bad config or argument,
+    1 for the rest (the traceback in run.log, on the console with -v)."""
+    trace = "".join(traceback.format_exception(e))
+    log.debug("%s", trace)
+    if isinstance(e, (ConfigError, UsageError, FileNotFoundError, ValueError)):
         msg = str(e) or type(e).__name__
         _print_error(prog, msg if isinstance(e, ConfigError) else msg.splitlines()[0])
         return 2
-    except Exception as e:  # noqa: BLE001 - one line for people, the traceback with -v / in run.log
-        from blast_ray.errors import one_line
+    from blast_ray.errors import one_line
 
-        log.debug("%s", traceback.format_exc())
-        _print_error(prog, one_line(e) + ("" if level > 0 else " (run with -v for the traceback)"))
-        if level > 0:
-            traceback.print_exc()
-        return 1
+    _print_error(prog, one_line(e) + ("" if level > 0 else " (run with -v for the traceback)"))
+    if level > 0:
+        print(trace, end="", file=sys.stderr)
+    return 1
 
 
 def _print_error(prog: str, message: str) -> None:

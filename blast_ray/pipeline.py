@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from blast_ray.config import STAGES, PipelineConfig
 from blast_ray.errors import one_line
+from blast_ray.signals import interrupt_behind
 from blast_ray.store import ArtifactStore, StageOutput, layout
 from blast_ray.store.names import validate_name
 
@@ -294,6 +295,9 @@ def run_pipeline(
             _drop_uncommitted(store, out)
             if not isinstance(e, Exception):  # a signal (entry.main_wrapper) or SystemExit: recorded there
                 raise
+            interrupt = interrupt_behind(e)
+            if interrupt is not None:  # a signal a library turned into an error or swallowed (blast_ray.signals)
+                raise interrupt from None
             status[name] = "failed"
             err = f"stage '{name}' failed: {one_line(e)}"
             try:

@@ -146,6 +146,68 @@ def test_sigterm_during_etl_is_recorded_without_a_traceback(tmp_path, data_dir):
     assert not etl_root.exists() or all((d / "_MANIFEST.json").exists() for d in etl_root.iterdir())
 
 
+def _sigterm_hidden_by_a_library(kind: str):
+    """What Spark's Python side does with a SIGTERM that lands in a JVM call while the JVM dies
+    of the same signal: py4j's ``except KeyboardInterrupt`` clean-up connects to the dead JVM and
+    a ConnectionRefusedError replaces the interrupt (CI, stop 25); pyspark's
+    ``CapturedException.__str__`` runs its JVM call under ``except BaseException: pass``."""
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+        raise AssertionError("SIGTERM did not raise")
+    except KeyboardInterrupt:
+        if kind == "replaces":
+            raise ConnectionRefusedError(111, "Connection refused")
+    except BaseException:  # noqa: BLE001 - what the library does
+        pass
+    raise RuntimeError("An error occurred while calling o42.collect")
+
+
+@pytest.mark.parametrize("kind", ["replaces", "swallows"])
+def test_sigterm_a_library_hides_still_ends_the_run_interrupted(tmp_path, data_dir, monkeypatch, capsys, kind):
+    """The stage's error is not the run's story: the run is recorded ``interrupted by SIGTERM`` and
+    the process ends with 143, whether the library replaced the interrupt or swallowed it."""
+    from blast_ray import pipeline
+    from blast_ray.cli import main
+    from jobs.smoke import smoke_config
+
+    store = tmp_path / "store"
+    cfg = smoke_config(data_dir, str(store), tmp_path / "cfg.yaml")
+
+    def etl_in_a_jvm_call(ctx, out):
+        _sigterm_hidden_by_a_library(kind)
+
+    monkeypatch.setattr(pipeline, "load_stage_fn", lambda spec: etl_in_a_jvm_call)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = main(["etl", "--config", str(cfg)])
+    assert signal.getsignal(signal.SIGTERM) is before  # given back to pytest
+    err = capsys.readouterr().err
+    assert rc == 128 + signal.SIGTERM, err[-3000:]
+    assert error_lines(err) == ["blast: interrupted by SIGTERM"], err[-3000:]
+    (record_path,) = (store / "ml-100k" / "runs").glob("*/run.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "failed" and record["error"] == "interrupted by SIGTERM", record
+    assert record["failed_stage"] == "etl"
+
+
+def test_a_stage_error_without_a_signal_stays_the_stage_error(tmp_path, data_dir, monkeypatch, capsys):
+    """The other side: no signal came, so a ConnectionRefusedError is the stage's own failure."""
+    from blast_ray import pipeline
+    from blast_ray.cli import main
+    from jobs.smoke import smoke_config
+
+    cfg = smoke_config(data_dir, str(tmp_path / "store"), tmp_path / "cfg.yaml")
+
+    def etl_refused(ctx, out):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(pipeline, "load_stage_fn", lambda spec: etl_refused)
+    rc = main(["etl", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert rc == 1, err[-3000:]
+    assert error_lines(err) == ["blast: stage 'etl' failed: ConnectionRefusedError: [Errno 111] Connection refused"], err
+
+
 # ---- the unwrapping itself --------------------------------------------------------------------------
 def test_one_line_reads_through_chained_causes():
     from blast_ray.store.artifact_store import StoreUnavailable
