@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: install run test test-vllm test-all faults dgl-env vllm-env gemma browser clean help
+.PHONY: install run test test-deps test-vllm test-all faults dgl-env vllm-env gemma browser clean help
 
 help:
 	@echo "make run    - set up .venv and run the full pipeline on MovieLens-100k ($(CONFIG))"
@@ -43,7 +43,10 @@ run: install
 	$(VENV)/bin/blast datasets get ml-100k
 	$(VENV)/bin/blast run --config $(CONFIG)
 
-test: install gemma dgl-env browser
+# The three prerequisites after .venv are independent (Gemma's conversion is one core for ~2 min, the
+# DGL venv and Chromium mostly downloads): built side by side, they cost the longest of them.
+test: install
+	$(MAKE) --no-print-directory -j3 test-deps
 	$(PYTHON) -m pytest -ra --durations=15 -m "not vllm and not dgl" $(PYTEST_ARGS)
 	DGLBACKEND=pytorch $(VENV_DGL)/bin/python -m pytest -ra --durations=15 -m dgl -p no:cacheprovider tests/test_graph_backend_parity.py
 
@@ -55,6 +58,8 @@ test-vllm: install vllm-env
 	.venv-vllm/bin/python -m pytest -ra --durations=15 -m vllm -p no:cacheprovider tests/test_profiles_vllm.py
 
 test-all: test test-vllm
+
+test-deps: gemma dgl-env browser
 
 # Faults injected from outside the process under test (tests/faults, marker `faults`). `make test`
 # runs them too: its "not vllm and not dgl" selection over testpaths=tests collects tests/faults once.

@@ -3,6 +3,7 @@ with Baby's degree distributions at 1M, 3M and 10M interactions, LightGCN and BL
 
     .venv/bin/python benchmarks/train_scaling.py [--sizes 1M,3M,10M] [--models lightgcn,blast]
         [--steps 5] [--step-stat min] [--eval-users 2048] [--seed 2024] [--threads 1] [--parallel 1]
+        [--repeats 1]
 
 How the graphs are drawn (no ETL; arrays straight into ``InteractionData``): user activities and
 item popularities follow discrete power laws (d >= 5) whose exponents are the maximum-likelihood
@@ -28,6 +29,9 @@ time of an idle machine: the machine these figures come from is shared, wall tim
   (train items masked) projected to all users, in blocks of users sized as the train stage sizes
   its validation blocks (``evaluate.block_memory_gib``, default 1 GiB of scores; before, a fixed
   4,096 users: 7 GB of scores at 10M's 438k items, more than a worker holds).
+- ``--repeats R``: each (model, size) runs in R fresh children (rounds over all of them); its figures
+  are those of the child with the median epoch_s (all R epochs kept as ``epoch_s_repeats``; the
+  peak memory the largest): on an idle VM the timed step moves 10-20% between processes.
 - worker_peak_gib: the process's peak RSS (``resource.getrusage`` ru_maxrss; psutil has no peak on
   Linux) after data generation, setup, the steps and the evaluation.
 - allreduce_gb_per_epoch: what the trainer reports for 8 workers (``inputs.allreduce_bytes_per_epoch``:
@@ -239,6 +243,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parallel", type=int, default=1, help="children run at once (memory: each holds its own graph)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="fresh children per (model, size), in rounds over all of them; the median epoch is reported "
+                         "(an idle VM's step moves 10-20%% between processes)")
     ap.add_argument("--merge", help="comma list of result JSONs of earlier runs: merged into --out, RESULT recomputed")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_scaling.json")
@@ -261,10 +268,14 @@ def main() -> None:
                  "note": "one worker, one torch thread, seconds = process CPU seconds; epoch_s and eval_s projected from timed steps / a user sample (see docstring); "
                          "allreduce for 8 workers as the trainer reports it; machine shared with other jobs"}
     details: dict = {}
-    jobs = [(model, n) for n in sorted(sizes, reverse=True) for model in args.models.split(",")]
+    if args.repeats < 1:
+        ap.error(f"--repeats {args.repeats}: must be at least 1")
+    res["repeats"] = args.repeats
+    # rounds: every (model, size) once, then again, so a drift of the machine touches all of them alike
+    jobs = [(r, model, n) for r in range(args.repeats) for n in sorted(sizes, reverse=True) for model in args.models.split(",")]
 
     def run_child(job):
-        model, n = job
+        _, model, n = job
         cmd = [sys.executable, __file__, "--child", model, str(n), "--steps", str(args.steps), "--step-stat", args.step_stat, "--eval-users",
                str(args.eval_users), "--knn", str(args.knn), "--seed", str(args.seed), "--threads", str(args.threads)]
         return subprocess.run(cmd, capture_output=True, text=True)
@@ -276,19 +287,34 @@ def main() -> None:
     for model in args.models.split(","):
         for n in sizes:
             lab = size_label(n)
-            p = done[(model, n)]
-            line = [ln for ln in p.stdout.splitlines() if ln.startswith("CHILD ")]
-            if p.returncode != 0 or not line:
-                print(f"{model}@{lab} failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:] }", flush=True)
-                details[f"{model}@{lab}"] = {"error": (p.stderr.strip().splitlines() or ["?"])[-1], "rc": p.returncode}
-                continue
-            d = json.loads(line[-1][6:])
-            details[f"{model}@{lab}"] = d
-            print(json.dumps({"model": model, "size": lab, **d}), flush=True)
+            runs = []
+            for r in range(args.repeats):
+                p = done[(r, model, n)]
+                line = [ln for ln in p.stdout.splitlines() if ln.startswith("CHILD ")]
+                if p.returncode != 0 or not line:
+                    print(f"{model}@{lab} failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:] }", flush=True)
+                    details[f"{model}@{lab}"] = {"error": (p.stderr.strip().splitlines() or ["?"])[-1], "rc": p.returncode}
+                    break
+                runs.append(json.loads(line[-1][6:]))
+                print(json.dumps({"model": model, "size": lab, "repeat": r, **runs[-1]}), flush=True)
+            else:
+                details[f"{model}@{lab}"] = median_run(runs)
     res.update(summary(details))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"result": res, "details": details}, indent=1, sort_keys=True))
     print("RESULT " + json.dumps(res), flush=True)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """One (model, size)'s figures from its repeated children: the run with the median epoch_s
+    (the lower middle for an even count), its peers' epochs kept as ``epoch_s_repeats``; the peak
+    memory is the largest of them."""
+    ranked = sorted(runs, key=lambda d: d["epoch_s"])
+    d = dict(ranked[(len(ranked) - 1) // 2])
+    if len(runs) > 1:
+        d["epoch_s_repeats"] = [round(x["epoch_s"], 3) for x in runs]
+        d["worker_peak_gib"] = max(x["worker_peak_gib"] for x in runs)
+    return d
 
 
 def summary(details: dict) -> dict:
