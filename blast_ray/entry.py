@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import traceback
 from typing import Callable
 
 from blast_ray.config import ConfigError, PipelineConfig, load_config
 from blast_ray.runs.record import DATE_FORMAT, FILE_FORMAT  # run.log's format
-from blast_ray.signals import Terminated, install_handlers, interrupt_behind
+from blast_ray.signals import Terminated, install_handlers, interrupt_behind, uninstall_handlers
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +207,7 @@ def main_wrapper(body: Callable[[argparse.Namespace], int], parser: argparse.Arg
     try:
         return _run_body(body, args, prog, level)
     finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        uninstall_handlers(previous_sigterm)
 
 
 def _run_body(body: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str, level: int) -> int:

@@ -53,6 +53,16 @@ def install_handlers():
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+def uninstall_handlers(previous) -> None:
+    """Give back the SIGTERM handler :func:`install_handlers` returned (None: nothing to do) and
+    forget the signals received, so that a later run in the same process (tests, Ray Tune trials)
+    does not take an old signal for its own."""
+    if previous is None:
+        return
+    signal.signal(signal.SIGTERM, previous)
+    _received.clear()
+
+
 def received() -> int | None:
     """The first signal the handlers caught since they were installed, or None."""
     return _received[0] if _received else None
@@ -76,4 +86,4 @@ def interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
     return None if sig is None else Terminated(sig)
 
 
-__all__ = ["Terminated", "install_handlers", "received", "interrupt_behind"]
+__all__ = ["Terminated", "install_handlers", "uninstall_handlers", "received", "interrupt_behind"]
