@@ -31,7 +31,7 @@ from typing import Callable
 
 from blast_ray.config import ConfigError, PipelineConfig, load_config
 from blast_ray.runs.record import DATE_FORMAT, FILE_FORMAT  # run.log's format
-from blast_ray.signals import Terminated, install_handlers, interrupt_behind, uninstall_handlers
+from blast_ray.signals import Terminated, install_handlers, interrupt_behind, interrupt_in_chain, uninstall_handlers
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,7 @@ def _third_party_root_chatter(record: logging.LogRecord) -> bool:
 
 
 def _caused_by_interrupt(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 20:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+    return interrupt_in_chain(exc) is not None
 
 
 def console_is_terminal() -> bool:

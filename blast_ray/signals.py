@@ -75,6 +75,16 @@ def interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
     ``KeyboardInterrupt`` (Terminated included); else, when a handled signal arrived since
     :func:`install_handlers`, a fresh :class:`Terminated` for it (a library swallowed the one
     raised)."""
+    found = interrupt_in_chain(exc)
+    if found is not None:
+        return found
+    sig = received()
+    return None if sig is None else Terminated(sig)
+
+
+def interrupt_in_chain(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """``exc`` or the first exception of its ``__cause__``/``__context__`` chain that is a
+    ``KeyboardInterrupt`` (Terminated included), or None (at most 20 links are followed)."""
     seen = 0
     e = exc
     while e is not None and seen < 20:
@@ -82,8 +92,7 @@ def interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
             return e
         e = e.__cause__ or e.__context__
         seen += 1
-    sig = received()
-    return None if sig is None else Terminated(sig)
+    return None
 
 
-__all__ = ["Terminated", "install_handlers", "uninstall_handlers", "received", "interrupt_behind"]
+__all__ = ["Terminated", "install_handlers", "uninstall_handlers", "received", "interrupt_behind", "interrupt_in_chain"]
