@@ -32,6 +32,8 @@ time of an idle machine: the machine these figures come from is shared, wall tim
 - ``--repeats R``: each (model, size) runs in R fresh children (rounds over all of them); its figures
   are those of the child with the median epoch_s (all R epochs kept as ``epoch_s_repeats``; the
   peak memory the largest): on an idle VM the timed step moves 10-20% between processes.
+- Every child starts with the trainer's process environment (``runtime.PROCESS_ENV_DEFAULTS``:
+  torch's transparent-huge-page allocation, unless set otherwise; recorded as ``thp_mem_alloc``).
 - worker_peak_gib: the process's peak RSS (``resource.getrusage`` ru_maxrss; psutil has no peak on
   Linux) after data generation, setup, the steps and the evaluation.
 - allreduce_gb_per_epoch: what the trainer reports for 8 workers (``inputs.allreduce_bytes_per_epoch``:
@@ -126,6 +128,9 @@ def random_knn(n: int, k: int, rng) -> "sp.csr_matrix":
 
 def child(model_name: str, n: int, args) -> dict:
     """One (model, size) measurement; runs in its own process."""
+    from blast_ray.runtime import apply_process_env_defaults
+
+    apply_process_env_defaults()  # as a training worker starts (before torch allocates)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -263,7 +268,10 @@ def main() -> None:
         print("CHILD " + json.dumps(child(args.child[0], parse_size(args.child[1]), args)), flush=True)
         return
     sizes = [parse_size(s) for s in args.sizes.split(",")]
-    res: dict = {"machine": platform.node(), "cpus": os.cpu_count(), "threads": args.threads, "seed": args.seed,
+    from blast_ray.runtime import apply_process_env_defaults
+
+    process_env = apply_process_env_defaults()  # the children inherit it, as the trainer's workers do
+    res: dict = {"machine": platform.node(), "thp_mem_alloc": process_env["THP_MEM_ALLOC_ENABLE"], "cpus": os.cpu_count(), "threads": args.threads, "seed": args.seed,
                  "steps_timed": args.steps, "step_stat": args.step_stat, "eval_users": args.eval_users, "knn": args.knn,
                  "note": "one worker, one torch thread, seconds = process CPU seconds; epoch_s and eval_s projected from timed steps / a user sample (see docstring); "
                          "allreduce for 8 workers as the trainer reports it; machine shared with other jobs"}

@@ -16,6 +16,10 @@ import tempfile
 
 import numpy as np
 
+from blast_ray.runtime import apply_process_env_defaults
+
+apply_process_env_defaults()  # as the `blast` CLI does, before torch allocates (runtime.PROCESS_ENV_DEFAULTS)
+
 from blast_ray.config import TrainConfig, shared_data_dir
 from blast_ray.store import ArtifactStore
 from blast_ray.etl.readers import read_lattice_split

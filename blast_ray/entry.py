@@ -31,6 +31,7 @@ from typing import Callable
 
 from blast_ray.config import ConfigError, PipelineConfig, load_config
 from blast_ray.runs.record import DATE_FORMAT, FILE_FORMAT  # run.log's format
+from blast_ray.runtime import apply_process_env_defaults
 from blast_ray.signals import Terminated, install_handlers, interrupt_behind, interrupt_in_chain, uninstall_handlers
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def main_wrapper(body: Callable[[argparse.Namespace], int], parser: argparse.Arg
     -> 0 without a traceback.
     """
     prog = prog or parser.prog
+    apply_process_env_defaults()  # before any tensor: torch reads its allocator settings once
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)

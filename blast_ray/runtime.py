@@ -8,6 +8,25 @@ import signal
 
 log = logging.getLogger(__name__)
 
+# Environment every blast-ray process (the CLI, the local Ray cluster's workers, a cluster job's tasks)
+# starts with unless the user set the variable: torch reads it at its first CPU allocation.
+#   THP_MEM_ALLOC_ENABLE=1: torch backs CPU tensors of 2 MiB and more with transparent huge pages
+#   (2 MiB-aligned, madvise(MADV_HUGEPAGE)). A training step allocates a few dozen whole-table
+#   tensors (400 MB each at 10M interactions) whose fresh pages the kernel faults in 4 KiB at a time,
+#   and its gathers and sparse products walk those tables at random (a TLB miss per row at 4 KiB).
+#   Measured with benchmarks/train_scaling.py (BLAST, 2-CPU VM, median of 3): epoch 512 -> 341 s at
+#   10M, 37 -> 31 s at 1M, the same peak memory (docs/SCALING.md). No effect where the kernel's THP
+#   mode is "never"; set THP_MEM_ALLOC_ENABLE=0 to opt out.
+PROCESS_ENV_DEFAULTS = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
+def apply_process_env_defaults() -> dict[str, str]:
+    """Set :data:`PROCESS_ENV_DEFAULTS` in ``os.environ`` where the user has not set them; returns
+    the values now in force (for a Ray job's ``runtime_env``). Call before torch allocates."""
+    for key, value in PROCESS_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in PROCESS_ENV_DEFAULTS}
+
 
 def ensure_ray(num_cpus: int | None = None):
     """Connect to the cluster in ``RAY_ADDRESS`` (or the job's cluster), else start a local one.
@@ -20,11 +39,15 @@ def ensure_ray(num_cpus: int | None = None):
     if ray.is_initialized():
         return ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # a local cluster's raylet inherits this environment and passes it on to its workers; a cluster
+    # started elsewhere gets it as the job's env_vars (Ray merges them with a submitted job's own)
+    process_env = apply_process_env_defaults()
     sigterm = _python_sigterm_handler()
     address = os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True, configure_logging=False)
+        ray.init(address=address, log_to_driver=True, configure_logging=False,
+                 runtime_env={"env_vars": process_env})
     else:
         store_bytes = int(os.environ.get("BLAST_RAY_OBJECT_STORE_BYTES", str(1 << 30)))
         ray.init(

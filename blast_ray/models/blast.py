@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from blast_ray.models.bpr import GraphInputs
-from blast_ray.models.lightgcn import LightGCN, lightgcn_propagate
+from blast_ray.models.lightgcn import LightGCN, lightgcn_propagate, split_users_items
 from blast_ray.models.losses import bpr_loss
 
 ITEM_MODALITIES = ("item_text", "item_visual")
@@ -51,7 +51,7 @@ class BLAST(LightGCN):
 
     def representations(self, g: GraphInputs) -> tuple[torch.Tensor, torch.Tensor]:
         h = lightgcn_propagate(g, torch.cat([self.user_emb, self.item_emb]), self.n_layers_ui)
-        h_u, f_i = h[: self.n_users], h[self.n_users :]
+        h_u, f_i = split_users_items(h, self.n_users)
         if g.ii is not None and self.n_layers_ii > 0:
             hi = self.item_emb
             for _ in range(self.n_layers_ii):
@@ -64,9 +64,9 @@ class BLAST(LightGCN):
             h_u = h_u + hu
         return h_u, f_i
 
-    def extra_loss(self, g, h_u, f_i, users, pos, neg) -> torch.Tensor:
+    def extra_loss(self, g, h_u, f_i, users, pos, neg, gathered) -> torch.Tensor:
         loss = h_u.new_zeros(())
-        u = h_u[users]
+        u, f_pos, f_neg = gathered  # the BPR term's rows, reused: each gather's backward is a whole-table gradient
         for name in ITEM_MODALITIES:
             if name in self.projections and name in g.features:
                 x = g.features[name]
@@ -74,5 +74,5 @@ class BLAST(LightGCN):
                 loss = loss + self.reg_weight * bpr_loss(u, w(x[pos]), w(x[neg]))
         if "user_text" in self.projections and "user_text" in g.features:
             yu = self.projections["user_text"](g.features["user_text"][users])
-            loss = loss + self.user_reg_weight * bpr_loss(yu, f_i[pos], f_i[neg])
+            loss = loss + self.user_reg_weight * bpr_loss(yu, f_pos, f_neg)
         return loss

@@ -48,7 +48,8 @@ class BPRMF(nn.Module):
         loss = bpr_loss(u, i, j)
         if self.l2_weight:
             loss = loss + self.l2_weight * l2_penalty(self.user_emb[users], self.item_emb[pos], self.item_emb[neg])
-        return loss + self.extra_loss(g, h_u, f_i, users, pos, neg)
+        return loss + self.extra_loss(g, h_u, f_i, users, pos, neg, (u, i, j))
 
-    def extra_loss(self, g, h_u, f_i, users, pos, neg) -> torch.Tensor:
+    def extra_loss(self, g, h_u, f_i, users, pos, neg, gathered) -> torch.Tensor:
+        """Terms added to the BPR loss by subclasses; ``gathered`` = (h_u[users], f_i[pos], f_i[neg])."""
         return h_u.new_zeros(())
