@@ -270,8 +270,8 @@ def main() -> None:
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     from blast_ray.runtime import apply_process_env_defaults
 
-    process_env = apply_process_env_defaults()  # the children inherit it, as the trainer's workers do
-    res: dict = {"machine": platform.node(), "thp_mem_alloc": process_env["THP_MEM_ALLOC_ENABLE"], "cpus": os.cpu_count(), "threads": args.threads, "seed": args.seed,
+    apply_process_env_defaults()  # the children inherit it, as the trainer's workers do
+    res: dict = {"machine": platform.node(), "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "cpus": os.cpu_count(), "threads": args.threads, "seed": args.seed,
                  "steps_timed": args.steps, "step_stat": args.step_stat, "eval_users": args.eval_users, "knn": args.knn,
                  "note": "one worker, one torch thread, seconds = process CPU seconds; epoch_s and eval_s projected from timed steps / a user sample (see docstring); "
                          "allreduce for 8 workers as the trainer reports it; machine shared with other jobs"}

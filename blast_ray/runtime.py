@@ -20,12 +20,19 @@ log = logging.getLogger(__name__)
 PROCESS_ENV_DEFAULTS = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
+_FILLED_IN: dict[str, str] = {}  # the defaults this process set itself (the user had not)
+
+
 def apply_process_env_defaults() -> dict[str, str]:
-    """Set :data:`PROCESS_ENV_DEFAULTS` in ``os.environ`` where the user has not set them; returns
-    the values now in force (for a Ray job's ``runtime_env``). Call before torch allocates."""
+    """Set :data:`PROCESS_ENV_DEFAULTS` in ``os.environ`` where the user has not set them. Call
+    before torch allocates. Returns the ones this process filled in (now or in an earlier call):
+    what a Ray job passes on as ``env_vars``. A value the user set (the shell, a submitted job's
+    ``runtime_env``) is left alone and not passed again: Ray refuses a driver ``runtime_env``
+    that names an env var the submitted job already names."""
     for key, value in PROCESS_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    return {key: os.environ[key] for key in PROCESS_ENV_DEFAULTS}
+        if key not in os.environ:
+            os.environ[key] = _FILLED_IN[key] = value
+    return {key: os.environ[key] for key in _FILLED_IN if os.environ.get(key) == _FILLED_IN[key]}
 
 
 def ensure_ray(num_cpus: int | None = None):
@@ -47,7 +54,7 @@ def ensure_ray(num_cpus: int | None = None):
     if address:
         log.info("connecting to Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True, configure_logging=False,
-                 runtime_env={"env_vars": process_env})
+                 runtime_env={"env_vars": process_env} if process_env else None)
     else:
         store_bytes = int(os.environ.get("BLAST_RAY_OBJECT_STORE_BYTES", str(1 << 30)))
         ray.init(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from blast_ray import runtime
 from blast_ray.runtime import PROCESS_ENV_DEFAULTS, apply_process_env_defaults
 
 THP = "THP_MEM_ALLOC_ENABLE"
@@ -38,10 +39,13 @@ needs_thp = pytest.mark.skipif(not Path("/sys/kernel/mm/transparent_hugepage").e
 
 
 def test_the_defaults_fill_only_what_the_user_left_unset(monkeypatch):
-    monkeypatch.delenv(THP, raising=False)
-    assert apply_process_env_defaults()[THP] == PROCESS_ENV_DEFAULTS[THP] == "1"
-    monkeypatch.setenv(THP, "0")  # an opt-out wins
-    assert apply_process_env_defaults()[THP] == "0"
+    monkeypatch.setattr(runtime, "_FILLED_IN", {})
+    monkeypatch.setenv(THP, "0")  # an opt-out wins, and is not passed on as the job's (the user's own)
+    assert apply_process_env_defaults() == {} and os.environ[THP] == "0"
+    monkeypatch.delenv(THP)
+    assert apply_process_env_defaults() == {THP: PROCESS_ENV_DEFAULTS[THP]} == {THP: "1"}
+    assert os.environ[THP] == "1"
+    assert apply_process_env_defaults() == {THP: "1"}  # a later call (ensure_ray after the CLI's) passes it on too
 
 
 @needs_thp
