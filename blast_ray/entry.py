@@ -163,13 +163,9 @@ def _third_party_root_chatter(record: logging.LogRecord) -> bool:
         record.name == "root" and ("/py4j/" in path or "/pyspark/" in path))
     if not spark_side:
         return True
-    if record.exc_info and _caused_by_interrupt(record.exc_info[1]):
+    if record.exc_info and interrupt_in_chain(record.exc_info[1]) is not None:
         return False
     return not (record.name == "root" and record.levelno < logging.WARNING)
-
-
-def _caused_by_interrupt(exc: BaseException | None) -> bool:
-    return interrupt_in_chain(exc) is not None
 
 
 def console_is_terminal() -> bool:

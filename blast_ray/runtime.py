@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 PROCESS_ENV_DEFAULTS = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
-_FILLED_IN: dict[str, str] = {}  # the defaults this process set itself (the user had not)
+_FILLED_IN: set[str] = set()  # names of the defaults this process set itself (the user had not)
 
 
 def apply_process_env_defaults() -> dict[str, str]:
@@ -31,8 +31,9 @@ def apply_process_env_defaults() -> dict[str, str]:
     that names an env var the submitted job already names."""
     for key, value in PROCESS_ENV_DEFAULTS.items():
         if key not in os.environ:
-            os.environ[key] = _FILLED_IN[key] = value
-    return {key: os.environ[key] for key in _FILLED_IN if os.environ.get(key) == _FILLED_IN[key]}
+            os.environ[key] = value
+            _FILLED_IN.add(key)
+    return {key: PROCESS_ENV_DEFAULTS[key] for key in _FILLED_IN if os.environ.get(key) == PROCESS_ENV_DEFAULTS[key]}
 
 
 def ensure_ray(num_cpus: int | None = None):

@@ -39,7 +39,7 @@ needs_thp = pytest.mark.skipif(not Path("/sys/kernel/mm/transparent_hugepage").e
 
 
 def test_the_defaults_fill_only_what_the_user_left_unset(monkeypatch):
-    monkeypatch.setattr(runtime, "_FILLED_IN", {})
+    monkeypatch.setattr(runtime, "_FILLED_IN", set())
     monkeypatch.setenv(THP, "0")  # an opt-out wins, and is not passed on as the job's (the user's own)
     assert apply_process_env_defaults() == {} and os.environ[THP] == "0"
     monkeypatch.delenv(THP)
