@@ -282,6 +282,12 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             m, users, per = pop_run(base)
             runs[model] = [m]
             per_user[model] = (users, per)
+        elif args.from_chosen:
+            values = stored_choice(out, dataset, model)
+            chosen[model] = values
+            rs, pers, users = _seeded(dataset, base, model, values, seeds)
+            runs[model] = rs
+            per_user[model] = (users, np.mean(pers, axis=0))
         else:
             simpler = START_FROM.get(model)
             start = tuned.get(simpler) if simpler else None
@@ -318,17 +324,11 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             if model == "blast":
                 for part, keep in kept.items():
                     out[f"{dataset}.blast.keeps.{part}"] = bool(keep)
-            rs, pers, users = [], [], None
-            for s in seeds:
-                m, users, per, extra = seed_run(base, values, s, f"{dataset}-{model}")
-                rs.append(m)
-                pers.append(per)
-                log.info("%s %s seed %d: test recall@20 %.4f (best epoch %s)", dataset, model, s,
-                         m.get("test.recall@20", float("nan")), extra.get("metrics", {}).get("best_epoch"))
+            rs, pers, users = _seeded(dataset, base, model, values, seeds)
             runs[model] = rs
             per_user[model] = (users, np.mean(pers, axis=0))
         summarize(runs[model], f"{dataset}.{model}", out)
-        out[f"{dataset}.{model}.seconds"] = round(time.time() - t0, 1)
+        out[f"{dataset}.{model}.{'reseed_seconds' if args.from_chosen else 'seconds'}"] = round(time.time() - t0, 1)
         _write(args, out, md_tables(out, args, dataset_done=False))
 
     if "blast" in runs:
@@ -348,8 +348,33 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             sensitivity(dataset, base, chosen["blast"], seeds[0], out)
         if args.ot_lift:
             ot_lift(dataset, base, chosen, seeds, out)
-    out[f"{dataset}.seconds"] = round(time.time() - t_dataset, 1)
+    if args.from_chosen:  # the tune's run keeps its wall time; this run's is the seeded runs' alone
+        out[f"{dataset}.reseed_seconds"] = round(time.time() - t_dataset, 1)
+    else:
+        out[f"{dataset}.seconds"] = round(time.time() - t_dataset, 1)
     _write(args, out, md_tables(out, args, dataset_done=True))
+
+
+def _seeded(dataset: str, base, model: str, values: dict[str, Any], seeds: list[int]):
+    """``model`` at ``values`` trained once per seed: (metrics per seed, per-user Recall@20 per seed, test users)."""
+    rs, pers, users = [], [], None
+    for s in seeds:
+        m, users, per, extra = seed_run(base, values, s, f"{dataset}-{model}")
+        rs.append(m)
+        pers.append(per)
+        log.info("%s %s seed %d: test recall@20 %.4f (best epoch %s)", dataset, model, s,
+                 m.get("test.recall@20", float("nan")), extra.get("metrics", {}).get("best_epoch"))
+    return rs, pers, users
+
+
+def stored_choice(out: dict[str, Any], dataset: str, model: str) -> dict[str, Any]:
+    """The configuration an earlier run of this benchmark chose for ``model`` on ``dataset`` (on
+    validation: its tune and re-rank), from the stored flat keys (``--from-chosen``)."""
+    key = f"{dataset}.{model}.chosen"
+    if key not in out:
+        raise SystemExit(f"--from-chosen: {key} is not in the stored figures; run {dataset} without --from-chosen "
+                         f"first (it tunes {model})")
+    return json.loads(out[key])
 
 
 def budget_keys(dataset: str, args) -> dict[str, Any]:
@@ -547,6 +572,10 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
                       "the re-rank, the seeded runs, the ablations, sensitivity and OT lift; stage outputs and tune "
                       "trials of an earlier run with the same configuration are reused from the store, so a re-run that "
                       "only adds rows is short: the full cost is in docs/stages/tune.md).", ""]
+            if f"{ds}.reseed_seconds" in out:
+                lines += [f"The seeded runs above were trained by a later run (`--from-chosen`: the configurations that "
+                          f"run chose on validation, read from this file, nothing re-tuned) in "
+                          f"{out[f'{ds}.reseed_seconds']:.0f} s; the tune and re-rank figures are the first run's.", ""]
         else:
             lines += ["_Partial: this dataset's run had not finished when this file was written; models without a "
                       "column, the comparison and the ablations are missing._", ""]
@@ -735,6 +764,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default=str(ROOT / "blast-data" / "quality"))
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     p.add_argument("--md", default=str(ROOT / "docs" / "RESULTS.md"), help="'' to skip")
+    p.add_argument("--from-chosen", action="store_true",
+                   help="tune nothing: train --seeds seeds of the configurations an earlier run with the same tune "
+                        "budget chose (the <dataset>.<model>.chosen keys of --json; its tune and re-rank figures are "
+                        "kept), e.g. to add seeds when that run's tune store is gone")
     p.add_argument("--render-only", action="store_true",
                    help="write --md from the flat keys of --json (datasets in --datasets), run nothing")
     args = p.parse_args(argv)
@@ -781,7 +814,18 @@ def merge_previous(prev: dict[str, Any], args) -> dict[str, Any]:
             prev.update({f"{ds}.{k}": v for k, v in legacy.items()})
             prev.setdefault(f"{ds}.seed_max_epochs", 0)
     for ds in args.datasets:
-        if dataset_budget(prev, ds) != dataset_budget(budget_keys(ds, args), ds):
+        stored, now = dataset_budget(prev, ds), dataset_budget(budget_keys(ds, args), ds)
+        if getattr(args, "from_chosen", False):
+            # The stored choices are kept only for the tune budget they were made with; the seeds change.
+            if stored[:2] + stored[3:] != now[:2] + now[3:]:
+                raise SystemExit(f"--from-chosen: the stored {ds} figures were tuned with (trials, epochs per trial, "
+                                 f"seed epoch cap, re-rank) = {stored[:2] + stored[3:]}, this run asks for "
+                                 f"{now[:2] + now[3:]}; pass the stored budget")
+            drop = (".test.", ".valid.recall@20.", ".seeds", ".ablation.", ".sensitivity.", ".ot_lift.",
+                    ".blast_vs_best_baseline", ".best_baseline")
+            prev = {k: v for k, v in prev.items()
+                    if not (k.startswith(f"{ds}.") and any(d in k[len(ds):] for d in drop))}
+        elif stored != now:
             prev = {k: v for k, v in prev.items() if not k.startswith(f"{ds}.")}
     return prev
 

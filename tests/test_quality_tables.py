@@ -262,3 +262,57 @@ def test_blast_space_holds_freedom_and_the_rerank_chooses_at_full_length(monkeyp
                                {"freedom": freedom})
     assert len(pts) == 2 and pts[0]["train.n_layers_ii"] == 0 and pts[1]["train.n_layers_ii"] == 1
     assert pts[0]["train.lr"] == 0.01 and pts[1]["train.lr"] == 0.003
+
+
+def test_from_chosen_adds_seeds_to_the_stored_choices_without_tuning(monkeypatch, tmp_path):
+    """``--from-chosen``: a dataset whose tune store is gone gets more seeds at the configurations its
+    earlier run chose on validation (read from the stored keys), tuning nothing; the tune and re-rank
+    figures are kept, the seeded figures and the comparison are redone, another tune budget is refused."""
+    import argparse
+    import json
+
+    import numpy as np
+
+    qt = _qt()
+    ds = "amazon-baby"
+    bpr = {"augment.enabled": False, "train.l2_weight": 0.0, "train.lr": 0.002, "train.model": "bpr"}
+    blast = {**FIRST_BLAST, "train.lr": 0.004}
+    stored = {"machine": "m", f"{ds}.trials_per_model": 3, f"{ds}.max_epochs_per_trial": 10,
+              f"{ds}.seeds": [2024, 2025], f"{ds}.seed_max_epochs": 30, f"{ds}.rerank": 2, f"{ds}.seconds": 1500.0,
+              f"{ds}.bpr.chosen": json.dumps(bpr), f"{ds}.blast.chosen": json.dumps(blast),
+              f"{ds}.bpr.tune_valid": 0.05, f"{ds}.blast.rerank_valid": 0.075, f"{ds}.blast.keeps.item_graph": True,
+              f"{ds}.bpr.test.recall@20.mean": 0.9, f"{ds}.bpr.seeds": 2, f"{ds}.blast_vs_best_baseline": 0.5,
+              "ml-100k.blast.test.recall@20.mean": 0.36}
+    args = argparse.Namespace(datasets=[ds], models=["bpr", "blast"], trials=3, max_epochs=10, seeds=3,
+                              seed_max_epochs=30, rerank=2, from_chosen=True, ablations=False, sensitivity=False,
+                              ot_lift=False, store=str(tmp_path / "store"), json=str(tmp_path / "q.json"),
+                              md=str(tmp_path / "q.md"))
+    out = qt.merge_previous(stored, args)
+    assert out[f"{ds}.bpr.tune_valid"] == 0.05 and out[f"{ds}.blast.keeps.item_graph"]
+    assert f"{ds}.bpr.test.recall@20.mean" not in out and f"{ds}.blast_vs_best_baseline" not in out
+    assert out["ml-100k.blast.test.recall@20.mean"] == 0.36
+
+    def no_tune(*a, **k):
+        raise AssertionError("--from-chosen must not tune")
+
+    users = np.arange(4)
+    calls = []
+
+    def fake_seed_run(base, values, seed, tag):  # the training itself: tests/test_tune.py, test_pipeline
+        calls.append((values["train.model"], values["train.lr"], seed, base.train.epochs))
+        r = 0.07 if values["train.model"] == "blast" else 0.05
+        per = np.array([r, r + 0.01, r - 0.01, r + 0.02])
+        return {"test.recall@20": r + (seed - 2024) * 1e-4, "valid.recall@20": r}, users, per, {}
+
+    monkeypatch.setattr(qt, "tune_model", no_tune)
+    monkeypatch.setattr(qt, "seed_run", fake_seed_run)
+    qt.run_dataset(ds, args, out, [])
+    assert calls == [(m, v["train.lr"], s, 30) for m, v in (("bpr", bpr), ("blast", blast)) for s in (2024, 2025, 2026)]
+    assert out[f"{ds}.seeds"] == [2024, 2025, 2026] and out[f"{ds}.blast.seeds"] == 3
+    assert out[f"{ds}.best_baseline"] == "bpr" and out[f"{ds}.blast_vs_best_baseline"] == pytest.approx(0.0701 / 0.0501 - 1, abs=1e-4)
+    assert out[f"{ds}.seconds"] == 1500.0 and f"{ds}.reseed_seconds" in out
+    assert "`--from-chosen`" in Path(args.md).read_text()
+    with pytest.raises(SystemExit, match="tuned with"):
+        qt.merge_previous(stored, argparse.Namespace(**{**vars(args), "trials": 5}))
+    with pytest.raises(SystemExit, match="amazon-baby.freedom.chosen is not in"):
+        qt.stored_choice(out, ds, "freedom")
