@@ -568,7 +568,8 @@ def md_tables(out: dict[str, Any], args, dataset_done: bool) -> str:
                 + " |")
         lines.append("")
         if f"{ds}.seconds" in out:
-            lines += [f"Wall time of the last run of this dataset on this machine: {out[f'{ds}.seconds']:.0f} s (every tune, "
+            run = "the run that tuned this dataset" if f"{ds}.reseed_seconds" in out else "the last run of this dataset"
+            lines += [f"Wall time of {run} on this machine: {out[f'{ds}.seconds']:.0f} s (every tune, "
                       "the re-rank, the seeded runs, the ablations, sensitivity and OT lift; stage outputs and tune "
                       "trials of an earlier run with the same configuration are reused from the store, so a re-run that "
                       "only adds rows is short: the full cost is in docs/stages/tune.md).", ""]
