@@ -34,16 +34,22 @@ Per dataset:
 
 Writes flat keys to ``--json`` (``<dataset>.<model>.test.recall@20.mean``, ``...std``,
 ``<dataset>.blast_vs_best_baseline``, ``<dataset>.blast_vs_best_baseline.p``, ...) and the tables to
-``--md``; prints ``RESULT {json}`` last. Machine and seeds are recorded in both.
+``--md``; prints ``RESULT {json}`` last. Machine and seeds are recorded in both. Each seeded run is
+recorded as it finishes (``<dataset>.<model>.seed<seed>.*`` keys, per-user figures in
+``per_user/<dataset>.<model>.npz`` next to ``--json``), so an interrupted run resumes at the next
+(model, seed), on any machine. ``--from-chosen`` tunes nothing: it trains the seeds of the
+configurations a stored run chose (for a dataset whose tune store is gone).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -285,7 +291,7 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
         elif args.from_chosen:
             values = stored_choice(out, dataset, model)
             chosen[model] = values
-            rs, pers, users = _seeded(dataset, base, model, values, seeds)
+            rs, pers, users = _seeded(dataset, base, model, values, seeds, args, out)
             runs[model] = rs
             per_user[model] = (users, np.mean(pers, axis=0))
         else:
@@ -324,7 +330,7 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             if model == "blast":
                 for part, keep in kept.items():
                     out[f"{dataset}.blast.keeps.{part}"] = bool(keep)
-            rs, pers, users = _seeded(dataset, base, model, values, seeds)
+            rs, pers, users = _seeded(dataset, base, model, values, seeds, args, out)
             runs[model] = rs
             per_user[model] = (users, np.mean(pers, axis=0))
         summarize(runs[model], f"{dataset}.{model}", out)
@@ -355,16 +361,75 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
     _write(args, out, md_tables(out, args, dataset_done=True))
 
 
-def _seeded(dataset: str, base, model: str, values: dict[str, Any], seeds: list[int]):
-    """``model`` at ``values`` trained once per seed: (metrics per seed, per-user Recall@20 per seed, test users)."""
+def _seeded(dataset: str, base, model: str, values: dict[str, Any], seeds: list[int], args, out: dict[str, Any]):
+    """``model`` at ``values`` trained once per seed: (metrics per seed, per-user Recall@20 per seed, test
+    users). A (model, seed) whose record is stored for these values (:func:`load_seed_record`) is not
+    trained again; each new run is recorded as soon as it finishes, so an interrupted run, or one
+    continued on another machine, resumes at the next (model, seed)."""
     rs, pers, users = [], [], None
     for s in seeds:
-        m, users, per, extra = seed_run(base, values, s, f"{dataset}-{model}")
+        rec = load_seed_record(args, out, dataset, model, values, s)
+        if rec is not None:
+            m, users, per = rec
+            log.info("%s %s seed %d: recorded by an earlier run (test recall@20 %.4f)", dataset, model, s,
+                     m.get("test.recall@20", float("nan")))
+        else:
+            m, users, per, extra = seed_run(base, values, s, f"{dataset}-{model}")
+            per = np.asarray(per, dtype=np.float32)  # what is stored, so a resumed test pairs the same values
+            save_seed_record(args, out, dataset, model, values, s, m, users, per)
+            log.info("%s %s seed %d: test recall@20 %.4f (best epoch %s)", dataset, model, s,
+                     m.get("test.recall@20", float("nan")), extra.get("metrics", {}).get("best_epoch"))
         rs.append(m)
         pers.append(per)
-        log.info("%s %s seed %d: test recall@20 %.4f (best epoch %s)", dataset, model, s,
-                 m.get("test.recall@20", float("nan")), extra.get("metrics", {}).get("best_epoch"))
     return rs, pers, users
+
+
+# Per-(model, seed) records: flat keys ``<dataset>.<model>.seed<seed>.<split>.<metric>`` in --json with
+# ``...config_id`` (a hash of the trained values), and the per-user test Recall@20 (float32) in
+# ``<dir of --json>/per_user/<dataset>.<model>.npz`` (``users`` and one ``s<seed>`` array per seed).
+RECORDED = [f"test.{m}" for m in REPORTED] + ["valid.recall@20"]
+_SEED_KEY = re.compile(r"\.seed\d+\.")
+
+
+def config_id(values: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def per_user_path(args, dataset: str, model: str) -> Path:
+    return Path(args.json).parent / "per_user" / f"{dataset}.{model}.npz"
+
+
+def load_seed_record(args, out: dict[str, Any], dataset: str, model: str, values: dict[str, Any], seed: int):
+    """(metrics, test users, per-user Recall@20) of ``model`` at ``values`` with ``seed`` as stored by
+    an earlier run, or None (not stored, or stored for other values)."""
+    pre = f"{dataset}.{model}.seed{seed}"
+    path = per_user_path(args, dataset, model)
+    if out.get(f"{pre}.config_id") != config_id(values) or not path.exists():
+        return None
+    with np.load(path) as z:
+        if f"s{seed}" not in z.files:
+            return None
+        users, per = z["users"], z[f"s{seed}"]
+    metrics = {k: out[f"{pre}.{k}"] for k in RECORDED if f"{pre}.{k}" in out}
+    return metrics, users, per
+
+
+def save_seed_record(args, out: dict[str, Any], dataset: str, model: str, values: dict[str, Any], seed: int,
+                     metrics: dict[str, float], users: np.ndarray, per: np.ndarray) -> None:
+    """Store one seeded run (flat keys in ``out``, written with the next --json write; per-user array now)."""
+    pre = f"{dataset}.{model}.seed{seed}"
+    path = per_user_path(args, dataset, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path) as z:
+            if np.array_equal(z["users"], users):  # another split's records cannot be paired with these
+                arrays = {k: z[k] for k in z.files}
+    arrays.update({"users": np.asarray(users), f"s{seed}": np.asarray(per, dtype=np.float32)})
+    np.savez_compressed(path, **arrays)
+    out.update({f"{pre}.{k}": float(metrics[k]) for k in RECORDED if k in metrics})
+    out[f"{pre}.config_id"] = config_id(values)
+    _write(args, out, md_tables(out, args, dataset_done=False))
 
 
 def stored_choice(out: dict[str, Any], dataset: str, model: str) -> dict[str, Any]:
@@ -824,8 +889,8 @@ def merge_previous(prev: dict[str, Any], args) -> dict[str, Any]:
                                  f"{now[:2] + now[3:]}; pass the stored budget")
             drop = (".test.", ".valid.recall@20.", ".seeds", ".ablation.", ".sensitivity.", ".ot_lift.",
                     ".blast_vs_best_baseline", ".best_baseline")
-            prev = {k: v for k, v in prev.items()
-                    if not (k.startswith(f"{ds}.") and any(d in k[len(ds):] for d in drop))}
+            prev = {k: v for k, v in prev.items()  # per-seed records stay: they resume the seeded runs
+                    if not (k.startswith(f"{ds}.") and any(d in k[len(ds):] for d in drop) and not _SEED_KEY.search(k))}
         elif stored != now:
             prev = {k: v for k, v in prev.items() if not k.startswith(f"{ds}.")}
     return prev

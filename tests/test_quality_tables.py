@@ -312,6 +312,23 @@ def test_from_chosen_adds_seeds_to_the_stored_choices_without_tuning(monkeypatch
     assert out[f"{ds}.best_baseline"] == "bpr" and out[f"{ds}.blast_vs_best_baseline"] == pytest.approx(0.0701 / 0.0501 - 1, abs=1e-4)
     assert out[f"{ds}.seconds"] == 1500.0 and f"{ds}.reseed_seconds" in out
     assert "`--from-chosen`" in Path(args.md).read_text()
+    # every (model, seed) is recorded as it finishes: a re-run (here: on another machine, the store
+    # gone) trains only what is missing and pairs the same per-user values
+    assert out[f"{ds}.blast.seed2026.test.recall@20"] == pytest.approx(0.0702)
+    assert (tmp_path / "per_user" / f"{ds}.blast.npz").exists()
+    figures = {k: v for k, v in out.items() if ".test." in k or "vs_best" in k}
+    stored_now = json.loads(Path(args.json).read_text())
+    del stored_now[f"{ds}.bpr.seed2026.config_id"]  # as if that run had not finished
+    calls.clear()
+    again = qt.merge_previous(stored_now, argparse.Namespace(**{**vars(args), "seeds": 3}))
+    assert f"{ds}.blast.seed2025.test.recall@20" in again and f"{ds}.blast.test.recall@20.mean" not in again
+    qt.run_dataset(ds, args, again, [])
+    assert calls == [("bpr", bpr["train.lr"], 2026, 30)]
+    assert {k: v for k, v in again.items() if ".test." in k or "vs_best" in k} == figures
+    # a record of other values is not used
+    other = {**bpr, "train.lr": 0.01}
+    assert qt.load_seed_record(args, again, ds, "bpr", other, 2024) is None
+    assert qt.load_seed_record(args, again, ds, "bpr", bpr, 2024)[0]["test.recall@20"] == pytest.approx(0.05)
     with pytest.raises(SystemExit, match="tuned with"):
         qt.merge_previous(stored, argparse.Namespace(**{**vars(args), "trials": 5}))
     with pytest.raises(SystemExit, match="amazon-baby.freedom.chosen is not in"):
