@@ -289,11 +289,7 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             runs[model] = [m]
             per_user[model] = (users, per)
         elif args.from_chosen:
-            values = stored_choice(out, dataset, model)
-            chosen[model] = values
-            rs, pers, users = _seeded(dataset, base, model, values, seeds, args, out)
-            runs[model] = rs
-            per_user[model] = (users, np.mean(pers, axis=0))
+            chosen[model] = stored_choice(out, dataset, model)
         else:
             simpler = START_FROM.get(model)
             start = tuned.get(simpler) if simpler else None
@@ -330,7 +326,8 @@ def run_dataset(dataset: str, args, out: dict[str, Any], md: list[str]) -> None:
             if model == "blast":
                 for part, keep in kept.items():
                     out[f"{dataset}.blast.keeps.{part}"] = bool(keep)
-            rs, pers, users = _seeded(dataset, base, model, values, seeds, args, out)
+        if model != "pop":
+            rs, pers, users = _seeded(dataset, base, model, chosen[model], seeds, args, out)
             runs[model] = rs
             per_user[model] = (users, np.mean(pers, axis=0))
         summarize(runs[model], f"{dataset}.{model}", out)
@@ -416,7 +413,7 @@ def load_seed_record(args, out: dict[str, Any], dataset: str, model: str, values
 
 def save_seed_record(args, out: dict[str, Any], dataset: str, model: str, values: dict[str, Any], seed: int,
                      metrics: dict[str, float], users: np.ndarray, per: np.ndarray) -> None:
-    """Store one seeded run (flat keys in ``out``, written with the next --json write; per-user array now)."""
+    """Store one seeded run now: its flat keys in ``out`` (and --json), its per-user array in the npz."""
     pre = f"{dataset}.{model}.seed{seed}"
     path = per_user_path(args, dataset, model)
     path.parent.mkdir(parents=True, exist_ok=True)
